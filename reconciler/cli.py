@@ -1,0 +1,173 @@
+"""The ``reconcile`` command line: thin, one function per subcommand.
+
+Each subcommand imports its implementation from ``reconciler.commands`` lazily,
+so ``reconcile --help`` does not pay for paramiko, pydantic or GitPython.
+Every implementation returns an exit code (DESIGN.md section 4): 0 nothing to do,
+1 error, 2 changes pending, 3 conflicts that need a human.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from reconciler.errors import ReconcilerError
+
+app = typer.Typer(
+    name="reconcile",
+    help="Run an active-active cluster of gitosis servers from cluster.d/.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+DirOption = Annotated[
+    Path,
+    typer.Option(
+        "-C",
+        "--directory",
+        help="The gitosis-admin checkout holding cluster.d/.",
+        file_okay=False,
+    ),
+]
+ServerOption = Annotated[
+    list[str] | None,
+    typer.Option("--server", help="Only this server (repeatable)."),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+
+
+@app.command()
+def validate(directory: DirOption = Path(".")) -> int:
+    """Check cluster.d/ offline: schema, references, keys, rendered files fresh."""
+    from reconciler.commands import validate as command
+
+    return command.run(directory)
+
+
+@app.command()
+def render(directory: DirOption = Path(".")) -> int:
+    """Write gitosis.conf and keydir/ from cluster.d/."""
+    from reconciler.commands import render as command
+
+    return command.run(directory)
+
+
+@app.command()
+def plan(
+    directory: DirOption = Path("."),
+    server: ServerOption = None,
+    json_output: JsonOption = False,
+    detailed_exitcode: Annotated[
+        bool,
+        typer.Option(
+            "--detailed-exitcode", help="Exit 2 when changes are pending, 3 on conflicts."
+        ),
+    ] = False,
+    trust_new_host_keys: Annotated[
+        bool, typer.Option("--trust-new-host-keys", help="Record unknown host keys.")
+    ] = False,
+) -> int:
+    """Show what apply would change on each server."""
+    from reconciler.commands import plan as command
+
+    return command.run(
+        directory,
+        servers=server or [],
+        json_output=json_output,
+        detailed_exitcode=detailed_exitcode,
+        trust_new_host_keys=trust_new_host_keys,
+    )
+
+
+@app.command()
+def apply(
+    directory: DirOption = Path("."),
+    server: ServerOption = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    json_output: JsonOption = False,
+    cron: Annotated[
+        bool, typer.Option("--cron", help="Quiet unattended run with a lock (for cron).")
+    ] = False,
+    trust_new_host_keys: Annotated[
+        bool, typer.Option("--trust-new-host-keys", help="Record unknown host keys.")
+    ] = False,
+    replace_foreign: Annotated[
+        bool,
+        typer.Option(
+            "--replace-foreign",
+            help="Replace hooks and remotes the reconciler did not write.",
+        ),
+    ] = False,
+) -> int:
+    """Change every server to match cluster.d/."""
+    from reconciler.commands import apply as command
+
+    return command.run(
+        directory,
+        servers=server or [],
+        yes=yes,
+        json_output=json_output,
+        cron=cron,
+        trust_new_host_keys=trust_new_host_keys,
+        replace_foreign=replace_foreign,
+    )
+
+
+@app.command()
+def status(directory: DirOption = Path("."), json_output: JsonOption = False) -> int:
+    """Replication health, ref by ref."""
+    from reconciler.commands import status as command
+
+    return command.run(directory, json_output=json_output)
+
+
+@app.command("import")
+def import_(directory: DirOption = Path(".")) -> int:
+    """Write cluster.d/ from an existing gitosis.conf and keydir/."""
+    from reconciler.commands import import_ as command
+
+    return command.run(directory)
+
+
+@app.command("install-hooks")
+def install_hooks(directory: DirOption = Path(".")) -> int:
+    """Install the pre-push check in the admin checkout."""
+    from reconciler.commands import install_hooks as command
+
+    return command.run(directory)
+
+
+def print_error(message: str) -> None:
+    sys.stderr.write(f"error: {message}\n" if "\n" not in message else f"{message}\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        result = app(args=argv, prog_name="reconcile", standalone_mode=False)
+    except typer.Abort:
+        print_error("aborted.")
+        return 1
+    except typer.TyperException as exc:
+        # Usage errors exit 1, not click's 2: exit code 2 means "changes pending".
+        show = getattr(exc, "show", None)
+        if callable(show):
+            show()
+        else:
+            print_error(exc.format_message())
+        return 1
+    except ReconcilerError as exc:
+        print_error(str(exc))
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print_error("interrupted.")
+        return 130
+    return result if isinstance(result, int) else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,11 @@
+"""`reconcile import-` (placeholder until its issue lands)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from reconciler.errors import ReconcilerError
+
+
+def run(directory: Path) -> int:
+    raise ReconcilerError("'reconcile import' is not implemented yet")

@@ -1,0 +1,68 @@
+"""gitosis's rules for user names, repository paths and group names.
+
+``fullmatch`` is used throughout: with ``re.match`` a ``$`` also matches before a
+trailing newline, which would let ``"alice\\n"`` through.
+"""
+
+from __future__ import annotations
+
+import re
+
+SAFE_USER_RE = re.compile(r"[a-zA-Z][a-zA-Z0-9_.-]*(@[a-zA-Z][a-zA-Z0-9.-]*)?")
+
+# The quoted argument of a git command in SSH_ORIGINAL_COMMAND, as gitosis-serve checks it.
+SAFE_ARG_RE = re.compile(
+    r"'/*(?P<path>[a-zA-Z0-9][a-zA-Z0-9@._-]*(/[a-zA-Z0-9][a-zA-Z0-9@._-]*)*)'"
+)
+
+# A repository path: every segment starts with an alphanumeric, so no "..",
+# no hidden segments, no leading slash, no whitespace or shell metacharacters.
+SAFE_REPO_PATH_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9@._-]*(/[a-zA-Z0-9][a-zA-Z0-9@._-]*)*")
+
+# Group names become "[group NAME]" section headers and "@NAME" member references.
+SAFE_GROUP_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9@._/-]*")
+
+
+def is_safe_user(name: str) -> bool:
+    return SAFE_USER_RE.fullmatch(name) is not None
+
+
+def is_safe_group(name: str) -> bool:
+    return SAFE_GROUP_RE.fullmatch(name) is not None
+
+
+def strip_git_suffix(path: str) -> str:
+    """gitosis strips one ``.git`` extension before matching access rules."""
+    return path[: -len(".git")] if path.endswith(".git") and len(path) > 4 else path
+
+
+def repo_path_problem(path: str) -> str | None:
+    """Why ``path`` is not a safe repository path, or None when it is."""
+    if not path:
+        return "a repository path must not be empty"
+    if path.startswith("/"):
+        return f"repository path {path!r} must not start with '/'"
+    if path.startswith("."):
+        return f"repository path {path!r} must not start with '.'"
+    if any(segment == ".." for segment in path.split("/")):
+        return f"repository path {path!r} must not contain '..'"
+    if SAFE_REPO_PATH_RE.fullmatch(path) is None:
+        return (
+            f"repository path {path!r} is not safe: each '/'-separated segment must start "
+            "with a letter or digit and hold only letters, digits and '@._-'"
+        )
+    stripped = strip_git_suffix(path)
+    if SAFE_REPO_PATH_RE.fullmatch(stripped) is None:
+        return f"repository path {path!r} is not safe once its '.git' suffix is removed"
+    return None
+
+
+def normalize_repo_path(path: str) -> str:
+    """The canonical name of a repository: validated, ``.git`` suffix removed.
+
+    Raises ValueError with a one-sentence reason for an unsafe path.
+    """
+    problem = repo_path_problem(path)
+    if problem is not None:
+        raise ValueError(problem)
+    return strip_git_suffix(path)
