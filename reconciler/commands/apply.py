@@ -1,10 +1,12 @@
-"""`reconcile apply` (placeholder until its issue lands)."""
+"""``reconcile apply``: change every server to match cluster.d/."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from reconciler.errors import ReconcilerError
+from reconciler.commands.common import close_all, load_and_connect, plan_options
+from reconciler.commands.output import ConsoleReporter, print_json, print_plan, stderr
+from reconciler.planning import Plan
 
 
 def run(
@@ -17,4 +19,61 @@ def run(
     trust_new_host_keys: bool,
     replace_foreign: bool,
 ) -> int:
-    raise ReconcilerError("'reconcile apply' is not implemented yet")
+    from reconciler.apply import apply_cluster
+
+    quiet = json_output or cron
+    reporter = ConsoleReporter(quiet=quiet)
+
+    def confirm(plan: Plan) -> bool:
+        if not quiet:
+            print_plan(plan)
+        if yes or cron:
+            return True
+        import typer
+
+        return typer.confirm("Apply these changes?", default=False)
+
+    desired, transports = load_and_connect(directory, servers, trust_new_host_keys)
+    try:
+        outcome = apply_cluster(
+            desired,
+            transports,
+            plan_options(servers, replace_foreign),
+            reporter,
+            confirm=confirm,
+        )
+    finally:
+        close_all(transports)
+    final = outcome.final_plan or outcome.first_plan
+    if json_output:
+        print_json(
+            {
+                "format_version": 1,
+                "plan": outcome.first_plan.to_json(),
+                "results": [
+                    {**r.action.to_json(), "ok": r.ok, "error": r.error} for r in outcome.results
+                ],
+                "final": final.to_json(),
+                "exit_code": outcome.exit_code(),
+            }
+        )
+        return outcome.exit_code()
+    if outcome.declined:
+        stderr().print("Nothing changed.")
+        return 1
+    if not outcome.results:
+        if not cron:
+            print_plan(final)
+        return outcome.exit_code()
+    for result in outcome.failed:
+        stderr().print(
+            f"error: {result.action.server}: {result.action.description}: {result.error}"
+        )
+    if final.actions or final.conflicts or final.errors:
+        stderr().print("After apply:")
+        print_plan(final, stderr())
+    elif not cron:
+        reporter.out.print(
+            f"Applied {len(outcome.results)} change(s); the cluster matches cluster.d/."
+        )
+    return outcome.exit_code()

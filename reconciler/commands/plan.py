@@ -1,10 +1,11 @@
-"""`reconcile plan` (placeholder until its issue lands)."""
+"""``reconcile plan``: what apply would change on each server."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from reconciler.errors import ReconcilerError
+from reconciler.commands.common import close_all, load_and_connect, plan_options
+from reconciler.commands.output import ConsoleReporter, print_json, print_plan
 
 
 def run(
@@ -15,4 +16,19 @@ def run(
     detailed_exitcode: bool,
     trust_new_host_keys: bool,
 ) -> int:
-    raise ReconcilerError("'reconcile plan' is not implemented yet")
+    from reconciler.apply import plan_cluster
+
+    desired, transports = load_and_connect(directory, servers, trust_new_host_keys)
+    try:
+        reporter = ConsoleReporter(quiet=json_output)
+        plan, _facts = plan_cluster(desired, transports, plan_options(servers), reporter)
+    finally:
+        close_all(transports)
+    if json_output:
+        print_json(plan.to_json())
+    else:
+        print_plan(plan)
+    code = plan.exit_code()
+    if detailed_exitcode:
+        return code
+    return code if code in (1, 3) else 0

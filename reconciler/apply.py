@@ -1,0 +1,181 @@
+"""Apply: execute a plan phase by phase, gathering facts again between phases.
+
+Phases (``planning.model.Phase``): server keys, then the admin repository (whose
+commit needs those keys), then known_hosts, settings, repositories, remotes and
+hooks, then refs. After each phase that did something the facts are gathered
+again and the plan made afresh, so every later action is planned on what the
+servers really hold. Finally the facts are gathered once more to verify.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from reconciler import git
+from reconciler.admin_checkout import gather_checkout
+from reconciler.desired import Desired
+from reconciler.errors import ReconcilerError
+from reconciler.facts import Facts
+from reconciler.gather import gather_facts, run_json_program
+from reconciler.planning import Action, Plan, PlanContext, PlanOptions, make_plan
+from reconciler.planning.admin import BUNDLE, HEAD
+from reconciler.planning.model import ADMIN_CHECKOUT
+from reconciler.report import Reporter
+from reconciler.transport import Transport
+
+MAX_ROUNDS = 8
+EXECUTE_TIMEOUT = 3600.0
+COMMIT_MESSAGE = "reconcile: render gitosis.conf and keydir/ from cluster.d/"
+
+
+@dataclass(frozen=True)
+class ActionResult:
+    action: Action
+    ok: bool
+    error: str = ""
+
+
+@dataclass
+class Outcome:
+    first_plan: Plan
+    final_plan: Plan | None = None
+    results: list[ActionResult] = field(default_factory=list)
+    declined: bool = False
+
+    @property
+    def failed(self) -> list[ActionResult]:
+        return [r for r in self.results if not r.ok]
+
+    def exit_code(self) -> int:
+        final = self.final_plan or self.first_plan
+        if self.failed or final.errors:
+            return 1
+        if final.conflicts:
+            return 3
+        if final.actions:
+            return 1  # not converged: something changed behind apply's back
+        return 0
+
+
+def plan_cluster(
+    desired: Desired,
+    transports: dict[str, Transport],
+    options: PlanOptions,
+    reporter: Reporter | None = None,
+) -> tuple[Plan, Facts]:
+    """Gather facts and plan. The checkout facts come from the operator's side."""
+    facts = gather_facts(desired, transports, reporter)
+    checkout = gather_checkout(desired, facts)
+    return make_plan(PlanContext(desired, facts, checkout, options)), facts
+
+
+def _key(action: Action) -> tuple[str, str, str]:
+    return (action.server, action.subject, action.target)
+
+
+class _Executor:
+    def __init__(self, desired: Desired, transports: dict[str, Transport], reporter: Reporter):
+        self.desired = desired
+        self.transports = transports
+        self.reporter = reporter
+        self.admin: tuple[str, str] | None = None
+
+    def _admin_values(self) -> tuple[str, str]:
+        """The checkout's commit and a bundle of it, made once per commit."""
+        if self.admin is None:
+            root = self.desired.root
+            head = git.head(root)
+            if head is None:
+                raise ReconcilerError(f"{root}: the admin checkout has no commit to send")
+            self.admin = (head, base64.b64encode(git.bundle(root, "HEAD")).decode())
+        return self.admin
+
+    def _resolve(self, op: dict[str, Any]) -> dict[str, Any]:
+        if op.get("new") == HEAD or op.get("bundle") == BUNDLE:
+            commit, bundle = self._admin_values()
+            return {**op, "new": commit, "bundle": bundle}
+        return op
+
+    def run_local(self, action: Action) -> ActionResult:
+        try:
+            for op in action.ops:
+                if op["op"] == "local_commit":
+                    commit = git.commit_files(self.desired.root, op["files"], COMMIT_MESSAGE)
+                    self.admin = None  # a new commit: bundle again
+                    self.reporter.info(f"{ADMIN_CHECKOUT}: committed {commit[:12]}")
+        except ReconcilerError as exc:
+            return ActionResult(action, False, str(exc))
+        return ActionResult(action, True)
+
+    def run_server(self, server: str, actions: list[Action]) -> list[ActionResult]:
+        try:
+            payload = {"actions": [[self._resolve(op) for op in a.ops] for a in actions]}
+            answer = run_json_program(
+                self.transports[server], "execute", payload, timeout=EXECUTE_TIMEOUT
+            )
+            results = answer["results"]
+        except (ReconcilerError, KeyError, TypeError) as exc:
+            return [ActionResult(a, False, str(exc)) for a in actions]
+        return [
+            ActionResult(a, bool(r.get("ok")), str(r.get("error", "")))
+            for a, r in zip(actions, results, strict=False)
+        ]
+
+    def execute(self, actions: list[Action]) -> list[ActionResult]:
+        results = [self.run_local(a) for a in actions if a.server == ADMIN_CHECKOUT]
+        if any(not r.ok for r in results):
+            # Without the admin commit there is nothing to send to the servers.
+            skipped = [a for a in actions if a.server != ADMIN_CHECKOUT and a.subject == "admin"]
+            results += [ActionResult(a, False, "skipped: the admin commit failed") for a in skipped]
+            actions = [a for a in actions if a not in skipped]
+        by_server: dict[str, list[Action]] = {}
+        for action in actions:
+            if action.server != ADMIN_CHECKOUT:
+                by_server.setdefault(action.server, []).append(action)
+        with ThreadPoolExecutor(max_workers=max(1, len(by_server))) as pool:
+            futures = [pool.submit(self.run_server, s, a) for s, a in by_server.items()]
+            for future in futures:
+                results += future.result()
+        return results
+
+
+def apply_cluster(
+    desired: Desired,
+    transports: dict[str, Transport],
+    options: PlanOptions,
+    reporter: Reporter | None = None,
+    *,
+    confirm: Callable[[Plan], bool] | None = None,
+) -> Outcome:
+    reporter = reporter or Reporter()
+    plan, _facts = plan_cluster(desired, transports, options, reporter)
+    outcome = Outcome(first_plan=plan)
+    if not plan.actions:
+        outcome.final_plan = plan
+        return outcome
+    if confirm is not None and not confirm(plan):
+        outcome.declined = True
+        return outcome
+    executor = _Executor(desired, transports, reporter)
+    attempted: set[tuple[str, str, str]] = set()
+    for _round in range(MAX_ROUNDS):
+        pending = [a for a in plan.actions if _key(a) not in attempted]
+        if not pending:
+            break
+        phase = min(a.phase for a in pending)
+        batch = [a for a in pending if a.phase == phase]
+        for result in executor.execute(batch):
+            attempted.add(_key(result.action))
+            outcome.results.append(result)
+            line = f"{result.action.server}: {result.action.symbol} {result.action.description}"
+            if result.ok:
+                reporter.info(line)
+            else:
+                reporter.warning(f"{line}: FAILED: {result.error}")
+        plan, _facts = plan_cluster(desired, transports, options, reporter)
+    outcome.final_plan = plan
+    return outcome

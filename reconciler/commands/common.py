@@ -1,0 +1,41 @@
+"""What the server-facing commands share: load cluster.d/, open transports."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from reconciler.errors import ReconcilerError
+from reconciler.transport import Transport
+
+
+def load_and_connect(
+    directory: Path, servers: list[str], trust_new_host_keys: bool
+) -> tuple[object, dict[str, Transport]]:
+    from reconciler.desired import load
+    from reconciler.gather import open_transports
+
+    desired = load(directory)
+    unknown = [name for name in servers if name not in desired.servers]
+    if unknown:
+        raise ReconcilerError(
+            f"no server named {', '.join(unknown)} in {directory / 'cluster.d'} "
+            f"(servers: {', '.join(desired.servers)})"
+        )
+    # Every server is gathered (peers' facts feed the plan); --server limits the changes.
+    return desired, open_transports(
+        desired, desired.servers, trust_new_host_keys=trust_new_host_keys
+    )
+
+
+def plan_options(servers: list[str], replace_foreign: bool = False):  # type: ignore[no-untyped-def]
+    from reconciler.planning import PlanOptions
+    from reconciler.replication import hook_source
+
+    return PlanOptions(
+        replace_foreign=replace_foreign, only_servers=tuple(servers), hook_source=hook_source()
+    )
+
+
+def close_all(transports: dict[str, Transport]) -> None:
+    for transport in transports.values():
+        transport.close()

@@ -1,0 +1,82 @@
+"""Terminal output shared by the commands: plans, results, errors (rich)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+
+from reconciler.planning.model import Action, Note, Plan
+from reconciler.report import Reporter
+
+STYLES = {"+": "green", "~": "yellow", "-": "red"}
+NOTE_MARKS = {"warning": ("!", "yellow"), "conflict": ("✗", "bold red"), "error": ("✗", "bold red")}
+
+
+def stdout() -> Console:
+    return Console(highlight=False, soft_wrap=True)
+
+
+def stderr() -> Console:
+    return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class ConsoleReporter(Reporter):
+    """Reports progress on stderr (transient lines) and results on stdout."""
+
+    def __init__(self, *, quiet: bool = False) -> None:
+        self.out = stdout()
+        self.err = stderr()
+        self.quiet = quiet
+
+    def info(self, message: str) -> None:
+        if not self.quiet:
+            self.out.print(escape(message))
+
+    def warning(self, message: str) -> None:
+        self.err.print(f"[yellow]warning:[/] {escape(message)}")
+
+    def progress(self, message: str) -> None:
+        if not self.quiet and self.err.is_terminal:
+            self.err.print(f"[dim]{escape(message)}…[/]")
+
+
+def print_plan(plan: Plan, console: Console | None = None) -> None:
+    console = console or stdout()
+    grouped = plan.by_server()
+    unmanaged: dict[str, list[str]] = {}
+    for note in plan.notes:
+        if note.level == "unmanaged":
+            unmanaged.setdefault(note.server, []).append(note.target)
+    for server in sorted(set(grouped) | set(unmanaged)):
+        console.print(f"[bold]{escape(server)}[/]")
+        for item in grouped.get(server, []):
+            if isinstance(item, Action):
+                style = STYLES[item.symbol]
+                console.print(f"  [{style}]{item.symbol}[/] {escape(item.description)}")
+            elif item.level != "unmanaged":
+                mark, style = NOTE_MARKS.get(item.level, ("·", "dim"))
+                console.print(f"  [{style}]{mark}[/] {escape(_note_text(item))}")
+        if server in unmanaged:
+            names = unmanaged[server]
+            shown = ", ".join(names[:10]) + (
+                f", … ({len(names) - 10} more)" if len(names) > 10 else ""
+            )
+            console.print(
+                f"  [dim]· {len(names)} unmanaged repositories "
+                f"(not in cluster.d/): {escape(shown)}[/]"
+            )
+    if not plan.actions and not plan.conflicts and not plan.errors:
+        console.print("No changes: every server matches cluster.d/.")
+    console.print(f"Plan: {plan.summary()}")
+
+
+def _note_text(note: Note) -> str:
+    return note.message
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, sort_keys=False) + "\n")

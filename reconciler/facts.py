@@ -1,0 +1,180 @@
+"""What a server is like now: the typed form of the gather program's JSON.
+
+``parse_server_facts`` is the pure parser for ``reconciler/remote/gather.py``'s
+output; test it on recorded output. ``Facts`` holds every server's facts, or the
+error that kept the reconciler from reading one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from reconciler.errors import ReconcilerError
+
+GATHER_FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class RemoteFacts:
+    url: str | None
+    fetch: tuple[str, ...] = ()
+    pushurl: str | None = None
+    mirror: str | None = None
+    managed: bool = False
+
+
+@dataclass(frozen=True)
+class HookFacts:
+    mode: int
+    uid: int
+    sha256: str | None
+    managed: bool
+    symlink: bool = False
+
+
+@dataclass(frozen=True)
+class RepositoryFacts:
+    name: str
+    head: str
+    bare: bool
+    remotes: dict[str, RemoteFacts]
+    hook: HookFacts | None
+    refs_digest: str
+    ref_count: int
+    refs: dict[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class Commit:
+    sha: str
+    parents: tuple[str, ...]
+    committer: str
+
+
+@dataclass(frozen=True)
+class AdminFacts:
+    exists: bool
+    branch: str = "master"
+    head: str | None = None
+    history: tuple[Commit, ...] = ()
+    post_update_hook: bool = False
+
+    @property
+    def only_init_commit(self) -> bool:
+        """The repository holds just the single root commit gitosis-init made."""
+        return (
+            len(self.history) == 1
+            and not self.history[0].parents
+            and self.history[0].committer == "Gitosis Admin"
+        )
+
+
+@dataclass(frozen=True)
+class ServerFacts:
+    server: str
+    home: str
+    uid: int
+    user: str
+    server_key: str | None
+    server_key_private: bool
+    ssh_dir_mode: int | None
+    known_hosts: tuple[str, ...]
+    authorized_keys: tuple[str, ...]
+    repositories_dir: str
+    repositories_exists: bool
+    settings: dict[str, Any] | None
+    settings_text: str | None
+    queue: tuple[dict[str, Any], ...]
+    queue_errors: tuple[str, ...]
+    repositories: dict[str, RepositoryFacts]
+    admin: AdminFacts
+    host_key: str | None = None  # as seen by the operator's connection
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class Facts:
+    servers: dict[str, ServerFacts] = field(default_factory=dict)
+    errors: dict[str, ReconcilerError] = field(default_factory=dict)
+
+
+def _remote(data: dict[str, Any]) -> RemoteFacts:
+    return RemoteFacts(
+        url=data.get("url"),
+        fetch=tuple(data.get("fetch") or ()),
+        pushurl=data.get("pushurl"),
+        mirror=data.get("mirror"),
+        managed=bool(data.get("managed")),
+    )
+
+
+def _repository(name: str, data: dict[str, Any]) -> RepositoryFacts:
+    hook = data.get("hook")
+    return RepositoryFacts(
+        name=name,
+        head=str(data.get("head", "")),
+        bare=bool(data.get("bare", True)),
+        remotes={remote: _remote(value) for remote, value in data["remotes"].items()},
+        hook=HookFacts(
+            mode=int(hook["mode"]),
+            uid=int(hook["uid"]),
+            sha256=hook.get("sha256"),
+            managed=bool(hook.get("managed")),
+            symlink=bool(hook.get("symlink")),
+        )
+        if hook
+        else None,
+        refs_digest=str(data["refs_digest"]),
+        ref_count=int(data.get("ref_count", 0)),
+        refs=dict(data["refs"]) if data.get("refs") is not None else None,
+    )
+
+
+def parse_server_facts(
+    server: str, data: dict[str, Any], host_key: str | None = None
+) -> ServerFacts:
+    """Turn the gather program's JSON into ``ServerFacts``; raises on a foreign format."""
+    if data.get("format_version") != GATHER_FORMAT_VERSION:
+        raise ReconcilerError(
+            f"server {server}: the gather program answered in format "
+            f"{data.get('format_version')!r}, expected {GATHER_FORMAT_VERSION}"
+        )
+    try:
+        admin = data["admin"]
+        return ServerFacts(
+            server=server,
+            home=str(data["home"]),
+            uid=int(data["uid"]),
+            user=str(data["user"]),
+            server_key=data.get("server_key"),
+            server_key_private=bool(data.get("server_key_private")),
+            ssh_dir_mode=data.get("ssh_dir_mode"),
+            known_hosts=tuple(data.get("known_hosts") or ()),
+            authorized_keys=tuple(data.get("authorized_keys") or ()),
+            repositories_dir=str(data["repositories_dir"]),
+            repositories_exists=bool(data["repositories_exists"]),
+            settings=data.get("settings"),
+            settings_text=data.get("settings_text"),
+            queue=tuple(data.get("queue") or ()),
+            queue_errors=tuple(data.get("queue_errors") or ()),
+            repositories={
+                name: _repository(name, value) for name, value in data["repositories"].items()
+            },
+            admin=AdminFacts(
+                exists=bool(admin.get("exists")),
+                branch=str(admin.get("branch", "master")),
+                head=admin.get("head"),
+                history=tuple(
+                    Commit(c["sha"], tuple(c["parents"]), c["committer"])
+                    for c in admin.get("history", ())
+                ),
+                post_update_hook=bool(admin.get("post_update_hook")),
+            ),
+            host_key=host_key,
+            seconds=float(data.get("seconds", 0.0)),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ReconcilerError(
+            f"server {server}: the gather program's answer is malformed ({exc!r})"
+        ) from exc

@@ -1,0 +1,127 @@
+"""Running git on the operator's side (the admin checkout). The only module that does.
+
+Every call is an argv list; failures become ``GitError`` with git's own last line.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+
+from reconciler.errors import ReconcilerError
+
+
+class GitError(ReconcilerError):
+    pass
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    for variable in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE"):
+        env.pop(variable, None)
+    env.setdefault("GIT_TERMINAL_PROMPT", "0")
+    return env
+
+
+def run_git(repo: Path, *args: str, stdin: bytes = b"", check: bool = True) -> str:
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(repo), *args],
+            input=stdin,
+            capture_output=True,
+            env=_env(),
+            check=False,
+            timeout=600,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise GitError(f"{repo}: running git {args[0]} failed: {exc}") from exc
+    if check and done.returncode != 0:
+        lines = done.stderr.decode("utf-8", "replace").strip().splitlines()
+        raise GitError(f"{repo}: git {args[0]} failed: {lines[-1] if lines else done.returncode}")
+    return done.stdout.decode("utf-8", "replace")
+
+
+def is_repository(path: Path) -> bool:
+    return run_git(path, "rev-parse", "--git-dir", check=False) != ""
+
+
+def head(repo: Path) -> str | None:
+    out = run_git(repo, "rev-parse", "--verify", "--quiet", "HEAD^{commit}", check=False).strip()
+    return out or None
+
+
+def current_branch(repo: Path) -> str:
+    return run_git(repo, "symbolic-ref", "--short", "-q", "HEAD", check=False).strip() or "master"
+
+
+def has_commit(repo: Path, sha: str) -> bool:
+    done = subprocess.run(
+        ["git", "-C", str(repo), "cat-file", "-e", f"{sha}^{{commit}}"],
+        capture_output=True,
+        env=_env(),
+        check=False,
+    )
+    return done.returncode == 0
+
+
+def is_ancestor(repo: Path, ancestor: str, descendant: str) -> bool:
+    done = subprocess.run(
+        ["git", "-C", str(repo), "merge-base", "--is-ancestor", ancestor, descendant],
+        capture_output=True,
+        env=_env(),
+        check=False,
+    )
+    return done.returncode == 0
+
+
+def bundle(repo: Path, ref: str) -> bytes:
+    """A bundle holding the whole history of ``ref`` (the admin repository is small)."""
+    with tempfile.TemporaryDirectory(prefix="reconciler-bundle-") as directory:
+        path = Path(directory) / "admin.bundle"
+        run_git(repo, "bundle", "create", "--quiet", str(path), ref)
+        return path.read_bytes()
+
+
+def write_file_atomically(path: Path, content: bytes, mode: int = 0o644) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(content)
+            handle.flush()
+            os.fchmod(handle.fileno(), mode)
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        if os.path.exists(temp):
+            os.unlink(temp)
+        raise
+
+
+def commit_files(repo: Path, files: dict[str, str], message: str) -> str:
+    """Write ``files`` (relative path -> content), commit exactly them, return the commit."""
+    for relative, content in files.items():
+        write_file_atomically(repo / relative, content.encode("utf-8"))
+    run_git(repo, "add", "--", *files)
+    staged = run_git(repo, "diff", "--cached", "--name-only", "--", *files).split()
+    if staged:
+        identity: list[str] = []
+        if not run_git(repo, "config", "user.email", check=False).strip():
+            identity = ["-c", "user.name=reconcile", "-c", "user.email=reconcile@localhost"]
+        run_git(
+            repo,
+            *identity,
+            "commit",
+            "--quiet",
+            "--no-verify",
+            "-m",
+            message,
+            "--",
+            *files,
+        )
+    sha = head(repo)
+    if sha is None:
+        raise GitError(f"{repo}: no commit after writing {', '.join(files)}")
+    return sha

@@ -1,0 +1,43 @@
+"""The pure planner: desired state and facts in, a ``Plan`` out. No I/O here."""
+
+from __future__ import annotations
+
+from reconciler.planning.admin import plan_admin
+from reconciler.planning.context import PlanContext, PlanOptions
+from reconciler.planning.hooks import plan_hooks
+from reconciler.planning.keys import plan_server_keys
+from reconciler.planning.known_hosts import plan_known_hosts
+from reconciler.planning.model import Action, Note, Phase, Plan
+from reconciler.planning.remotes import plan_remotes
+from reconciler.planning.repositories import plan_repositories
+from reconciler.planning.settings import plan_settings
+
+SUBJECTS = (
+    plan_server_keys,
+    plan_admin,
+    plan_known_hosts,
+    plan_settings,
+    plan_repositories,
+    plan_remotes,
+    plan_hooks,
+)
+
+
+def make_plan(ctx: PlanContext) -> Plan:
+    actions: list[Action] = []
+    notes: list[Note] = []
+    for name, error in ctx.facts.errors.items():
+        if name in ctx.planned_servers():
+            notes.append(Note(name, "server", name, "error", str(error)))
+    for subject in SUBJECTS:
+        found_actions, found_notes = subject(ctx)
+        actions += found_actions
+        notes += found_notes
+    return Plan(
+        actions=tuple(sorted(actions, key=Action.sort_key)),
+        notes=tuple(notes),
+        servers=tuple(ctx.planned_servers()),
+    )
+
+
+__all__ = ["Action", "Note", "Phase", "Plan", "PlanContext", "PlanOptions", "make_plan"]

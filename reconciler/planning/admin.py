@@ -1,0 +1,163 @@
+"""The admin repository: gitosis-admin on every server at the checkout's commit.
+
+The rendered gitosis.conf and keydir/ (with every server's own key and the
+generated mirror group) are committed in the admin checkout, then the commit is
+sent to every server with compare-and-swap on the branch, and gitosis's
+post-update hook runs there. A server holding only gitosis-init's single commit
+is adopted; a server whose admin history is unknown to the checkout is refused.
+"""
+
+from __future__ import annotations
+
+from reconciler.planning.context import PlanContext
+from reconciler.planning.model import ADMIN_CHECKOUT, Action, Note, Phase
+
+# Placeholders filled in by apply once the checkout's commit exists.
+HEAD = "@HEAD"
+BUNDLE = "@BUNDLE"
+
+
+def first_admin_key(ctx: PlanContext) -> str | None:
+    """A key for gitosis-init on a server without an admin repository."""
+    group = ctx.desired.groups.get(ctx.desired.cluster.admin_repository)
+    for member in group.members if group else ():
+        keys = ctx.desired.users.get(member)
+        if keys:
+            return keys[0]
+    for keys in ctx.desired.users.values():
+        if keys:
+            return keys[0]
+    return None
+
+
+def plan_admin(ctx: PlanContext) -> tuple[list[Action], list[Note]]:
+    actions: list[Action] = []
+    notes: list[Note] = []
+    checkout = ctx.checkout
+    if checkout is None:
+        return actions, notes
+    admin = ctx.desired.cluster.admin_repository
+    new_commit = bool(checkout.files)
+    if new_commit:
+        actions.append(
+            Action(
+                ADMIN_CHECKOUT,
+                "admin",
+                "change",
+                str(checkout.root),
+                "commit rendered " + ", ".join(sorted(checkout.files)),
+                Phase.ADMIN,
+                ({"op": "local_commit", "files": checkout.files},),
+            )
+        )
+    if checkout.head is None and not new_commit:
+        notes.append(
+            Note(
+                ADMIN_CHECKOUT,
+                "admin",
+                str(checkout.root),
+                "error",
+                "the admin checkout has no commit",
+            )
+        )
+        return actions, notes
+    for name, facts in ctx.reachable().items():
+        path = ctx.repository_path(name, admin)
+        state = facts.admin
+        update = {
+            "op": "admin_update",
+            "repo": path,
+            "branch": state.branch,
+            "new": HEAD,
+            "bundle": BUNDLE,
+        }
+        if not state.exists:
+            key = first_admin_key(ctx)
+            if key is None:
+                notes.append(
+                    Note(
+                        name,
+                        "admin",
+                        admin,
+                        "error",
+                        f"no {admin} repository and no user key to run gitosis-init with",
+                    )
+                )
+                continue
+            actions.append(
+                Action(
+                    name,
+                    "admin",
+                    "create",
+                    admin,
+                    f"initialise {admin} (gitosis-init) and send the admin commit",
+                    Phase.ADMIN,
+                    (
+                        {"op": "gitosis_init", "pubkey": key},
+                        {**update, "old": "@INIT", "branch": "master"},
+                    ),
+                )
+            )
+            continue
+        relation = checkout.relations.get(name, "unknown")
+        if state.head is None:
+            actions.append(
+                Action(
+                    name,
+                    "admin",
+                    "create",
+                    admin,
+                    f"send the admin commit to {admin}",
+                    Phase.ADMIN,
+                    ({**update, "old": None},),
+                )
+            )
+        elif relation == "same" and not new_commit:
+            continue
+        elif relation in ("same", "behind"):
+            actions.append(
+                Action(
+                    name,
+                    "admin",
+                    "change",
+                    admin,
+                    f"fast-forward {admin} from {state.head[:12]}",
+                    Phase.ADMIN,
+                    ({**update, "old": state.head},),
+                )
+            )
+        elif state.only_init_commit:
+            actions.append(
+                Action(
+                    name,
+                    "admin",
+                    "change",
+                    admin,
+                    f"adopt {admin}: replace gitosis-init's single commit {state.head[:12]}",
+                    Phase.ADMIN,
+                    ({**update, "old": state.head},),
+                )
+            )
+        elif relation == "ahead":
+            notes.append(
+                Note(
+                    name,
+                    "admin",
+                    admin,
+                    "error",
+                    f"{admin} on {name} is ahead of the admin checkout (at {state.head[:12]}); "
+                    "pull it into the checkout and run again",
+                )
+            )
+        else:
+            notes.append(
+                Note(
+                    name,
+                    "admin",
+                    admin,
+                    "error",
+                    f"{admin} on {name} holds history unrelated to the admin checkout "
+                    f"(at {state.head[:12]}); refusing to overwrite it",
+                )
+            )
+    return actions, notes

@@ -1,0 +1,78 @@
+"""What every subject's planner needs: the desired state, the facts, the options."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from reconciler.facts import Facts, ServerFacts
+
+if TYPE_CHECKING:
+    from reconciler.admin_checkout import CheckoutFacts
+    from reconciler.desired import Desired, Server
+
+SETTINGS_PATH = ".reconciler/replication.json"
+SETTINGS_FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class PlanOptions:
+    replace_foreign: bool = False
+    only_servers: tuple[str, ...] = ()
+    hook_source: bytes = b""
+
+
+@dataclass(frozen=True)
+class PlanContext:
+    desired: Desired
+    facts: Facts
+    checkout: CheckoutFacts | None = None
+    options: PlanOptions = field(default_factory=PlanOptions)
+
+    def planned_servers(self) -> list[str]:
+        """The servers this plan changes: all, or those named with --server."""
+        names = list(self.desired.servers)
+        if self.options.only_servers:
+            names = [n for n in names if n in self.options.only_servers]
+        return names
+
+    def reachable(self) -> dict[str, ServerFacts]:
+        """Facts of the planned servers that answered."""
+        return {
+            name: self.facts.servers[name]
+            for name in self.planned_servers()
+            if name in self.facts.servers
+        }
+
+    def peers(self, server: str) -> list[str]:
+        return [name for name in self.desired.servers if name != server]
+
+    def repository_path(self, server: str, repository: str) -> str:
+        """The repository's directory relative to the git user's home."""
+        return f"{self.desired.servers[server].repositories}/{repository}.git"
+
+
+def repository_url(server: Server, repository: str) -> str:
+    """How the other servers reach ``repository`` on ``server`` (its peer_url)."""
+    url = server.peer_url
+    if url.kind == "local":
+        return f"{url.path}/{server.repositories}/{repository}.git"
+    user = f"{url.user}@" if url.user else ""
+    host = f"[{url.host}]" if url.host and ":" in url.host else url.host
+    port = f":{url.port}" if url.port else ""
+    # Through gitosis-serve, which takes the path relative to its repository base.
+    return f"ssh://{user}{host}{port}/{repository}.git"
+
+
+def settings_text(desired: Desired, server: str) -> str:
+    """The replication hook's settings file for ``server``, byte for byte."""
+    settings = {
+        "format_version": SETTINGS_FORMAT_VERSION,
+        "server": server,
+        "peers": sorted(name for name in desired.servers if name != server),
+        "mirror_users": sorted(desired.server_users()),
+        "mode": desired.cluster.replication.mode,
+        "timeout": desired.cluster.replication.timeout,
+    }
+    return json.dumps(settings, indent=2, sort_keys=True) + "\n"

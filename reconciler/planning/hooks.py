@@ -1,0 +1,93 @@
+"""Hooks: ``hooks/post-receive`` of every mirrored repository is the replication hook.
+
+Ours is recognised by its marker line; an older version of ours is replaced, a
+foreign hook is reported and replaced only with --replace-foreign.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from reconciler.planning.context import PlanContext
+from reconciler.planning.model import Action, Note, Phase
+
+HOOK_MODE = 0o755
+
+
+def plan_hooks(ctx: PlanContext) -> tuple[list[Action], list[Note]]:
+    actions: list[Action] = []
+    notes: list[Note] = []
+    source = ctx.options.hook_source
+    digest = hashlib.sha256(source).hexdigest()
+    content = source.decode("utf-8")
+    for name, facts in ctx.reachable().items():
+        for repository in ctx.desired.mirrored_repositories():
+            path = f"{ctx.repository_path(name, repository)}/hooks/post-receive"
+            existing = facts.repositories.get(repository)
+            hook = existing.hook if existing else None
+            op = {"op": "write_file", "path": path, "content": content, "mode": HOOK_MODE}
+            target = f"{repository} post-receive"
+            if hook is None:
+                actions.append(
+                    Action(
+                        name,
+                        "hook",
+                        "create",
+                        target,
+                        f"{repository}: install the replication hook",
+                        Phase.CONFIGURATION,
+                        ({**op, "expect_sha256": "absent"},),
+                    )
+                )
+                continue
+            if hook.managed and not hook.symlink:
+                if hook.sha256 == digest and hook.mode == HOOK_MODE and hook.uid == facts.uid:
+                    continue
+                if hook.uid != facts.uid:
+                    notes.append(
+                        Note(
+                            name,
+                            "hook",
+                            target,
+                            "conflict",
+                            f"{repository}: post-receive is owned by uid {hook.uid}, not the git "
+                            f"user (uid {facts.uid}); fix its owner on the server",
+                        )
+                    )
+                    continue
+                why = "update the replication hook" if hook.sha256 != digest else "fix its mode"
+                actions.append(
+                    Action(
+                        name,
+                        "hook",
+                        "change",
+                        target,
+                        f"{repository}: {why} (mode {HOOK_MODE:o})",
+                        Phase.CONFIGURATION,
+                        ({**op, "expect_sha256": hook.sha256},),
+                    )
+                )
+            elif ctx.options.replace_foreign:
+                actions.append(
+                    Action(
+                        name,
+                        "hook",
+                        "change",
+                        target,
+                        f"{repository}: replace the foreign post-receive hook",
+                        Phase.CONFIGURATION,
+                        (op,),
+                    )
+                )
+            else:
+                notes.append(
+                    Note(
+                        name,
+                        "hook",
+                        target,
+                        "conflict",
+                        f"{repository}: hooks/post-receive is not the replication hook; "
+                        "merge it by hand or apply with --replace-foreign",
+                    )
+                )
+    return actions, notes

@@ -1,0 +1,285 @@
+"""Carry out a list of operations on one server, in one process.
+
+Input (stdin, JSON): {"actions": [[op, op, ...], ...]}. The operations of one action
+run in order; after one fails the rest of that action is skipped, and the next
+action goes on. Output (stdout, JSON): {"results": [{"ok": bool, "error": str}, ...]},
+one per action. Every path is relative to the git user's home and may not leave it;
+every file is written atomically (temporary file, fsync, rename, fsync of the
+directory); every command is an argv list.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from typing import Any
+
+Op = dict[str, Any]
+HOME = os.path.realpath(os.path.expanduser("~"))
+
+
+class OpError(Exception):
+    pass
+
+
+def resolve(path: str) -> str:
+    if not path or os.path.isabs(path) or ".." in path.split("/"):
+        raise OpError(f"refusing path {path!r}: not relative to the home directory")
+    full = os.path.normpath(os.path.join(HOME, path))
+    if not (full == HOME or full.startswith(HOME + os.sep)):
+        raise OpError(f"refusing path {path!r}: outside the home directory")
+    return full
+
+
+def run(
+    argv: list[str],
+    *,
+    cwd: str | None = None,
+    stdin: bytes = b"",
+    timeout: float = 600,
+    env: dict[str, str] | None = None,
+) -> str:
+    try:
+        done = subprocess.run(
+            argv, input=stdin, capture_output=True, cwd=cwd, timeout=timeout, env=env, check=False
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise OpError(f"{argv[0]} timed out after {timeout:.0f}s") from exc
+    except OSError as exc:
+        raise OpError(f"cannot run {argv[0]}: {exc.strerror}") from exc
+    if done.returncode != 0:
+        message = done.stderr.decode("utf-8", "replace").strip().splitlines()
+        raise OpError(f"{' '.join(argv[:3])} failed: {message[-1] if message else done.returncode}")
+    return done.stdout.decode("utf-8", "replace")
+
+
+def fsync_dir(directory: str) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def make_dirs(directory: str, mode: int) -> None:
+    if not os.path.isdir(directory):
+        os.makedirs(directory, mode=mode)
+
+
+def atomic_write(full: str, data: bytes, mode: int) -> None:
+    directory = os.path.dirname(full)
+    fd, temp = tempfile.mkstemp(prefix="." + os.path.basename(full) + ".", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fchmod(handle.fileno(), mode)
+            os.fsync(handle.fileno())
+        os.replace(temp, full)
+    except BaseException:
+        if os.path.exists(temp):
+            os.unlink(temp)
+        raise
+    fsync_dir(directory)
+
+
+def current_sha256(full: str) -> str | None:
+    try:
+        with open(full, "rb") as handle:
+            return hashlib.sha256(handle.read()).hexdigest()
+    except FileNotFoundError:
+        return None
+
+
+def op_write_file(op: Op) -> None:
+    full = resolve(op["path"])
+    make_dirs(os.path.dirname(full), op.get("dir_mode", 0o755))
+    expect = op.get("expect_sha256")
+    if expect is not None:
+        seen = current_sha256(full)
+        if (expect == "absent" and seen is not None) or (expect != "absent" and seen != expect):
+            raise OpError(f"{op['path']} changed since the plan was made; run plan again")
+    atomic_write(full, op["content"].encode("utf-8"), op.get("mode", 0o644))
+
+
+def op_edit_lines(op: Op) -> None:
+    full = resolve(op["path"])
+    make_dirs(os.path.dirname(full), op.get("dir_mode", 0o700))
+    try:
+        with open(full, encoding="utf-8") as handle:
+            lines = handle.read().splitlines()
+    except FileNotFoundError:
+        lines = []
+    remove = set(op.get("remove", ()))
+    kept = [line for line in lines if line.strip() not in remove]
+    present = {line.strip() for line in kept}
+    kept += [line for line in op.get("add", ()) if line not in present]
+    atomic_write(
+        full, ("\n".join(kept) + "\n").encode("utf-8") if kept else b"", op.get("mode", 0o600)
+    )
+
+
+def op_keygen(op: Op) -> None:
+    directory = resolve(".ssh")
+    make_dirs(directory, 0o700)
+    os.chmod(directory, 0o700)
+    key = os.path.join(directory, "id_ed25519")
+    if os.path.exists(key):
+        return
+    run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", op["comment"], "-f", key])
+
+
+def _temporary_sibling(full: str) -> str:
+    parent = os.path.dirname(full)
+    return tempfile.mkdtemp(prefix="." + os.path.basename(full) + ".tmp-", dir=parent)
+
+
+def _create_repository(op: Op, fill: Callable[[str], object]) -> None:
+    full = resolve(op["path"])
+    if os.path.exists(full):
+        return
+    make_dirs(os.path.dirname(full), 0o750)
+    temp = _temporary_sibling(full)
+    try:
+        fill(temp)
+        os.rename(temp, full)
+    except BaseException:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise
+    fsync_dir(os.path.dirname(full))
+
+
+def op_init_bare(op: Op) -> None:
+    _create_repository(op, lambda temp: run(["git", "init", "--bare", "--quiet", temp]))
+
+
+def op_clone_mirror(op: Op) -> None:
+    def fill(temp: str) -> None:
+        os.rmdir(temp)
+        env = dict(os.environ)
+        env.setdefault("GIT_SSH_COMMAND", "ssh -o BatchMode=yes -o ConnectTimeout=15")
+        run(
+            ["git", "clone", "--mirror", "--quiet", op["url"], temp],
+            timeout=op.get("timeout", 3600),
+            env=env,
+        )
+        # The peer remotes are managed separately; `git remote remove` would delete
+        # every ref that the mirror refspec maps, so only the section goes.
+        run(["git", "--git-dir", temp, "config", "--remove-section", "remote.origin"])
+
+    _create_repository(op, fill)
+
+
+def git_dir(op: Op) -> str:
+    full = resolve(op["repo"])
+    if not os.path.isdir(full):
+        raise OpError(f"repository {op['repo']} does not exist")
+    return full
+
+
+def op_set_remote(op: Op) -> None:
+    repo = git_dir(op)
+    name = op["name"]
+    if op.get("replace"):
+        subprocess.run(
+            ["git", "--git-dir", repo, "config", "--remove-section", f"remote.{name}"],
+            capture_output=True,
+            check=False,
+        )
+    for key in ("fetch", "mirror", "pushurl"):
+        subprocess.run(
+            ["git", "--git-dir", repo, "config", "--unset-all", f"remote.{name}.{key}"],
+            capture_output=True,
+            check=False,
+        )
+    run(["git", "--git-dir", repo, "config", f"remote.{name}.url", op["url"]])
+    run(["git", "--git-dir", repo, "config", f"remote.{name}.reconcilerManaged", "true"])
+
+
+def op_remove_remote(op: Op) -> None:
+    repo = git_dir(op)
+    run(["git", "--git-dir", repo, "config", "--remove-section", f"remote.{op['name']}"])
+
+
+def op_remove_file(op: Op) -> None:
+    full = resolve(op["path"])
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(full)
+
+
+def op_gitosis_init(op: Op) -> None:
+    run(["gitosis-init"], cwd=HOME, stdin=op["pubkey"].encode() + b"\n")
+
+
+def op_admin_update(op: Op) -> None:
+    """Bring the admin repository's branch to ``new`` with compare-and-swap on ``old``."""
+    repo = git_dir(op)
+    ref = "refs/heads/" + op["branch"]
+    fd, bundle = tempfile.mkstemp(prefix=".reconciler-bundle-", dir=repo)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(base64.b64decode(op["bundle"]))
+        run(["git", "--git-dir", repo, "bundle", "unbundle", bundle])
+    finally:
+        os.unlink(bundle)
+    expected = op.get("old") or "0" * 40
+    if expected == "@INIT":
+        # Just made by gitosis-init: the branch must hold exactly its single commit.
+        expected = run(["git", "--git-dir", repo, "rev-parse", "--verify", ref]).strip()
+        count = run(["git", "--git-dir", repo, "rev-list", "--count", ref]).strip()
+        if count != "1":
+            raise OpError(f"{op['repo']} holds more than gitosis-init's commit")
+    update = ["git", "--git-dir", repo, "update-ref", "-m", "reconcile apply"]
+    run([*update, ref, op["new"], expected])
+    hook = os.path.join(repo, "hooks", "post-update")
+    if os.access(hook, os.X_OK):
+        env = dict(os.environ)
+        env["GIT_DIR"] = repo
+        run([hook, ref], cwd=repo, env=env)
+    else:
+        run(["git", "--git-dir", repo, "update-server-info"])
+
+
+OPS = {
+    "write_file": op_write_file,
+    "edit_lines": op_edit_lines,
+    "keygen": op_keygen,
+    "init_bare": op_init_bare,
+    "clone_mirror": op_clone_mirror,
+    "set_remote": op_set_remote,
+    "remove_remote": op_remove_remote,
+    "remove_file": op_remove_file,
+    "gitosis_init": op_gitosis_init,
+    "admin_update": op_admin_update,
+}
+
+
+def main() -> None:
+    os.umask(0o022)
+    request = json.loads(sys.stdin.read() or "{}")
+    results = []
+    for action in request.get("actions", []):
+        result = {"ok": True, "error": ""}
+        for op in action:
+            try:
+                handler = OPS.get(op.get("op"))
+                if handler is None:
+                    raise OpError(f"unknown operation {op.get('op')!r}")
+                handler(op)
+            except (OpError, OSError, KeyError, ValueError) as exc:
+                result = {"ok": False, "error": str(exc) or type(exc).__name__}
+                break
+        results.append(result)
+    json.dump({"results": results}, sys.stdout)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,300 @@
+"""Gather every fact the planner needs from one server, in one process.
+
+Input (stdin, JSON): {"repositories": "repositories", "admin": "gitosis-admin"}.
+Output (stdout, JSON): see ``main``. Reads files only; the single process it spawns
+is one ``git log`` in the admin repository. It never reads a private key.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import pwd
+import stat
+import subprocess
+import sys
+import time
+
+FORMAT_VERSION = 1
+REPLICATED_PREFIXES = ("refs/heads/", "refs/tags/", "refs/notes/")
+HOOK_MARKER = b"# reconciler replication hook"
+MAX_DEPTH = 12
+MAX_QUEUE = 100000
+
+
+def read_text(path, limit=1 << 20):
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(limit).decode("utf-8", "replace")
+    except OSError:
+        return None
+
+
+def read_lines(path):
+    text = read_text(path, 16 << 20)
+    if text is None:
+        return []
+    return [line for line in text.splitlines() if line.strip()]
+
+
+def unquote(value):
+    value = value.strip()
+    out = []
+    quoted = False
+    i = 0
+    while i < len(value):
+        c = value[i]
+        if c == '"':
+            quoted = not quoted
+        elif c == "\\" and i + 1 < len(value):
+            i += 1
+            out.append({"n": "\n", "t": "\t", "b": "\b"}.get(value[i], value[i]))
+        elif c in "#;" and not quoted:
+            break
+        else:
+            out.append(c)
+        i += 1
+    return "".join(out).strip()
+
+
+def parse_git_config(text):
+    """The subset of git's config syntax that git itself writes: sections and keys."""
+    sections: dict[tuple[str, str | None], dict[str, list[str]]] = {}
+    current = None
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line[0] in "#;":
+            continue
+        if line.startswith("["):
+            end = line.find("]")
+            header = line[1:end]
+            if '"' in header:
+                name, _, sub = header.partition(" ")
+                current = (name.lower(), sub.strip().strip('"').replace('\\"', '"'))
+            elif "." in header:
+                name, _, sub = header.partition(".")
+                current = (name.lower(), sub.lower())
+            else:
+                current = (header.lower(), None)
+            sections.setdefault(current, {})
+            rest = line[end + 1 :].strip()
+            if not rest:
+                continue
+            line = rest
+        if current is None:
+            continue
+        key, sep, value = line.partition("=")
+        key = key.strip().lower()
+        sections[current].setdefault(key, []).append(unquote(value) if sep else "true")
+    return sections
+
+
+def read_refs(gitdir):
+    refs = {}
+    packed = read_text(os.path.join(gitdir, "packed-refs"), 256 << 20)
+    if packed:
+        for line in packed.splitlines():
+            if not line or line[0] in "#^":
+                continue
+            sha, _, name = line.partition(" ")
+            refs[name.strip()] = sha
+    base = os.path.join(gitdir, "refs")
+    for root, _dirs, files in os.walk(base):
+        for name in files:
+            path = os.path.join(root, name)
+            text = read_text(path, 4096)
+            if text is None:
+                continue
+            text = text.strip()
+            if len(text) in (40, 64) and not text.startswith("ref:"):
+                ref = os.path.relpath(path, gitdir).replace(os.sep, "/")
+                refs[ref] = text
+    return {ref: sha for ref, sha in refs.items() if ref.startswith(REPLICATED_PREFIXES)}
+
+
+def refs_digest(refs):
+    digest = hashlib.sha256()
+    for ref in sorted(refs):
+        digest.update(f"{refs[ref]} {ref}\n".encode())
+    return digest.hexdigest()
+
+
+def hook_facts(gitdir):
+    path = os.path.join(gitdir, "hooks", "post-receive")
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return None
+    facts: dict[str, object] = {
+        "mode": stat.S_IMODE(info.st_mode),
+        "uid": info.st_uid,
+        "symlink": stat.S_ISLNK(info.st_mode),
+        "sha256": None,
+        "managed": False,
+    }
+    if stat.S_ISREG(info.st_mode):
+        try:
+            with open(path, "rb") as handle:
+                data = handle.read(4 << 20)
+        except OSError:
+            return facts
+        facts["sha256"] = hashlib.sha256(data).hexdigest()
+        facts["managed"] = HOOK_MARKER in data[:512]
+    return facts
+
+
+def repository_facts(gitdir, want_refs):
+    config = parse_git_config(read_text(os.path.join(gitdir, "config")) or "")
+    remotes = {}
+    for (section, sub), values in config.items():
+        if section == "remote" and sub is not None:
+            remotes[sub] = {
+                "url": (values.get("url") or [None])[-1],
+                "pushurl": (values.get("pushurl") or [None])[-1],
+                "fetch": values.get("fetch", []),
+                "mirror": (values.get("mirror") or [None])[-1],
+                "managed": (values.get("reconcilermanaged") or ["false"])[-1] == "true",
+            }
+    refs = read_refs(gitdir)
+    facts = {
+        "head": (read_text(os.path.join(gitdir, "HEAD"), 4096) or "").strip(),
+        "bare": (config.get(("core", None), {}).get("bare") or ["true"])[-1] == "true",
+        "remotes": remotes,
+        "hook": hook_facts(gitdir),
+        "refs_digest": refs_digest(refs),
+        "ref_count": len(refs),
+    }
+    if want_refs:
+        facts["refs"] = refs
+    return facts
+
+
+def is_repository(path):
+    return os.path.isfile(os.path.join(path, "HEAD")) and os.path.isdir(
+        os.path.join(path, "objects")
+    )
+
+
+def walk_repositories(base, want_refs):
+    found = {}
+    stack = [(base, 0)]
+    while stack:
+        directory, depth = stack.pop()
+        try:
+            entries = list(os.scandir(directory))
+        except OSError:
+            continue
+        for entry in entries:
+            if entry.name.startswith(".") or not entry.is_dir(follow_symlinks=False):
+                continue
+            if entry.name.endswith(".git") and is_repository(entry.path):
+                name = os.path.relpath(entry.path, base).replace(os.sep, "/")[: -len(".git")]
+                found[name] = repository_facts(entry.path, want_refs)
+            elif depth < MAX_DEPTH:
+                stack.append((entry.path, depth + 1))
+    return found
+
+
+def admin_facts(base, admin):
+    gitdir = os.path.join(base, admin + ".git")
+    if not is_repository(gitdir):
+        return {"exists": False}
+    head = (read_text(os.path.join(gitdir, "HEAD"), 4096) or "").strip()
+    branch = head[len("ref: refs/heads/") :] if head.startswith("ref: refs/heads/") else "master"
+    refs = read_refs(gitdir)
+    sha = refs.get("refs/heads/" + branch)
+    history = []
+    if sha:
+        done = subprocess.run(
+            ["git", "--git-dir", gitdir, "log", "-2", "--format=%H%x09%P%x09%cn", sha],
+            capture_output=True,
+            check=False,
+        )
+        for line in done.stdout.decode("utf-8", "replace").splitlines():
+            parts = line.split("\t")
+            if len(parts) == 3:
+                history.append(
+                    {"sha": parts[0], "parents": parts[1].split(), "committer": parts[2]}
+                )
+    hook = os.path.join(gitdir, "hooks", "post-update")
+    return {
+        "exists": True,
+        "branch": branch,
+        "head": sha,
+        "history": history,
+        "post_update_hook": os.access(hook, os.X_OK),
+    }
+
+
+def read_queue(base):
+    entries: list[dict[str, object]] = []
+    errors: list[str] = []
+    directory = os.path.join(base, ".reconciler", "queue")
+    try:
+        names = sorted(os.listdir(directory))
+    except OSError:
+        return entries, errors
+    for name in names[:MAX_QUEUE]:
+        if not name.endswith(".json") or name.startswith("."):
+            continue
+        text = read_text(os.path.join(directory, name), 1 << 16)
+        try:
+            entry = json.loads(text or "")
+        except ValueError:
+            errors.append(name)
+            continue
+        if isinstance(entry, dict):
+            entry["file"] = name
+            entries.append(entry)
+    return entries, errors
+
+
+def main():
+    request = json.loads(sys.stdin.read() or "{}")
+    started = time.monotonic()
+    home = os.path.expanduser("~")
+    base = os.path.join(home, request.get("repositories", "repositories"))
+    want_refs = request.get("refs", False)
+    ssh = os.path.join(home, ".ssh")
+    key_public = read_text(os.path.join(ssh, "id_ed25519.pub"), 16384)
+    settings_text = read_text(os.path.join(base, ".reconciler", "replication.json"))
+    try:
+        settings = json.loads(settings_text) if settings_text else None
+    except ValueError:
+        settings = {"invalid": True}
+    queue, queue_errors = read_queue(base)
+    try:
+        account = pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        account = str(os.getuid())
+    ssh_info = None
+    with contextlib.suppress(OSError):
+        ssh_info = stat.S_IMODE(os.stat(ssh).st_mode)
+    result = {
+        "format_version": FORMAT_VERSION,
+        "home": home,
+        "uid": os.getuid(),
+        "user": account,
+        "python": ".".join(str(part) for part in sys.version_info[:3]),
+        "ssh_dir_mode": ssh_info,
+        "server_key": key_public.strip() if key_public else None,
+        "server_key_private": os.path.isfile(os.path.join(ssh, "id_ed25519")),
+        "known_hosts": read_lines(os.path.join(ssh, "known_hosts")),
+        "authorized_keys": read_lines(os.path.join(ssh, "authorized_keys")),
+        "repositories_dir": base,
+        "repositories_exists": os.path.isdir(base),
+        "settings": settings,
+        "settings_text": settings_text,
+        "queue": queue,
+        "queue_errors": queue_errors,
+        "repositories": walk_repositories(base, want_refs) if os.path.isdir(base) else {},
+        "admin": admin_facts(base, request.get("admin", "gitosis-admin")),
+    }
+    result["seconds"] = round(time.monotonic() - started, 4)
+    json.dump(result, sys.stdout, separators=(",", ":"))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+"""Running programs on a server: the only way the core touches one.
+
+A ``Transport`` runs an argv list on one server (with stdin bytes, a timeout) and
+returns what it printed. Two implementations: ``ssh`` (paramiko, strict host-key
+checking) and ``local`` (a directory on this machine acts as the git user's home).
+Only the transport modules import paramiko.
+
+Server-side work is done by stdlib-only Python programs from ``reconciler.remote``
+sent over the channel together with their input (``run_program``), so one
+round trip does what would otherwise take one command per repository.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any, Protocol
+
+# Reads the program (its length is argv[1]) from stdin, leaving the rest of stdin
+# (the program's input) unread for it, and runs it as __main__.
+_BOOTSTRAP = (
+    "import sys;n=int(sys.argv[1]);s=sys.stdin.buffer.read(n);del sys.argv[1];"
+    "exec(compile(s,'<reconciler>','exec'),{'__name__':'__main__'})"
+)
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    returncode: int
+    stdout: bytes
+    stderr: bytes
+
+    @property
+    def stderr_text(self) -> str:
+        return self.stderr.decode("utf-8", "replace").strip()
+
+
+@dataclass
+class TransportStats:
+    """Counted for tests and benchmarks: connections made and commands run."""
+
+    connections: int = 0
+    commands: int = 0
+    programs: list[str] = field(default_factory=list)
+
+
+class Transport(Protocol):
+    server: str
+    stats: TransportStats
+
+    def run(
+        self, argv: list[str], *, stdin: bytes = b"", timeout: float | None = None
+    ) -> CommandResult:
+        """Run ``argv`` on the server as the git user, in its home directory."""
+
+    def host_key_line(self) -> str | None:
+        """The server's host key as ``TYPE BASE64`` (None for local servers)."""
+
+    def close(self) -> None: ...
+
+
+def program_source(name: str) -> bytes:
+    """The source of a server-side program in ``reconciler.remote``."""
+    return resources.files("reconciler.remote").joinpath(f"{name}.py").read_bytes()
+
+
+def run_program(
+    transport: Transport,
+    name: str,
+    args: list[str],
+    payload: Any = None,
+    *,
+    timeout: float | None = None,
+    python: str = "python3",
+) -> CommandResult:
+    """Run the server-side program ``name`` with ``args`` and a JSON ``payload``.
+
+    Program and payload travel on stdin of one command: one round trip.
+    """
+    source = program_source(name)
+    data = b"" if payload is None else json.dumps(payload).encode()
+    transport.stats.programs.append(name)
+    return transport.run(
+        [python, "-c", _BOOTSTRAP, str(len(source)), *args],
+        stdin=source + data,
+        timeout=timeout,
+    )

@@ -1,0 +1,260 @@
+"""The ssh transport: paramiko, authenticating as the operator's own ``ssh`` would.
+
+Host keys are verified against the server's pinned ``host_key`` or the operator's
+``~/.ssh/known_hosts`` (and ``/etc/ssh/ssh_known_hosts``). An unknown key is
+refused with its fingerprint unless the operator asked to trust new keys, in which
+case it is recorded in ``~/.ssh/known_hosts``; a changed key is never accepted.
+Authentication tries the server's ``identity``, ``~/.ssh/config``'s IdentityFile,
+the agent and the default identities, as OpenSSH does.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import shlex
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import paramiko
+
+from reconciler.errors import ServerError
+from reconciler.transport import CommandResult, TransportStats
+
+CONNECT_TIMEOUT = 15.0
+DEFAULT_COMMAND_TIMEOUT = 600.0
+
+
+class HostKeyError(ServerError):
+    """The server's host key is unknown or changed."""
+
+
+def fingerprint(key: paramiko.PKey) -> str:
+    """OpenSSH's ``SHA256:...`` fingerprint of a host key."""
+    digest = hashlib.sha256(key.asbytes()).digest()
+    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+
+
+def parse_public_key(line: str) -> paramiko.PKey:
+    """A key from ``TYPE BASE64 [comment]``; raises ValueError when it is not one."""
+    parts = line.split()
+    if len(parts) < 2:
+        raise ValueError("a public key needs a type and base64 data")
+    try:
+        blob = base64.b64decode(parts[1], validate=True)
+        return paramiko.PKey.from_type_string(parts[0], blob)
+    except (ValueError, paramiko.SSHException) as exc:
+        raise ValueError(f"not a valid {parts[0]} public key") from exc
+
+
+def known_hosts_name(host: str, port: int) -> str:
+    return host if port == 22 else f"[{host}]:{port}"
+
+
+@dataclass(frozen=True)
+class SshTarget:
+    """Where and how to connect, as given in cluster.d/."""
+
+    host: str
+    port: int | None = None
+    user: str | None = None
+    host_key: str | None = None
+    identity: str | None = None
+
+
+class _UnknownHostKeyPolicy(paramiko.MissingHostKeyPolicy):
+    def __init__(self, server: str, trust_new: bool, known_hosts: Path) -> None:
+        self.server = server
+        self.trust_new = trust_new
+        self.known_hosts = known_hosts
+
+    def missing_host_key(
+        self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey
+    ) -> None:
+        if not self.trust_new:
+            raise HostKeyError(
+                self.server,
+                f"host key of {hostname} is not known ({key.get_name()} {fingerprint(key)}); "
+                "pin it as host_key in cluster.d/, add it to ~/.ssh/known_hosts, "
+                "or run again with --trust-new-host-keys",
+            )
+        self.known_hosts.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with open(self.known_hosts, "a", encoding="utf-8") as handle:
+            handle.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
+        os.chmod(self.known_hosts, 0o600)
+        client.get_host_keys().add(hostname, key.get_name(), key)
+
+
+class SshTransport:
+    """One paramiko connection to one server, opened on first use."""
+
+    def __init__(
+        self,
+        server: str,
+        target: SshTarget,
+        *,
+        trust_new_host_keys: bool = False,
+        connect_timeout: float = CONNECT_TIMEOUT,
+    ) -> None:
+        self.server = server
+        self.target = target
+        self.trust_new_host_keys = trust_new_host_keys
+        self.connect_timeout = connect_timeout
+        self.stats = TransportStats()
+        self._client: paramiko.SSHClient | None = None
+        self._lock = threading.Lock()
+
+    # -- connecting ---------------------------------------------------------
+    def _ssh_config(self) -> dict[str, Any]:
+        path = Path(os.path.expanduser("~/.ssh/config"))
+        if not path.is_file():
+            return {}
+        try:
+            return dict(paramiko.SSHConfig.from_path(str(path)).lookup(self.target.host))
+        except (OSError, paramiko.SSHException) as exc:
+            raise ServerError(self.server, f"cannot read {path}: {exc}") from exc
+
+    def _connect(self) -> paramiko.SSHClient:
+        config = self._ssh_config()
+        hostname = str(config.get("hostname", self.target.host))
+        port = self.target.port or int(config.get("port", 22))
+        user = self.target.user or config.get("user") or _local_user()
+        identities: list[str] = []
+        if self.target.identity:
+            identities.append(os.path.expanduser(self.target.identity))
+        identities += [os.path.expanduser(p) for p in config.get("identityfile", [])]
+        identities = [p for p in identities if os.path.isfile(p)]
+
+        client = paramiko.SSHClient()
+        known_hosts = Path(os.path.expanduser("~/.ssh/known_hosts"))
+        lookup = known_hosts_name(hostname, port)
+        if self.target.host_key:
+            # A pin replaces known_hosts for this server: only that key is accepted.
+            key = parse_public_key(self.target.host_key)
+            client.get_host_keys().add(lookup, key.get_name(), key)
+        else:
+            for path in (Path("/etc/ssh/ssh_known_hosts"), known_hosts):
+                if path.is_file():
+                    try:
+                        client.get_host_keys().load(str(path))
+                    except (OSError, paramiko.SSHException) as exc:
+                        raise ServerError(self.server, f"cannot read {path}: {exc}") from exc
+        client.set_missing_host_key_policy(
+            _UnknownHostKeyPolicy(
+                self.server, self.trust_new_host_keys and not self.target.host_key, known_hosts
+            )
+        )
+        where = f"{user}@{hostname}:{port}"
+        try:
+            client.connect(
+                hostname,
+                port=port,
+                username=user,
+                key_filename=identities or None,  # type: ignore[arg-type]
+                allow_agent=True,
+                look_for_keys=True,
+                timeout=self.connect_timeout,
+                banner_timeout=self.connect_timeout,
+                auth_timeout=self.connect_timeout,
+            )
+        except HostKeyError:
+            client.close()
+            raise
+        except paramiko.BadHostKeyException as exc:
+            client.close()
+            raise HostKeyError(
+                self.server,
+                f"host key of {lookup} has CHANGED: the server offered {exc.key.get_name()} "
+                f"{fingerprint(exc.key)}, expected {fingerprint(exc.expected_key)}; "
+                "refusing to connect (possible man-in-the-middle)",
+            ) from exc
+        except paramiko.AuthenticationException as exc:
+            client.close()
+            raise ServerError(self.server, f"authentication as {where} failed: {exc}") from exc
+        except (OSError, paramiko.SSHException, EOFError) as exc:
+            client.close()
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise ServerError(
+                self.server, f"cannot connect to {where}: {reason or type(exc).__name__}"
+            ) from exc
+        self.stats.connections += 1
+        return client
+
+    def _client_or_connect(self) -> paramiko.SSHClient:
+        with self._lock:
+            if self._client is None:
+                self._client = self._connect()
+            return self._client
+
+    # -- running ------------------------------------------------------------
+    def run(
+        self, argv: list[str], *, stdin: bytes = b"", timeout: float | None = None
+    ) -> CommandResult:
+        client = self._client_or_connect()
+        transport = client.get_transport()
+        if transport is None or not transport.is_active():
+            raise ServerError(self.server, "the connection was closed")
+        limit = timeout or DEFAULT_COMMAND_TIMEOUT
+        self.stats.commands += 1
+        try:
+            channel = transport.open_session(timeout=self.connect_timeout)
+            channel.settimeout(limit)
+            # Quoting happens here, at the point of execution, and nowhere else.
+            channel.exec_command(shlex.join(argv))
+            out: list[bytes] = []
+            err: list[bytes] = []
+            readers = [
+                threading.Thread(target=_drain, args=(channel.recv, out), daemon=True),
+                threading.Thread(target=_drain, args=(channel.recv_stderr, err), daemon=True),
+            ]
+            for reader in readers:
+                reader.start()
+            if stdin:
+                channel.sendall(stdin)
+            channel.shutdown_write()
+            for reader in readers:
+                reader.join(limit)
+            if any(reader.is_alive() for reader in readers):
+                channel.close()
+                raise ServerError(self.server, f"{argv[0]} timed out after {limit:.0f}s")
+            status = channel.recv_exit_status()
+            channel.close()
+        except TimeoutError as exc:
+            raise ServerError(self.server, f"{argv[0]} timed out after {limit:.0f}s") from exc
+        except (OSError, paramiko.SSHException, EOFError) as exc:
+            raise ServerError(self.server, f"running {argv[0]} failed: {exc}") from exc
+        return CommandResult(status, b"".join(out), b"".join(err))
+
+    def host_key_line(self) -> str | None:
+        client = self._client_or_connect()
+        transport = client.get_transport()
+        if transport is None:
+            return None
+        key = transport.get_remote_server_key()
+        return f"{key.get_name()} {key.get_base64()}"
+
+    def close(self) -> None:
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
+
+
+def _drain(receive: Any, into: list[bytes]) -> None:
+    while True:
+        try:
+            chunk = receive(65536)
+        except (TimeoutError, OSError, EOFError):
+            return
+        if not chunk:
+            return
+        into.append(chunk)
+
+
+def _local_user() -> str:
+    import getpass
+
+    return getpass.getuser()
