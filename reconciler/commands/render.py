@@ -1,11 +1,29 @@
-"""`reconcile render` (placeholder until its issue lands)."""
+"""`reconcile render`: write gitosis.conf and inline users' keys from cluster.d/."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from reconciler.errors import ReconcilerError
+from rich.console import Console
+
+from reconciler.errors import ConfigErrors
 
 
 def run(directory: Path) -> int:
-    raise ReconcilerError("'reconcile render' is not implemented yet")
+    from reconciler.commands.validate import print_problems
+    from reconciler.desired import load
+    from reconciler.desired.render import write_admin_files
+
+    out = Console(soft_wrap=True, highlight=False)
+    err = Console(stderr=True, soft_wrap=True, highlight=False)
+    try:
+        desired = load(directory)
+    except ConfigErrors as exc:
+        print_problems(err, exc.errors)
+        return 1
+    changed = write_admin_files(desired, directory)
+    for path in changed:
+        out.print(f"wrote {directory / path}", markup=False)
+    if not changed:
+        out.print("gitosis.conf and keydir/ are already up to date.", markup=False)
+    return 0
