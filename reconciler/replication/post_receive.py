@@ -1,0 +1,944 @@
+#!/usr/bin/env python3
+# reconciler replication hook (managed by reconcile apply; local edits are replaced)
+"""Replicate the ref updates of a push to the cluster's other servers.
+
+``reconcile apply`` copies this file byte for byte into ``hooks/post-receive`` of
+every mirrored repository (mode 0755) and recognises it by its sha256. It runs on
+the servers with nothing but git and Python 3.9 or newer, so it imports nothing
+beyond the standard library.
+
+Settings are per server, not per repository. The hook walks up from the
+repository (``$GIT_DIR``) to the first directory holding
+``.reconciler/replication.json``; that directory is the repositories base, and
+the repository's name is its path below the base with one ``.git`` removed::
+
+    {"format_version": 1, "server": "master", "peers": ["mirror", "third"],
+     "mirror_users": ["git@master", "git@mirror", "git@third"],
+     "mode": "sync", "timeout": 30}
+
+For each peer the hook pushes to the git remote named after the peer, all the
+push's ref updates in one ``git push --porcelain`` with one
+``--force-with-lease=<ref>:<old>`` per ref (an empty lease for a creation, the
+refspec ``:<ref>`` for a deletion): a peer that moved elsewhere rejects the
+update instead of losing commits. Peers are pushed in parallel, each in its own
+process group, killed as a whole after ``timeout`` seconds.
+
+A push that came from a peer is not forwarded again: ``GITOSIS_USER`` is one of
+``mirror_users`` (a push over ssh through gitosis), or ``RECONCILER_REPLICA`` is
+set (the hook sets it for its own pushes; a local receiving hook inherits it).
+
+Every update a peer did not take goes to the durable queue
+``<base>/.reconciler/queue/``, one JSON file per (peer, ref update); the format
+is described in ``reconciler/replication/queue.py``. ``mode: async`` queues
+every update as ``pending`` and leaves the pushing to a detached drainer
+(``post-receive --drain BASE [--repository NAME]``).
+
+The pusher sees one line per peer. The hook always exits 0: post-receive cannot
+fail a push that has already happened, and a broken hook must not hide it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import math
+import os
+import re
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+HOOK_VERSION = 1
+HOOK_MARKER = "# reconciler replication hook (managed by reconcile apply; local edits are replaced)"
+
+FORMAT_VERSION = 1
+SETTINGS_PATH = ".reconciler/replication.json"
+QUEUE_PATH = ".reconciler/queue"
+DRAIN_LOCK_PATH = ".reconciler/drain.lock"
+
+MODES = ("sync", "async")
+TRANSIENT_REASONS = ("unreachable", "timeout", "pending", "no remote")
+PERMANENT_REASONS = ("diverged", "missing repository", "rejected")
+REASONS = TRANSIENT_REASONS + PERMANENT_REASONS
+
+# A stray settings file far above the repositories must not be picked up, and a
+# deep tree must not make every push slow.
+MAX_BASE_DEPTH = 32
+# After a kill, the pipes close as soon as the group is gone; wait this long at most.
+REAP_SECONDS = 5.0
+# The detached drainer stops starting pushes after this long; what is left stays
+# queued for `reconcile apply`.
+DRAIN_SECONDS = 600.0
+DRAIN_ROUNDS = 100
+DRAIN_WORKERS = 8
+# A rejection git reports for a lease that no longer holds, or a history that moved.
+DIVERGED_WHY = ("stale info", "fetch first", "non-fast-forward", "already exists")
+# Variables that pin git to one repository; a drainer works in several.
+REPOSITORY_ENV = (
+    "GIT_DIR",
+    "GIT_WORK_TREE",
+    "GIT_INDEX_FILE",
+    "GIT_OBJECT_DIRECTORY",
+    "GIT_ALTERNATE_OBJECT_DIRECTORIES",
+    "GIT_QUARANTINE_PATH",
+    "GIT_COMMON_DIR",
+    "GIT_NAMESPACE",
+    "GIT_PREFIX",
+    "GIT_IMPLICIT_WORK_TREE",
+    "GIT_SHALLOW_FILE",
+    "GIT_GRAFT_FILE",
+)
+_OBJECT_ID = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
+_HOOK_FILE = os.path.abspath(__file__)
+
+
+class SettingsError(ValueError):
+    """The settings file is missing a field or holds a wrong value."""
+
+
+def is_zero(object_id: str) -> bool:
+    return object_id.strip("0") == ""
+
+
+# --- settings ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Settings:
+    server: str
+    peers: tuple[str, ...]
+    mirror_users: frozenset[str]
+    mode: str = "sync"
+    timeout: float = 30.0
+
+
+def parse_settings(data: object) -> Settings:
+    if not isinstance(data, dict):
+        raise SettingsError("expected a JSON object")
+    if data.get("format_version") != FORMAT_VERSION:
+        raise SettingsError(f"unsupported format_version {data.get('format_version')!r}")
+    server = data.get("server")
+    if not isinstance(server, str) or not server:
+        raise SettingsError("'server' must be a non-empty string")
+    peers = _string_list(data, "peers")
+    mirror_users = _string_list(data, "mirror_users")
+    mode = data.get("mode", "sync")
+    if mode not in MODES:
+        raise SettingsError(f"'mode' must be one of {', '.join(MODES)}, not {mode!r}")
+    timeout = data.get("timeout", 30)
+    if (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, (int, float))
+        or not 0 < timeout <= 3600
+    ):
+        raise SettingsError(f"'timeout' must be a number of seconds in (0, 3600], not {timeout!r}")
+    return Settings(
+        server=server,
+        peers=tuple(p for p in peers if p != server),
+        mirror_users=frozenset(mirror_users),
+        mode=str(mode),
+        timeout=float(timeout),
+    )
+
+
+def _string_list(data: Mapping[str, object], key: str) -> list[str]:
+    value = data.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise SettingsError(f"'{key}' must be a list of non-empty strings")
+    return list(value)
+
+
+def load_settings(base: Path) -> Settings:
+    path = base / SETTINGS_PATH
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return parse_settings(data)
+    except (OSError, ValueError) as exc:
+        raise SettingsError(f"{path}: {exc}") from exc
+
+
+def find_base(git_dir: Path) -> Path | None:
+    """The nearest directory above ``git_dir`` that holds the settings file."""
+    for depth, directory in enumerate(git_dir.parents):
+        if depth >= MAX_BASE_DEPTH:
+            break
+        if (directory / SETTINGS_PATH).is_file():
+            return directory
+    return None
+
+
+def repository_name(base: Path, git_dir: Path) -> str:
+    name = git_dir.relative_to(base).as_posix()
+    return name[: -len(".git")] if name.endswith(".git") else name
+
+
+def repository_dir(base: Path, name: str) -> Path | None:
+    for candidate in (base / (name + ".git"), base / name):
+        if (candidate / "HEAD").is_file():
+            return candidate
+    return None
+
+
+# --- ref updates --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RefUpdate:
+    old: str
+    new: str
+    ref: str
+
+    @property
+    def lease(self) -> str:
+        # An empty lease means "the ref must not exist yet".
+        return f"--force-with-lease={self.ref}:{'' if is_zero(self.old) else self.old}"
+
+    @property
+    def refspec(self) -> str:
+        return f":{self.ref}" if is_zero(self.new) else f"{self.new}:{self.ref}"
+
+
+def parse_updates(text: str) -> list[RefUpdate]:
+    """The ``old new ref`` lines git gives post-receive on stdin."""
+    updates = []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        parts = line.split()
+        if (
+            len(parts) != 3
+            or not _OBJECT_ID.fullmatch(parts[0])
+            or not _OBJECT_ID.fullmatch(parts[1])
+            or not parts[2].startswith("refs/")
+        ):
+            raise ValueError(f"unexpected update line {line!r}")
+        updates.append(RefUpdate(old=parts[0], new=parts[1], ref=parts[2]))
+    return updates
+
+
+# --- the queue ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class QueueEntry:
+    """One ref update one peer has not taken yet; one file in the queue."""
+
+    repository: str
+    ref: str
+    old: str
+    new: str
+    peer: str
+    reason: str
+    transient: bool
+    time: float
+    server: str
+    detail: str = ""
+    # The file the entry was read from or written to; not part of the JSON.
+    name: str = field(default="", compare=False)
+
+    @property
+    def update(self) -> RefUpdate:
+        return RefUpdate(old=self.old, new=self.new, ref=self.ref)
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "format_version": FORMAT_VERSION,
+            "repository": self.repository,
+            "ref": self.ref,
+            "old": self.old,
+            "new": self.new,
+            "peer": self.peer,
+            "reason": self.reason,
+            "transient": self.transient,
+            "time": self.time,
+            "server": self.server,
+            "detail": self.detail,
+        }
+
+    @classmethod
+    def from_json(cls, data: object, name: str = "") -> QueueEntry:
+        """Parse one queue file's JSON; ValueError names what is wrong."""
+        if not isinstance(data, dict):
+            raise ValueError("expected a JSON object")
+        if data.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"unsupported format_version {data.get('format_version')!r}")
+        strings = {}
+        for key in ("repository", "ref", "old", "new", "peer", "reason", "server"):
+            value = data.get(key)
+            if not isinstance(value, str) or not value:
+                raise ValueError(f"{key!r} must be a non-empty string")
+            strings[key] = value
+        for key in ("old", "new"):
+            if not _OBJECT_ID.fullmatch(strings[key]):
+                raise ValueError(f"{key!r} is not an object id: {strings[key]!r}")
+        if strings["reason"] not in REASONS:
+            raise ValueError(f"unknown reason {strings['reason']!r}")
+        transient = data.get("transient")
+        when = data.get("time")
+        detail = data.get("detail", "")
+        if not isinstance(transient, bool):
+            raise ValueError("'transient' must be true or false")
+        if isinstance(when, bool) or not isinstance(when, (int, float)):
+            raise ValueError("'time' must be a number")
+        if not isinstance(detail, str):
+            raise ValueError("'detail' must be a string")
+        return cls(
+            repository=strings["repository"],
+            ref=strings["ref"],
+            old=strings["old"],
+            new=strings["new"],
+            peer=strings["peer"],
+            reason=strings["reason"],
+            transient=transient,
+            time=float(when),
+            server=strings["server"],
+            detail=detail,
+            name=name,
+        )
+
+
+def make_entry(
+    settings: Settings, repository: str, peer: str, update: RefUpdate, reason: str, detail: str
+) -> QueueEntry:
+    return QueueEntry(
+        repository=repository,
+        ref=update.ref,
+        old=update.old,
+        new=update.new,
+        peer=peer,
+        reason=reason,
+        transient=reason in TRANSIENT_REASONS,
+        time=time.time(),
+        server=settings.server,
+        detail=detail,
+    )
+
+
+def new_entry_name() -> str:
+    # Sorts by time; pid and randomness keep concurrent hooks apart.
+    return f"{time.time_ns():020d}-{os.getpid()}-{secrets.token_hex(6)}.json"
+
+
+def is_entry_name(name: str) -> bool:
+    return name.endswith(".json") and not name.startswith(".")
+
+
+def write_entry(base: Path, entry: QueueEntry, name: str = "") -> QueueEntry:
+    """Write ``entry`` atomically (a new file, or over ``name``); returns it named."""
+    directory = base / QUEUE_PATH
+    directory.mkdir(parents=True, exist_ok=True)
+    name = name or new_entry_name()
+    data = (json.dumps(entry.to_json(), sort_keys=True) + "\n").encode("utf-8")
+    temporary = directory / f".{name}.{secrets.token_hex(4)}.tmp"
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        with os.fdopen(fd, "wb") as stream:
+            stream.write(data)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, directory / name)
+    except BaseException:
+        with _ignoring(OSError):
+            temporary.unlink()
+        raise
+    _fsync_directory(directory)
+    return replace(entry, name=name)
+
+
+def read_entries(base: Path) -> tuple[list[QueueEntry], list[tuple[str, str]]]:
+    """Every entry in time order, and (file name, problem) for files that do not parse."""
+    directory = base / QUEUE_PATH
+    try:
+        names = sorted(n for n in os.listdir(directory) if is_entry_name(n))
+    except FileNotFoundError:
+        return [], []
+    entries = []
+    problems = []
+    for name in names:
+        try:
+            text = (directory / name).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            continue  # drained meanwhile
+        except (OSError, UnicodeDecodeError) as exc:
+            problems.append((name, str(exc)))
+            continue
+        try:
+            entries.append(QueueEntry.from_json(json.loads(text), name=name))
+        except ValueError as exc:
+            problems.append((name, str(exc)))
+    return entries, problems
+
+
+def delete_entry(base: Path, name: str) -> bool:
+    """Remove one queue file; False if it was already gone."""
+    if not is_entry_name(name) or "/" in name:
+        raise ValueError(f"not a queue entry name: {name!r}")
+    directory = base / QUEUE_PATH
+    try:
+        (directory / name).unlink()
+    except FileNotFoundError:
+        return False
+    _fsync_directory(directory)
+    return True
+
+
+def _fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def _ignoring(*errors: type[BaseException]) -> Iterator[None]:
+    try:
+        yield
+    except errors:
+        return
+
+
+# --- running git, bounded ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Run:
+    returncode: int
+    stdout: str
+    stderr: str
+    timed_out: bool
+
+
+def run_bounded(argv: Sequence[str], cwd: Path, env: Mapping[str, str], timeout: float) -> Run:
+    """Run ``argv`` in its own process group; kill the whole group after ``timeout``."""
+    process = subprocess.Popen(
+        list(argv),
+        cwd=cwd,
+        env=dict(env),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    timed_out = False
+    try:
+        out, err = process.communicate(timeout=max(timeout, 0.01))
+    except subprocess.TimeoutExpired:
+        timed_out = True
+        # The ssh that git started must go too, or it keeps the peer's connection
+        # and our pipes open.
+        _kill_group(process.pid)
+        try:
+            out, err = process.communicate(timeout=REAP_SECONDS)
+        except subprocess.TimeoutExpired:
+            # Something escaped the group and holds the pipes: stop waiting for it.
+            process.kill()
+            for stream in (process.stdout, process.stderr):
+                if stream is not None:
+                    stream.close()
+            process.wait(timeout=REAP_SECONDS)
+            out, err = b"", b""
+    finally:
+        if process.returncode is None:
+            _kill_group(process.pid)
+            process.wait(timeout=REAP_SECONDS)
+    return Run(
+        returncode=process.returncode if process.returncode is not None else -1,
+        stdout=out.decode("utf-8", "replace"),
+        stderr=err.decode("utf-8", "replace"),
+        timed_out=timed_out,
+    )
+
+
+def _kill_group(pgid: int) -> None:
+    with _ignoring(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+def push_environment(environ: Mapping[str, str], settings: Settings) -> dict[str, str]:
+    env = {k: v for k, v in environ.items() if k not in REPOSITORY_ENV}
+    env = {k: v for k, v in env.items() if not k.startswith("GIT_PUSH_OPTION")}
+    # A local peer's hook inherits this and does not forward the push again.
+    env["RECONCILER_REPLICA"] = settings.server
+    if "GIT_SSH_COMMAND" not in env and "GIT_SSH" not in env:
+        # Never wait for a passphrase or a host-key question; the hook's own
+        # timeout kills a slower connection first and reports it as a timeout.
+        connect = math.ceil(settings.timeout) + 1
+        env["GIT_SSH_COMMAND"] = f"ssh -o BatchMode=yes -o ConnectTimeout={connect}"
+    return env
+
+
+def remote_names(git_dir: Path, env: Mapping[str, str], timeout: float) -> tuple[set[str], bool]:
+    """The remotes that have a URL, and whether core.sshCommand is configured."""
+    run = run_bounded(
+        ["git", "config", "-z", "--get-regexp", r"^(remote\..*\.url|core\.sshcommand)$"],
+        git_dir,
+        env,
+        timeout,
+    )
+    names = set()
+    ssh_command = False
+    for item in run.stdout.split("\0"):
+        key = item.partition("\n")[0]
+        if key.lower() == "core.sshcommand":
+            ssh_command = True
+        elif key.startswith("remote.") and key.endswith(".url"):
+            names.add(key[len("remote.") : -len(".url")])
+    return names, ssh_command
+
+
+# --- pushing to one peer ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RefOutcome:
+    update: RefUpdate
+    reason: str = ""  # empty: the peer has the update
+    detail: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.reason
+
+
+def parse_porcelain(stdout: str) -> dict[str, tuple[str, str]]:
+    """Per destination ref: git's flag and summary, from ``git push --porcelain``."""
+    statuses = {}
+    for line in stdout.splitlines():
+        parts = line.split("\t")
+        if len(parts) < 3 or len(parts[0]) != 1:
+            continue
+        destination = parts[1].rpartition(":")[2]
+        statuses[destination] = (parts[0], parts[2])
+    return statuses
+
+
+def _why(summary: str) -> str:
+    match = re.search(r"\(([^()]*)\)\s*$", summary)
+    return match.group(1) if match else summary.strip()
+
+
+def _first_line(text: str) -> str:
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith(("To ", "Done")):
+            return line[:300]
+    return ""
+
+
+def classify(update: RefUpdate, status: tuple[str, str] | None, run: Run) -> RefOutcome:
+    if status is None:
+        if run.timed_out:
+            return RefOutcome(update, "timeout")
+        if run.stdout.strip() or run.returncode == 0:
+            return RefOutcome(update, "unreachable", "git reported no status for the ref")
+        if "does not appear to be a git repository" in run.stderr:
+            return RefOutcome(update, "missing repository", _first_line(run.stderr))
+        if "timed out" in run.stderr:
+            return RefOutcome(update, "timeout", _first_line(run.stderr))
+        return RefOutcome(update, "unreachable", _first_line(run.stderr))
+    flag, summary = status
+    if flag in "=+*- ":
+        return RefOutcome(update)
+    why = _why(summary)
+    if summary.startswith("[rejected]") and why in DIVERGED_WHY:
+        return RefOutcome(update, "diverged", why)
+    return RefOutcome(update, "rejected", why)
+
+
+def push_to_peer(
+    git_dir: Path,
+    peer: str,
+    updates: Sequence[RefUpdate],
+    env: Mapping[str, str],
+    timeout: float,
+) -> list[RefOutcome]:
+    """Push ``updates`` to ``peer`` with compare-and-swap on each ref's old value."""
+    deadline = time.monotonic() + timeout
+    argv = ["git", "push", "--porcelain"]
+    argv += [u.lease for u in updates]
+    argv += ["--", peer]
+    argv += [u.refspec for u in updates]
+    run = run_bounded(argv, git_dir, env, timeout)
+    statuses = parse_porcelain(run.stdout)
+    outcomes = [classify(u, statuses.get(u.ref), run) for u in updates]
+    # A deletion is rejected as stale when the peer has no such ref: that is done.
+    absent_candidates = [
+        o.update.ref for o in outcomes if o.reason == "diverged" and is_zero(o.update.new)
+    ]
+    if absent_candidates:
+        remaining = deadline - time.monotonic()
+        present = _peer_refs(git_dir, peer, absent_candidates, env, remaining)
+        if present is not None:
+            outcomes = [
+                RefOutcome(o.update, "", "already absent")
+                if o.update.ref in absent_candidates and o.update.ref not in present
+                else o
+                for o in outcomes
+            ]
+    return outcomes
+
+
+def _peer_refs(
+    git_dir: Path, peer: str, refs: Sequence[str], env: Mapping[str, str], timeout: float
+) -> set[str] | None:
+    if timeout <= 0:
+        return None
+    run = run_bounded(["git", "ls-remote", "--", peer, *refs], git_dir, env, timeout)
+    if run.timed_out or run.returncode != 0:
+        return None
+    return {line.split("\t")[-1] for line in run.stdout.splitlines() if "\t" in line}
+
+
+def _rejection(outcome: RefOutcome) -> str:
+    return "diverged" if outcome.reason == "diverged" else outcome.detail or "rejected"
+
+
+def peer_line(peer: str, outcomes: Sequence[RefOutcome], timeout: float) -> str:
+    failed = [o for o in outcomes if not o.ok]
+    if not failed:
+        return f"replicated to {peer}"
+    reasons = {o.reason for o in failed}
+    rejected = [o for o in failed if o.reason in ("diverged", "rejected")]
+    if rejected:
+        shown = [
+            f"{o.update.ref} ({'diverged' if o.reason == 'diverged' else o.detail})"
+            for o in rejected[:3]
+        ]
+        more = f" and {len(rejected) - 3} more" if len(rejected) > 3 else ""
+        return f"{peer} rejected {', '.join(shown)}{more}: queued for review"
+    if "missing repository" in reasons:
+        return f"{peer} does not have the repository: queued for review"
+    if "no remote" in reasons:
+        return f"{peer} has no remote configured: queued"
+    if "timeout" in reasons:
+        return f"{peer} timed out after {timeout:g}s: queued"
+    return f"{peer} unreachable: queued"
+
+
+# --- the hook ------------------------------------------------------------------------
+
+
+Emit = Callable[[str], None]
+
+
+def _emit(line: str) -> None:
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def run_hook(stdin_text: str, environ: Mapping[str, str], emit: Emit = _emit) -> int:
+    try:
+        updates = parse_updates(stdin_text)
+    except ValueError as exc:
+        emit(f"replication hook error: {exc}")
+        return 0
+    if not updates or environ.get("RECONCILER_REPLICA"):
+        return 0
+    git_dir = Path(os.path.abspath(environ.get("GIT_DIR", ".")))
+    base = find_base(git_dir)
+    if base is None:
+        emit(f"replication is not configured: no {SETTINGS_PATH} above {git_dir}")
+        return 0
+    try:
+        settings = load_settings(base)
+    except SettingsError as exc:
+        emit(f"replication hook error: {exc}")
+        return 0
+    if environ.get("GITOSIS_USER", "") in settings.mirror_users:
+        return 0
+    name = repository_name(base, git_dir)
+    reported: set[str] = set()
+    try:
+        if settings.mode == "async":
+            _queue_all(base, settings, name, updates, environ, emit, reported)
+        else:
+            _replicate_now(base, git_dir, settings, name, updates, environ, emit, reported)
+    except Exception as exc:
+        emit(f"replication hook error: {exc}")
+        for peer in settings.peers:
+            if peer not in reported:
+                _queue_quietly(base, settings, name, peer, updates, "pending", str(exc))
+    return 0
+
+
+def _replicate_now(
+    base: Path,
+    git_dir: Path,
+    settings: Settings,
+    name: str,
+    updates: Sequence[RefUpdate],
+    environ: Mapping[str, str],
+    emit: Emit,
+    reported: set[str],
+) -> None:
+    env = push_environment(environ, settings)
+    env["GIT_DIR"] = str(git_dir)
+    remotes, ssh_command = remote_names(git_dir, env, settings.timeout)
+    if ssh_command and "GIT_SSH_COMMAND" not in environ:
+        # The repository chose its own ssh command; ours would override it.
+        env.pop("GIT_SSH_COMMAND", None)
+
+    def one_peer(peer: str) -> str:
+        try:
+            if peer in remotes:
+                outcomes = push_to_peer(git_dir, peer, updates, env, settings.timeout)
+            else:
+                outcomes = [RefOutcome(u, "no remote") for u in updates]
+        except Exception as exc:
+            _queue_quietly(base, settings, name, peer, updates, "pending", str(exc))
+            return f"replication hook error: pushing to {peer} failed ({exc}): queued"
+        failed = [o for o in outcomes if not o.ok]
+        try:
+            for o in failed:
+                write_entry(base, make_entry(settings, name, peer, o.update, o.reason, o.detail))
+        except OSError as exc:
+            return f"{peer} failed and could not be queued: {exc}"
+        return peer_line(peer, outcomes, settings.timeout)
+
+    if not settings.peers:
+        return
+    with ThreadPoolExecutor(max_workers=len(settings.peers)) as pool:
+        lines = list(pool.map(one_peer, settings.peers))
+    for peer, line in zip(settings.peers, lines):  # noqa: B905 (strict= needs 3.10)
+        emit(line)
+        reported.add(peer)
+
+
+def _queue_all(
+    base: Path,
+    settings: Settings,
+    name: str,
+    updates: Sequence[RefUpdate],
+    environ: Mapping[str, str],
+    emit: Emit,
+    reported: set[str],
+) -> None:
+    for peer in settings.peers:
+        try:
+            for update in updates:
+                write_entry(base, make_entry(settings, name, peer, update, "pending", ""))
+        except OSError as exc:
+            emit(f"{peer} could not be queued: {exc}")
+        else:
+            emit(f"{peer}: queued")
+        reported.add(peer)
+    start_drainer(base, name, environ)
+
+
+def _queue_quietly(
+    base: Path,
+    settings: Settings,
+    name: str,
+    peer: str,
+    updates: Sequence[RefUpdate],
+    reason: str,
+    detail: str,
+) -> None:
+    # Last resort after an unexpected error: the error line is already shown.
+    with _ignoring(Exception):
+        for update in updates:
+            write_entry(base, make_entry(settings, name, peer, update, reason, detail))
+
+
+def start_drainer(base: Path, repository: str, environ: Mapping[str, str]) -> None:
+    """Start a drainer that git does not wait for: own session, no inherited pipes."""
+    env = {k: v for k, v in environ.items() if k not in REPOSITORY_ENV}
+    subprocess.Popen(
+        [sys.executable or "python3", _HOOK_FILE, "--drain", str(base), "--repository", repository],
+        cwd=base,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        close_fds=True,
+        start_new_session=True,
+    )
+
+
+# --- the drainer ------------------------------------------------------------------------
+
+
+@contextmanager
+def drain_lock(base: Path) -> Iterator[bool]:
+    """Hold the queue's drain lock if nobody else does; yields whether it is held."""
+    path = base / DRAIN_LOCK_PATH
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        try:
+            yield True
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def _pending(base: Path, repository: str | None) -> list[QueueEntry]:
+    entries, _ = read_entries(base)
+    return [
+        e
+        for e in entries
+        if e.reason == "pending" and (repository is None or e.repository == repository)
+    ]
+
+
+def drain(
+    base: Path,
+    repository: str | None = None,
+    environ: Mapping[str, str] | None = None,
+    max_seconds: float = DRAIN_SECONDS,
+) -> int:
+    """Push the queue's pending entries; returns how many were delivered.
+
+    Entries another drainer is working on are left to it. After letting go of the
+    lock the queue is looked at once more: a hook whose drainer found the lock
+    taken wrote its entries before that, so they are seen here or by the next
+    holder.
+    """
+    settings = load_settings(base)
+    environ = os.environ if environ is None else environ
+    deadline = time.monotonic() + max_seconds
+    delivered = 0
+    while time.monotonic() < deadline:
+        with drain_lock(base) as held:
+            if not held:
+                return delivered
+            for _ in range(DRAIN_ROUNDS):
+                pending = _pending(base, repository)
+                if not pending or time.monotonic() >= deadline:
+                    break
+                delivered += _drain_round(base, settings, pending, environ, deadline)
+        if not _pending(base, repository):
+            break
+    return delivered
+
+
+def _drain_round(
+    base: Path,
+    settings: Settings,
+    pending: Sequence[QueueEntry],
+    environ: Mapping[str, str],
+    deadline: float,
+) -> int:
+    groups: dict[tuple[str, str], list[QueueEntry]] = {}
+    for entry in pending:
+        groups.setdefault((entry.repository, entry.peer), []).append(entry)
+    delivered = 0
+    lock = threading.Lock()
+
+    def one_group(entries: list[QueueEntry]) -> None:
+        nonlocal delivered
+        count = _drain_group(base, settings, entries, environ, deadline)
+        with lock:
+            delivered += count
+
+    with ThreadPoolExecutor(max_workers=DRAIN_WORKERS) as pool:
+        for future in [pool.submit(one_group, g) for g in groups.values()]:
+            future.result()
+    return delivered
+
+
+def _drain_group(
+    base: Path,
+    settings: Settings,
+    entries: list[QueueEntry],
+    environ: Mapping[str, str],
+    deadline: float,
+) -> int:
+    """Deliver one (repository, peer)'s entries, oldest first, one update per ref a push."""
+    repository, peer = entries[0].repository, entries[0].peer
+    git_dir = repository_dir(base, repository)
+    if git_dir is None:
+        for entry in entries:
+            _fail(base, entry, "missing repository", "not on this server")
+        return 0
+    env = push_environment(environ, settings)
+    env["GIT_DIR"] = str(git_dir)
+    remotes, ssh_command = remote_names(git_dir, env, settings.timeout)
+    if ssh_command and "GIT_SSH_COMMAND" not in environ:
+        env.pop("GIT_SSH_COMMAND", None)
+    delivered = 0
+    remaining = list(entries)
+    while remaining:
+        batch: list[QueueEntry] = []
+        later: list[QueueEntry] = []
+        for entry in remaining:
+            (later if any(b.ref == entry.ref for b in batch) else batch).append(entry)
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return delivered  # still pending: the next drain or apply takes them
+        if peer not in remotes:
+            outcomes = [RefOutcome(e.update, "no remote") for e in batch]
+        else:
+            outcomes = push_to_peer(
+                git_dir, peer, [e.update for e in batch], env, min(settings.timeout, left)
+            )
+        stop = ""
+        for entry, outcome in zip(batch, outcomes):  # noqa: B905 (strict= needs 3.10)
+            if outcome.ok:
+                with _ignoring(OSError):
+                    delete_entry(base, entry.name)
+                delivered += 1
+            else:
+                _fail(base, entry, outcome.reason, outcome.detail)
+                if outcome.reason in TRANSIENT_REASONS or outcome.reason == "missing repository":
+                    stop = outcome.reason
+        if stop:
+            # The peer as a whole is not taking pushes now: do not try every entry.
+            for entry in later:
+                _fail(base, entry, stop, "not tried: an earlier push to this peer failed")
+            return delivered
+        remaining = later
+    return delivered
+
+
+def _fail(base: Path, entry: QueueEntry, reason: str, detail: str) -> None:
+    updated = replace(entry, reason=reason, transient=reason in TRANSIENT_REASONS, detail=detail)
+    with _ignoring(OSError):
+        write_entry(base, updated, name=entry.name)
+
+
+def drain_main(args: Sequence[str]) -> int:
+    usage = "usage: post-receive --drain BASE [--repository NAME]"
+    if len(args) not in (1, 3) or (len(args) == 3 and args[1] != "--repository"):
+        sys.stderr.write(usage + "\n")
+        return 2
+    base = Path(args[0])
+    try:
+        drain(base, args[2] if len(args) == 3 else None)
+    except (OSError, SettingsError) as exc:
+        sys.stderr.write(f"replication drain error: {exc}\n")
+        return 1
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["--drain"]:
+        return drain_main(args[1:])
+    try:
+        stdin_text = sys.stdin.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        _emit(f"replication hook error: cannot read the updates: {exc}")
+        return 0
+    return run_hook(stdin_text, os.environ)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

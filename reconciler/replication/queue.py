@@ -1,0 +1,112 @@
+"""The durable replication queue the hook leaves behind, as the reconciler reads it.
+
+Where: ``<repositories>/.reconciler/queue/`` on each server (``QUEUE_PATH``
+below the repositories base, the directory that holds
+``.reconciler/replication.json``).
+
+Files: one JSON object per (peer, ref update) the peer has not taken, named
+``<time_ns, 20 digits>-<pid>-<12 hex>.json`` so that names sort by time and
+concurrent hooks never collide. Files are written whole: a temporary
+``.<name>.<hex>.tmp`` in the same directory, flushed, fsynced, renamed, then the
+directory fsynced. Readers skip names that start with ``.`` or do not end in
+``.json``. An entry that is rewritten (a drainer recording why a push failed)
+keeps its name and its ``time``.
+
+Entry::
+
+    {"format_version": 1,
+     "repository": "tools/build-scripts",    # path below the base, one ".git" removed
+     "ref": "refs/heads/main",
+     "old": "<40 or 64 hex>", "new": "<40 or 64 hex>",   # all zeros: absent
+     "peer": "mirror",                       # the server that should take the update
+     "reason": "unreachable" | "timeout" | "pending" | "no remote"      # transient
+             | "diverged" | "missing repository" | "rejected",          # permanent
+     "transient": true | false,
+     "time": 1764089000.25,                  # unix seconds of the push
+     "server": "master",                     # the server that holds the queue
+     "detail": "stale info"}                 # git's words, may be ""
+
+``pending`` entries are waiting for the hook's own drainer (async mode) or a
+failed hook. ``rejected`` is a peer refusing for another reason than divergence
+(for example its own hook declined); ``detail`` names it.
+
+Drain protocol: whoever delivers entries holds ``fcntl.flock`` on
+``<base>/.reconciler/drain.lock`` (``DRAIN_LOCK_PATH``) while it does, pushes with
+``--force-with-lease=<ref>:<old>`` (an empty lease when ``old`` is zero), deletes
+the entry when the peer took the update or already had it, and otherwise rewrites
+it with the new reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from reconciler.replication.post_receive import (
+    DRAIN_LOCK_PATH,
+    PERMANENT_REASONS,
+    QUEUE_PATH,
+    REASONS,
+    TRANSIENT_REASONS,
+    QueueEntry,
+    delete_entry,
+    drain_lock,
+    read_entries,
+    write_entry,
+)
+
+__all__ = [
+    "DRAIN_LOCK_PATH",
+    "PERMANENT_REASONS",
+    "QUEUE_PATH",
+    "REASONS",
+    "TRANSIENT_REASONS",
+    "QueueEntry",
+    "QueueProblem",
+    "drain_lock",
+    "queue_directory",
+    "read_queue",
+    "remove_entry",
+    "scan_queue",
+    "write_entry",
+]
+
+
+@dataclass(frozen=True)
+class QueueProblem:
+    """A file in the queue that could not be read as an entry."""
+
+    path: Path
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
+
+def queue_directory(base: Path) -> Path:
+    return base / QUEUE_PATH
+
+
+def scan_queue(base: Path) -> tuple[list[QueueEntry], list[QueueProblem]]:
+    """Every entry, oldest first, and every file that is not a valid entry."""
+    entries, problems = read_entries(base)
+    directory = queue_directory(base)
+    return entries, [QueueProblem(directory / name, message) for name, message in problems]
+
+
+def read_queue(
+    base: Path, on_problem: Callable[[QueueProblem], None] | None = None
+) -> list[QueueEntry]:
+    """Every valid entry, oldest first; unreadable files go to ``on_problem``."""
+    entries, problems = scan_queue(base)
+    if on_problem is not None:
+        for problem in problems:
+            on_problem(problem)
+    return entries
+
+
+def remove_entry(base: Path, entry: QueueEntry | str) -> bool:
+    """Delete an entry (or a file name); False when it was already gone."""
+    name = entry if isinstance(entry, str) else entry.name
+    return delete_entry(base, name)

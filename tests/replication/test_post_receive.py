@@ -1,0 +1,416 @@
+"""The replication hook, run by real git pushes into bare repositories."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from reconciler.replication import post_receive
+from reconciler.replication.post_receive import drain, drain_lock, parse_porcelain
+from reconciler.replication.queue import read_queue
+
+from .conftest import (
+    Cluster,
+    build_cluster,
+    git,
+    live_processes,
+    remote_lines,
+    wait_until,
+)
+
+ZERO = "0" * 40
+
+
+def run_hook_file(
+    cluster: Cluster, server: str, stdin: str, **extra_env: str
+) -> subprocess.CompletedProcess[str]:
+    """Run the installed hook directly, as git would after a push."""
+    repository = cluster[server].repository()
+    env = {**cluster.env, "GIT_DIR": ".", **extra_env}
+    return subprocess.run(
+        [str(repository / "hooks" / "post-receive")],
+        cwd=repository,
+        env=env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+
+
+def test_create_update_delete_of_branches_and_tags_reach_every_peer(cluster: Cluster) -> None:
+    first = cluster.commit("one")
+    result, _ = cluster.push("master", "main")
+    assert remote_lines(result.stderr) == ["replicated to mirror", "replicated to third"]
+
+    second = cluster.commit("two")
+    git(cluster.work, "tag", "-a", "-m", "release", "v1", env=cluster.env)
+    git(cluster.work, "branch", "topic", first, env=cluster.env)
+    result, _ = cluster.push("mirror", "main", "v1", "topic")
+    assert remote_lines(result.stderr) == ["replicated to master", "replicated to third"]
+    tag = git(cluster.work, "rev-parse", "v1", env=cluster.env).stdout.strip()
+    expected = {"refs/heads/main": second, "refs/heads/topic": first, "refs/tags/v1": tag}
+    for name in ("master", "mirror", "third"):
+        assert cluster.refs(name) == expected, name
+
+    result, _ = cluster.push("third", "--delete", "topic", "v1")
+    assert remote_lines(result.stderr) == ["replicated to master", "replicated to mirror"]
+    for name in ("master", "mirror", "third"):
+        assert cluster.refs(name) == {"refs/heads/main": second}, name
+        assert cluster[name].queue() == []
+
+
+def test_a_nested_repository_is_replicated_under_its_own_name(cluster: Cluster) -> None:
+    commit = cluster.commit("one")
+    result, _ = cluster.push("third", "main", repository="tools/build-scripts")
+    assert remote_lines(result.stderr) == ["replicated to master", "replicated to mirror"]
+    for name in ("master", "mirror"):
+        assert cluster.refs(name, "tools/build-scripts") == {"refs/heads/main": commit}
+        assert cluster.refs(name) == {}
+
+
+def test_branch_tag_and_deletion_in_one_push(cluster: Cluster) -> None:
+    base = cluster.commit("one")
+    git(cluster.work, "branch", "old", env=cluster.env)
+    cluster.push("master", "main", "old")
+    tip = cluster.commit("two", branch="feature")
+    git(cluster.work, "tag", "v2", env=cluster.env)
+    result, _ = cluster.push("master", "feature", "v2", ":old")
+    assert remote_lines(result.stderr) == ["replicated to mirror", "replicated to third"]
+    expected = {"refs/heads/main": base, "refs/heads/feature": tip, "refs/tags/v2": tip}
+    for name in ("master", "mirror", "third"):
+        assert cluster.refs(name) == expected, name
+
+
+def test_a_push_from_a_peer_is_not_forwarded(cluster: Cluster) -> None:
+    # Were mirror or third to forward what master sends them, their pushes to these
+    # broken remotes would leave entries in their queues.
+    for name in ("mirror", "third"):
+        for peer in ("master", "mirror", "third"):
+            if peer != name:
+                cluster.set_remote(name, peer, str(cluster.root / "nowhere.git"))
+    commit = cluster.commit("one")
+    result, _ = cluster.push("master", "main")
+    assert remote_lines(result.stderr) == ["replicated to mirror", "replicated to third"]
+    for name in ("mirror", "third"):
+        assert cluster.refs(name) == {"refs/heads/main": commit}
+        assert cluster[name].queue() == []
+
+
+@pytest.mark.parametrize(
+    "extra_env",
+    [{"GITOSIS_USER": "git@mirror"}, {"RECONCILER_REPLICA": "mirror"}],
+    ids=["gitosis-user", "replica-marker"],
+)
+def test_the_hook_stays_quiet_for_a_peer(cluster: Cluster, extra_env: dict[str, str]) -> None:
+    commit = cluster.commit("one")
+    cluster.push("master", "main", RECONCILER_REPLICA="test")  # lands on master only
+    result = run_hook_file(cluster, "master", f"{ZERO} {commit} refs/heads/main\n", **extra_env)
+    assert result.stdout == ""
+    assert result.stderr == ""
+    assert cluster.refs("mirror") == {}
+    assert cluster["master"].queue() == []
+
+
+def test_a_person_pushing_through_gitosis_is_replicated(cluster: Cluster) -> None:
+    commit = cluster.commit("one")
+    cluster.push("master", "main", RECONCILER_REPLICA="test")
+    result = run_hook_file(
+        cluster, "master", f"{ZERO} {commit} refs/heads/main\n", GITOSIS_USER="alice@desk"
+    )
+    assert result.stdout.splitlines() == ["replicated to mirror", "replicated to third"]
+    assert cluster.refs("third") == {"refs/heads/main": commit}
+
+
+def test_a_peer_that_moved_elsewhere_is_diverged_and_nothing_is_forced(
+    cluster: Cluster,
+) -> None:
+    first = cluster.commit("one")
+    cluster.push("master", "main")
+    theirs = cluster.commit("theirs")
+    cluster.push("mirror", "main", RECONCILER_REPLICA="test")  # only mirror moves
+    git(cluster.work, "reset", "-q", "--hard", first, env=cluster.env)
+    ours = cluster.commit("ours")
+
+    result, _ = cluster.push("master", "main")
+    assert remote_lines(result.stderr) == [
+        "mirror rejected refs/heads/main (diverged): queued for review",
+        "replicated to third",
+    ]
+    assert cluster.refs("mirror") == {"refs/heads/main": theirs}
+    assert cluster.refs("master") == {"refs/heads/main": ours}
+    assert cluster.refs("third") == {"refs/heads/main": ours}
+    git(cluster["master"].repository(), "cat-file", "-e", ours, env=cluster.env)
+    git(cluster["mirror"].repository(), "cat-file", "-e", theirs, env=cluster.env)
+    [entry] = cluster["master"].queue()
+    assert (entry.repository, entry.ref, entry.old, entry.new) == (
+        "product",
+        "refs/heads/main",
+        first,
+        ours,
+    )
+    assert (entry.peer, entry.server, entry.reason, entry.transient) == (
+        "mirror",
+        "master",
+        "diverged",
+        False,
+    )
+    assert entry.detail == "stale info"
+
+
+def test_creating_a_ref_a_peer_already_has_elsewhere_is_diverged(cluster: Cluster) -> None:
+    theirs = cluster.commit("theirs", branch="topic")
+    cluster.push("third", "topic", RECONCILER_REPLICA="test")
+    git(cluster.work, "checkout", "-q", "--orphan", "other", env=cluster.env)
+    ours = cluster.commit("ours", branch="other")
+    result, _ = cluster.push("master", "other:topic")
+    assert remote_lines(result.stderr) == [
+        "replicated to mirror",
+        "third rejected refs/heads/topic (diverged): queued for review",
+    ]
+    assert cluster.refs("third") == {"refs/heads/topic": theirs}
+    [entry] = cluster["master"].queue()
+    assert (entry.old, entry.new, entry.reason) == (ZERO, ours, "diverged")
+
+
+def test_unreachable_missing_and_unconfigured_peers_are_queued(
+    tmp_path: Path, closed_port: int
+) -> None:
+    cluster = build_cluster(tmp_path, names=("master", "mirror", "third", "fourth"))
+    cluster.set_remote("master", "mirror", f"ssh://127.0.0.1:{closed_port}/product.git")
+    cluster.set_remote("master", "third", str(tmp_path / "does-not-exist.git"))
+    git(cluster["master"].repository(), "remote", "remove", "fourth", env=cluster.env)
+    commit = cluster.commit("one")
+
+    result, _ = cluster.push("master", "main")
+
+    assert remote_lines(result.stderr) == [
+        "mirror unreachable: queued",
+        "third does not have the repository: queued for review",
+        "fourth has no remote configured: queued",
+    ]
+    entries = {e.peer: e for e in cluster["master"].queue()}
+    assert {p: (e.reason, e.transient) for p, e in entries.items()} == {
+        "mirror": ("unreachable", True),
+        "third": ("missing repository", False),
+        "fourth": ("no remote", True),
+    }
+    assert "Connection refused" in entries["mirror"].detail
+    for entry in entries.values():
+        assert (entry.old, entry.new, entry.ref) == (ZERO, commit, "refs/heads/main")
+
+
+def test_a_silent_peer_times_out_and_leaves_no_process(
+    tmp_path: Path, silent_listener: int
+) -> None:
+    cluster = build_cluster(tmp_path, timeout=2)
+    cluster.set_remote("master", "mirror", f"ssh://127.0.0.1:{silent_listener}/product.git")
+    cluster.commit("one")
+
+    result, elapsed = cluster.push("master", "main")
+
+    assert remote_lines(result.stderr) == [
+        "mirror timed out after 2s: queued",
+        "replicated to third",
+    ]
+    assert 2 <= elapsed < 8
+    [entry] = cluster["master"].queue()
+    assert (entry.peer, entry.reason, entry.transient) == ("mirror", "timeout", True)
+    assert live_processes(str(silent_listener)) == []
+
+
+def test_without_settings_the_push_succeeds_with_one_line(cluster: Cluster) -> None:
+    (cluster["master"].base / ".reconciler" / "replication.json").unlink()
+    cluster.commit("one")
+    result, _ = cluster.push("master", "main")
+    [line] = remote_lines(result.stderr)
+    assert line.startswith("replication is not configured")
+    assert cluster.refs("mirror") == {}
+
+
+def test_broken_settings_give_one_error_line(cluster: Cluster) -> None:
+    (cluster["master"].base / ".reconciler" / "replication.json").write_text('{"server": 1}')
+    cluster.commit("one")
+    result, _ = cluster.push("master", "main")
+    [line] = remote_lines(result.stderr)
+    assert line.startswith("replication hook error: ")
+    assert "format_version" in line
+
+
+def test_concurrent_hooks_write_distinct_entries(tmp_path: Path) -> None:
+    cluster = build_cluster(tmp_path, names=("master", "mirror"))
+    cluster.set_remote("master", "mirror", str(tmp_path / "gone.git"))
+    commits = [cluster.commit(f"c{i}", branch=f"b{i}") for i in range(20)]
+    cluster.push("master", "--all", RECONCILER_REPLICA="test")
+    outputs: list[str] = []
+
+    def one(i: int) -> None:
+        result = run_hook_file(cluster, "master", f"{ZERO} {commits[i]} refs/heads/b{i}\n")
+        outputs.append(result.stdout)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not any(t.is_alive() for t in threads)
+    assert outputs == ["mirror does not have the repository: queued for review\n"] * 20
+    entries = cluster["master"].queue()
+    assert sorted(e.ref for e in entries) == sorted(f"refs/heads/b{i}" for i in range(20))
+    assert len({e.name for e in entries}) == 20
+    queue_files = sorted(p.name for p in (cluster["master"].base / ".reconciler/queue").iterdir())
+    assert queue_files == sorted(e.name for e in entries)  # no temporary files left
+
+
+def test_async_mode_queues_returns_and_the_drainer_delivers(tmp_path: Path) -> None:
+    cluster = build_cluster(tmp_path, mode="async")
+    commit = cluster.commit("one")
+    result, elapsed = cluster.push("master", "main")
+    assert remote_lines(result.stderr) == ["mirror: queued", "third: queued"]
+    assert elapsed < 5
+
+    def delivered() -> bool:
+        return (
+            cluster.refs("mirror") == {"refs/heads/main": commit}
+            and cluster.refs("third") == {"refs/heads/main": commit}
+            and cluster["master"].queue() == []
+        )
+
+    wait_until(delivered, what="the drainer to deliver")
+    wait_until(lambda: not live_processes("--drain"), what="the drainer to exit")
+    for name in ("mirror", "third"):
+        assert cluster[name].queue() == []
+
+
+def test_async_mode_does_not_wait_for_a_silent_peer(tmp_path: Path, silent_listener: int) -> None:
+    cluster = build_cluster(tmp_path, mode="async", timeout=3)
+    cluster.set_remote("master", "mirror", f"ssh://127.0.0.1:{silent_listener}/product.git")
+    commit = cluster.commit("one")
+    result, elapsed = cluster.push("master", "main")
+    assert remote_lines(result.stderr) == ["mirror: queued", "third: queued"]
+    assert elapsed < 2.5
+
+    def settled() -> bool:
+        return [e.reason for e in cluster["master"].queue()] == ["timeout"]
+
+    wait_until(settled, what="the drainer to record the timeout")
+    assert cluster.refs("third") == {"refs/heads/main": commit}
+    wait_until(lambda: not live_processes("--drain"), what="the drainer to exit")
+    assert live_processes(str(silent_listener)) == []
+
+
+def test_the_drainer_leaves_the_queue_to_whoever_holds_the_lock(tmp_path: Path) -> None:
+    cluster = build_cluster(tmp_path, mode="async")
+    base = cluster["master"].base
+    with drain_lock(base) as held:
+        assert held
+        # The hook's own drainer finds the lock taken and leaves at once.
+        commit = cluster.commit("one")
+        cluster.push("master", "main")
+        wait_until(lambda: not live_processes("--drain"), what="the drainer to give up")
+        assert {e.reason for e in read_queue(base)} == {"pending"}
+        assert drain(base, environ=cluster.env) == 0
+        assert cluster.refs("mirror") == {}
+    assert drain(base, "product", environ=cluster.env) == 2
+    assert read_queue(base) == []
+    assert cluster.refs("mirror") == {"refs/heads/main": commit}
+
+
+def test_the_drainer_delivers_updates_of_one_ref_in_order(tmp_path: Path) -> None:
+    cluster = build_cluster(tmp_path, names=("master", "mirror"), mode="async")
+    base = cluster["master"].base
+    with drain_lock(base):
+        first = cluster.commit("one")
+        cluster.push("master", "main")
+        second = cluster.commit("two")
+        cluster.push("master", "main")
+        cluster.push("master", "main:gone")
+        cluster.push("master", ":gone")
+        assert len(read_queue(base)) == 4
+    assert drain(base, environ=cluster.env) == 4
+    assert read_queue(base) == []
+    assert cluster.refs("mirror") == {"refs/heads/main": second}
+    assert first != second
+
+
+def test_a_queued_deletion_the_peer_already_made_is_done(tmp_path: Path) -> None:
+    cluster = build_cluster(tmp_path, names=("master", "mirror"), mode="async")
+    base = cluster["master"].base
+    cluster.commit("one")
+    cluster.push("master", "main", "main:topic", RECONCILER_REPLICA="test")
+    with drain_lock(base):
+        cluster.push("master", ":topic")
+    [entry] = read_queue(base)
+    assert entry.reason == "pending"
+    assert drain(base, environ=cluster.env) == 1
+    assert read_queue(base) == []
+
+
+def test_the_drainer_records_why_a_peer_did_not_take_an_update(tmp_path: Path) -> None:
+    cluster = build_cluster(tmp_path, names=("master", "mirror"), mode="async")
+    base = cluster["master"].base
+    first = cluster.commit("one")
+    cluster.push("master", "main", RECONCILER_REPLICA="test")
+    cluster.push("mirror", "main", RECONCILER_REPLICA="test")
+    theirs = cluster.commit("theirs")
+    cluster.push("mirror", "main", RECONCILER_REPLICA="test")
+    git(cluster.work, "reset", "-q", "--hard", first, env=cluster.env)
+    cluster.commit("ours")
+    with drain_lock(base):
+        cluster.push("master", "main")
+    assert drain(base, environ=cluster.env) == 0
+    [entry] = read_queue(base)
+    assert (entry.reason, entry.transient, entry.detail) == ("diverged", False, "stale info")
+    assert cluster.refs("mirror") == {"refs/heads/main": theirs}
+
+
+def test_the_hook_file_runs_on_its_own(tmp_path: Path) -> None:
+    # Copied out of the package, with a bare interpreter and no project on the path.
+    hook = tmp_path / "post-receive"
+    hook.write_bytes(Path(post_receive.__file__).read_bytes())
+    result = subprocess.run(
+        [sys.executable, "-I", str(hook), "--drain"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith("usage: post-receive --drain BASE")
+
+
+def test_porcelain_statuses_are_parsed_per_destination_ref() -> None:
+    out = (
+        "To ../b.git\n"
+        "=\tabc:refs/heads/main\t[up to date]\n"
+        "!\t(delete):refs/heads/gone\t[rejected] (stale info)\n"
+        "!\tdef:refs/tags/v1\t[remote rejected] (hook declined)\n"
+        "Done\n"
+    )
+    assert parse_porcelain(out) == {
+        "refs/heads/main": ("=", "[up to date]"),
+        "refs/heads/gone": ("!", "[rejected] (stale info)"),
+        "refs/tags/v1": ("!", "[remote rejected] (hook declined)"),
+    }
+
+
+def test_a_peer_hook_declining_is_rejected_for_review(cluster: Cluster) -> None:
+    pre_receive = cluster["third"].repository() / "hooks" / "pre-receive"
+    pre_receive.write_text("#!/bin/sh\necho no >&2\nexit 1\n")
+    pre_receive.chmod(0o755)
+    cluster.commit("one")
+    started = time.monotonic()
+    result, _ = cluster.push("master", "main")
+    assert time.monotonic() - started < 30
+    assert remote_lines(result.stderr) == [
+        "replicated to mirror",
+        "third rejected refs/heads/main (pre-receive hook declined): queued for review",
+    ]
+    [entry] = cluster["master"].queue()
+    assert (entry.reason, entry.transient) == ("rejected", False)
