@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from reconciler.errors import ReconcilerError
 from reconciler.transport import Transport
 
+if TYPE_CHECKING:
+    from reconciler.desired import Desired
+    from reconciler.planning import PlanOptions
+
 
 def load_and_connect(
     directory: Path, servers: list[str], trust_new_host_keys: bool
-) -> tuple[object, dict[str, Transport]]:
+) -> tuple[Desired, dict[str, Transport]]:
     from reconciler.desired import load
     from reconciler.gather import open_transports
 
@@ -27,7 +32,7 @@ def load_and_connect(
     )
 
 
-def plan_options(servers: list[str], replace_foreign: bool = False):  # type: ignore[no-untyped-def]
+def plan_options(servers: list[str], replace_foreign: bool = False) -> PlanOptions:
     from reconciler.planning import PlanOptions
     from reconciler.replication import hook_source
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -12,8 +11,9 @@ if TYPE_CHECKING:
     from reconciler.admin_checkout import CheckoutFacts
     from reconciler.desired import Desired, Server
 
-SETTINGS_PATH = ".reconciler/replication.json"
-SETTINGS_FORMAT_VERSION = 1
+from reconciler.replication.post_receive import SETTINGS_PATH
+
+__all__ = ["SETTINGS_PATH", "PlanContext", "PlanOptions", "repository_url", "settings_text"]
 
 
 @dataclass(frozen=True)
@@ -67,12 +67,12 @@ def repository_url(server: Server, repository: str) -> str:
 
 def settings_text(desired: Desired, server: str) -> str:
     """The replication hook's settings file for ``server``, byte for byte."""
-    settings = {
-        "format_version": SETTINGS_FORMAT_VERSION,
-        "server": server,
-        "peers": sorted(name for name in desired.servers if name != server),
-        "mirror_users": sorted(desired.server_users()),
-        "mode": desired.cluster.replication.mode,
-        "timeout": desired.cluster.replication.timeout,
-    }
-    return json.dumps(settings, indent=2, sort_keys=True) + "\n"
+    from reconciler.replication import settings_json
+
+    return settings_json(
+        server=server,
+        peers=desired.servers,
+        mirror_users=desired.server_users(),
+        mode=desired.cluster.replication.mode,
+        timeout=desired.cluster.replication.timeout,
+    ).decode("utf-8")

@@ -58,8 +58,9 @@ class Action:
     def symbol(self) -> str:
         return SYMBOLS[self.kind]
 
-    def sort_key(self) -> tuple[int, int, str, str]:
-        return (self.phase, SUBJECT_ORDER.get(self.subject, 99), self.target, self.description)
+    def sort_key(self) -> tuple[int, str, int, str, str]:
+        order = SUBJECT_ORDER.get(self.subject, 99)
+        return (self.phase, self.server, order, self.target, self.description)
 
     def to_json(self) -> dict[str, Any]:
         return {
