@@ -10,6 +10,7 @@ modules (GITOSIS.md, "Group resolution").
 from __future__ import annotations
 
 import configparser
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,11 +19,16 @@ REPO_PREFIX = "repo "
 DEFAULT_REPOSITORIES = "repositories"
 
 
-def parse_config(text: str, source: str = "gitosis.conf") -> configparser.RawConfigParser:
-    """Parse gitosis.conf text; raises ``configparser.Error`` on malformed input."""
-    config = configparser.RawConfigParser(
+def new_config() -> configparser.RawConfigParser:
+    """An empty parser configured like gitosis's; ``read``/``read_file`` merge into it."""
+    return configparser.RawConfigParser(
         strict=False, inline_comment_prefixes=(";",), interpolation=None
     )
+
+
+def parse_config(text: str, source: str = "gitosis.conf") -> configparser.RawConfigParser:
+    """Parse gitosis.conf text; raises ``configparser.Error`` on malformed input."""
+    config = new_config()
     config.read_string(text, source=source)
     return config
 
@@ -94,8 +100,10 @@ def have_access(
     ``readonly``. The first group (in membership order) that grants it wins,
     either by listing ``path`` or through a ``map MODE PATH = ACTUAL`` option.
     """
-    if path.endswith(".git"):
-        path = path[: -len(".git")]
+    # os.path.splitext, as gitosis: "x.git" -> "x", but ".git" or "a/.git" stay.
+    base, ext = os.path.splitext(path)
+    if ext == ".git":
+        path = base
     for group in membership(config, user):
         section = GROUP_PREFIX + group
         repos = (get(config, section, mode) or "").split()
@@ -116,3 +124,19 @@ def access_mode(config: configparser.RawConfigParser, user: str, path: str) -> s
     if have_access(config, user, "readonly", path):
         return "readonly"
     return None
+
+
+def repository_dir(config: configparser.RawConfigParser) -> str:
+    """``[gitosis] repositories`` joined to the home directory (absolute values win)."""
+    return os.path.join(os.path.expanduser("~"), repositories_base(config))
+
+
+def generated_files_dir(config: configparser.RawConfigParser) -> str:
+    """Where ``projects.list`` goes: ``[gitosis] generate-files-in`` or ``~/gitosis``."""
+    return get(config, "gitosis", "generate-files-in") or os.path.expanduser("~/gitosis")
+
+
+def authorized_keys_path(config: configparser.RawConfigParser) -> str:
+    return get(config, "gitosis", "ssh-authorized-keys-path") or os.path.expanduser(
+        "~/.ssh/authorized_keys"
+    )

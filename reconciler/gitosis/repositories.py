@@ -1,0 +1,153 @@
+"""The files gitosis derives from ``[repo NAME]`` sections, and creating repositories.
+
+- ``NAME.git/description`` from ``description``;
+- ``projects.list`` (gitweb's list) from ``gitweb`` and ``owner``;
+- ``NAME.git/git-daemon-export-ok`` from ``daemon``;
+- ``git init --bare --quiet`` for repositories created on first push.
+"""
+
+from __future__ import annotations
+
+import configparser
+import contextlib
+import logging
+import os
+import subprocess
+import sys
+import urllib.parse
+
+from reconciler.gitosis.config import (
+    REPO_PREFIX,
+    generated_files_dir,
+    get,
+    get_bool,
+    repository_dir,
+)
+
+EXPORT_OK = "git-daemon-export-ok"
+
+
+def write_file_atomic(path: str, data: str, mode: int = 0o644) -> None:
+    """Write ``path`` through a temporary file in its directory, fsynced, then renamed."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.rename(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    with contextlib.suppress(OSError):
+        dir_fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+def _repo_sections(config: configparser.RawConfigParser) -> list[tuple[str, str]]:
+    """(section, NAME) for every ``[repo NAME]`` section, in file order."""
+    found = []
+    for section in config.sections():
+        parts = section.split(None, 1)
+        if len(parts) == 2 and parts[0] == REPO_PREFIX.strip():
+            found.append((section, parts[1]))
+    return found
+
+
+def _find_on_disk(repositories: str, name: str, log: logging.Logger) -> str | None:
+    """``name`` or ``name.git``, whichever exists under ``repositories``."""
+    if os.path.exists(os.path.join(repositories, name)):
+        return name
+    if os.path.exists(os.path.join(repositories, f"{name}.git")):
+        return f"{name}.git"
+    log.warning("Cannot find %r in %r", name, repositories)
+    return None
+
+
+def set_descriptions(config: configparser.RawConfigParser) -> None:
+    log = logging.getLogger("gitosis.gitweb.set_descriptions")
+    repositories = repository_dir(config)
+    for section, name in _repo_sections(config):
+        description = get(config, section, "description")
+        if not description:
+            continue
+        found = _find_on_disk(repositories, name, log)
+        if found is None:
+            continue
+        write_file_atomic(os.path.join(repositories, found, "description"), f"{description}\n")
+
+
+def project_list(config: configparser.RawConfigParser) -> str:
+    """gitweb's ``projects.list``: ``NAME[.git] [OWNER]`` per listed repository, URL-quoted."""
+    log = logging.getLogger("gitosis.gitweb.generate_projects_list")
+    repositories = repository_dir(config)
+    global_enable = get_bool(config, "gitosis", "gitweb")
+    lines = []
+    for section, name in _repo_sections(config):
+        if not get_bool(config, section, "gitweb", global_enable):
+            continue
+        # gitosis lists a repository it cannot find under its configured name.
+        fields = [_find_on_disk(repositories, name, log) or name]
+        owner = get(config, section, "owner")
+        if owner is not None:
+            fields.append(owner)
+        lines.append(" ".join(urllib.parse.quote_plus(f) for f in fields) + "\n")
+    return "".join(lines)
+
+
+def write_project_list(config: configparser.RawConfigParser) -> None:
+    write_file_atomic(
+        os.path.join(generated_files_dir(config), "projects.list"), project_list(config)
+    )
+
+
+def set_export_ok(config: configparser.RawConfigParser) -> None:
+    """Create or remove ``git-daemon-export-ok`` in every repository under the base."""
+    log = logging.getLogger("gitosis.gitdaemon.set_export_ok")
+    repositories = repository_dir(config)
+    global_enable = get_bool(config, "gitosis", "daemon")
+    for dirpath, dirnames, _filenames in os.walk(repositories):
+        reldir = os.path.relpath(dirpath, repositories)
+        repos = [d for d in dirnames if d.endswith(".git")]
+        # Repositories are leaves: do not descend into them.
+        dirnames[:] = [d for d in dirnames if not d.endswith(".git")]
+        for repo in repos:
+            name = repo[: -len(".git")]
+            if reldir != ".":
+                name = os.path.join(reldir, name)
+            flag = os.path.join(dirpath, repo, EXPORT_OK)
+            if get_bool(config, f"{REPO_PREFIX}{name}", "daemon", global_enable):
+                log.debug("Allow %r", name)
+                with open(flag, "a", encoding="utf-8"):
+                    pass
+            else:
+                log.debug("Deny %r", name)
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(flag)
+
+
+def refresh_generated_files(config: configparser.RawConfigParser) -> None:
+    """Descriptions, projects.list and export flags, as after a push or a new repository."""
+    set_descriptions(config)
+    write_project_list(config)
+    set_export_ok(config)
+
+
+def init_bare(path: str, *, initial_branch: str | None = None) -> None:
+    """``git init --bare --quiet`` at ``path`` (created with mode 0750 if missing).
+
+    git's output goes to stderr: in gitosis-serve stdout is the git protocol stream.
+    """
+    os.makedirs(path, mode=0o750, exist_ok=True)
+    argv = ["git"]
+    if initial_branch is not None:
+        argv += ["-c", f"init.defaultBranch={initial_branch}"]
+    argv += ["init", "--bare", "--quiet", path]
+    subprocess.run(argv, stdout=sys.stderr, check=True)
