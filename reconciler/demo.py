@@ -111,7 +111,7 @@ def main() -> int:
         console.print(f"  {mark} {name}: refs/heads/main = {value or '(missing)'}")
 
     step("Apply again: nothing to do")
-    again = run_reconcile("plan", "-C", str(admin), "--detailed-exitcode")
+    again = run_reconcile("apply", "-C", str(admin), "--yes")
     if not ok or again != 0:
         console.print("[bold red]The demo did not converge.[/]")
         return 1
