@@ -360,6 +360,15 @@ class _Loader:
             users[user] = (tuple(keys), Location(shown))
         return users
 
+    def previously_rendered(self) -> set[str]:
+        from reconciler.desired.render import GITOSIS_CONF, previously_rendered_key_files
+
+        try:
+            text = (self.root / GITOSIS_CONF).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            return set()
+        return previously_rendered_key_files(text)
+
     def inline_users(self) -> dict[str, tuple[str, ...]]:
         users: dict[str, tuple[str, ...]] = {}
         for name, entry in self.entries["users"].items():
@@ -546,10 +555,16 @@ class _Loader:
         cluster = self.cluster()
         inline = self.inline_users()
         keydir = self.keydir_users()
+        rendered = self.previously_rendered()
         users: dict[str, tuple[str, ...]] = {}
+        orphaned: list[str] = []
         for name, (keys, _where) in keydir.items():
-            if name not in self.entries["users"]:
-                users[name] = keys
+            if name in self.entries["users"]:
+                continue
+            if f"{KEYDIR}/{name}.pub" in rendered:
+                orphaned.append(f"{KEYDIR}/{name}.pub")
+                continue
+            users[name] = keys
         for name, keys in inline.items():
             users[name] = keys
         servers = self.servers()
@@ -565,7 +580,8 @@ class _Loader:
             for name, entry in entries.items()
         }
         for name, (_keys, where) in keydir.items():
-            locations.setdefault(("users", name), where)
+            if name in users:
+                locations.setdefault(("users", name), where)
         return Desired(
             root=self.root.absolute(),
             cluster=cluster,
@@ -574,6 +590,7 @@ class _Loader:
             groups=groups,
             users=users,
             inline_users=frozenset(inline),
+            orphaned_key_files=tuple(orphaned),
             locations=locations,
         )
 
