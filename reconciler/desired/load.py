@@ -199,17 +199,15 @@ class _Loader:
     def validate_value(
         self, document: YamlDocument, prefix: DocPath, kind: Any, value: Any
     ) -> tuple[Any, bool]:
-        from pydantic import BaseModel, ValidationError
+        """Validate one entry against its type; report its errors, never raise."""
+        from pydantic import ValidationError
 
-        model = kind if isinstance(kind, type) and issubclass(kind, BaseModel) else None
+        from reconciler.desired.schema import SECTION_MODEL
+
         try:
             return _adapter(kind).validate_python(value), True
         except ValidationError as exc:
-            if model is None and prefix[0] in ("repositories", "groups"):
-                from reconciler.desired.schema import GroupSpec, RepositorySpec
-
-                model = RepositorySpec if prefix[0] == "repositories" else GroupSpec
-            self.schema_errors(document, prefix, model, exc)
+            self.schema_errors(document, prefix, SECTION_MODEL.get(str(prefix[0])), exc)
             return None, False
 
     def collect(self, document: YamlDocument) -> None:

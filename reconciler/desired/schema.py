@@ -129,6 +129,13 @@ SECTION_ENTRY: dict[str, Any] = {
     "groups": GroupSpec | None,
     "users": KeyLines,
 }
+# The model behind each top-level key, to list the keys it accepts in messages.
+SECTION_MODEL: dict[str, type[BaseModel]] = {
+    "cluster": ClusterSpec,
+    "servers": ServerSpec,
+    "repositories": RepositorySpec,
+    "groups": GroupSpec,
+}
 TOP_LEVEL_KEYS = ("cluster", "servers", "repositories", "groups", "users")
 
 
