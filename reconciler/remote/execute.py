@@ -99,8 +99,27 @@ def current_sha256(full: str) -> str | None:
         return None
 
 
+def is_repository(path: str) -> bool:
+    return os.path.isfile(os.path.join(path, "HEAD")) and os.path.isdir(
+        os.path.join(path, "objects")
+    )
+
+
+def existing_repository_only(directory: str) -> None:
+    """Refuse to make a missing ``*.git`` directory on the way to a file: repositories
+    are made whole by init_bare or clone_mirror, never as a side effect (a hook
+    written where the repository could not be created would leave a husk that
+    later looks like the repository)."""
+    path = directory
+    while path.startswith(HOME + os.sep) and not os.path.isdir(path):
+        if path.endswith(".git"):
+            raise OpError(f"repository {os.path.relpath(path, HOME)} does not exist")
+        path = os.path.dirname(path)
+
+
 def op_write_file(op: Op) -> None:
     full = resolve(op["path"])
+    existing_repository_only(os.path.dirname(full))
     make_dirs(os.path.dirname(full), op.get("dir_mode", 0o755))
     expect = op.get("expect_sha256")
     if expect is not None:
@@ -144,8 +163,10 @@ def _temporary_sibling(full: str) -> str:
 
 def _create_repository(op: Op, fill: Callable[[str], object]) -> None:
     full = resolve(op["path"])
-    if os.path.exists(full):
+    if is_repository(full):
         return
+    if os.path.lexists(full):
+        raise OpError(f"{op['path']} exists but is not a git repository; move it out of the way")
     make_dirs(os.path.dirname(full), 0o750)
     temp = _temporary_sibling(full)
     try:
