@@ -5,7 +5,12 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
-from reconciler.commands.common import close_all, load_and_connect, plan_options
+from reconciler.commands.common import (
+    close_all,
+    load_and_connect,
+    plan_options,
+    require_admin_checkout,
+)
 from reconciler.commands.output import ConsoleReporter, print_json, print_plan, stderr
 from reconciler.planning import Plan
 
@@ -44,6 +49,8 @@ def run(
             if line:
                 reporter.info(line)
         desired, transports = load_and_connect(directory, servers, trust_new_host_keys)
+        stack.callback(close_all, transports)
+        require_admin_checkout(directory)
         try:
             outcome = apply_cluster(
                 desired,
