@@ -10,6 +10,7 @@ cluster (not root, no sshd); CI runs as root with sshd installed.
 
 from __future__ import annotations
 
+import contextlib
 import pwd
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -28,6 +29,20 @@ from reconciler.testing.cluster import (
 STARTED: list[SshCluster] = []
 
 ClusterFactory = Callable[..., SshCluster]
+
+
+@contextlib.contextmanager
+def started_cluster(n: int = 2, **kwargs: Any) -> Iterator[SshCluster]:
+    """A started cluster for fixtures of any scope; skips the test when none can run."""
+    reason = unavailable_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    cluster = SshCluster(n, **kwargs)
+    STARTED.append(cluster)
+    try:
+        yield cluster.start()
+    finally:
+        cluster.stop()
 
 
 @pytest.fixture
