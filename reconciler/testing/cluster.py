@@ -322,7 +322,8 @@ class SshServer:
 
     def _create(self) -> None:
         self.directory.mkdir(mode=0o700, parents=True)
-        comment = f"{USER_COMMENT_TAG} pid={os.getpid()}"
+        # Lets `cleanup` find users of runs that were killed before they could stop.
+        comment = f"{USER_COMMENT_TAG} pid={os.getpid()} dir={self.cluster.workdir}"
         proc = _retry_locked(
             [
                 _tool("useradd"),
@@ -665,6 +666,7 @@ class SshCluster:
             self.admin  # noqa: B018 - generate the key now, outside any timing
             for server in self.servers:
                 server.start()
+            self._save_state()
         except BaseException:
             self.stop()
             raise
@@ -686,6 +688,9 @@ class SshCluster:
         atexit.unregister(self.stop)
         for server in self.servers:
             server.stop()
+        # An sshd of this cluster that is not the one recorded (a killed run's).
+        configs = [str(server.config_path) for server in self.servers]
+        _kill([p for p in all_pids() if any(c in a for a in process_cmdline(p) for c in configs)])
         for user in list(self._users):
             _delete_user(user)
             self._users.remove(user)
@@ -698,6 +703,11 @@ class SshCluster:
         """Leave the cluster running after this process exits (see ``attach``)."""
         self.detached = True
         atexit.unregister(self.stop)
+        self._save_state()
+
+    def _save_state(self) -> None:
+        state = {**self.state(), "detached": self.detached}
+        (self.workdir / "state.json").write_text(json.dumps(state, indent=2) + "\n")
 
     def __enter__(self) -> SshCluster:
         return self.start()
@@ -766,19 +776,42 @@ def _delete_user(user: str) -> None:
         raise ClusterError(f"userdel {user} failed: {proc.stderr.strip()}")
 
 
-def stale_users() -> list[str]:
-    """Users made by a cluster whose creating process is gone (killed before cleanup)."""
-    stale = []
+def stale_clusters() -> dict[Path, list[str]]:
+    """workdir -> users of clusters whose creating process died without stopping them.
+
+    A cluster left running on purpose (``up``) is not stale.
+    """
+    stale: dict[Path, list[str]] = {}
+    prefix = USER_COMMENT_TAG + " pid="
     for entry in pwd.getpwall():
-        if not entry.pw_name.startswith(USER_PREFIX):
+        if not entry.pw_name.startswith(USER_PREFIX) or not entry.pw_gecos.startswith(prefix):
             continue
-        gecos = entry.pw_gecos
-        if not gecos.startswith(USER_COMMENT_TAG + " pid="):
+        pid_text, _, directory = entry.pw_gecos[len(prefix) :].partition(" dir=")
+        if not pid_text.isdigit() or pid_alive(int(pid_text)):
             continue
-        pid = int(gecos.rsplit("=", 1)[1])
-        if not pid_alive(pid) and not _pids_of_uid(entry.pw_uid):
-            stale.append(entry.pw_name)
+        workdir = Path(directory)
+        with contextlib.suppress(OSError, ValueError):
+            if json.loads((workdir / "state.json").read_text()).get("detached"):
+                continue
+        stale.setdefault(workdir, []).append(entry.pw_name)
     return stale
+
+
+def cleanup_stale() -> list[str]:
+    """Stop and delete what killed runs left behind; returns the users deleted."""
+    deleted = []
+    for workdir, users in stale_clusters().items():
+        try:
+            state = json.loads((workdir / "state.json").read_text())
+        except (OSError, ValueError):
+            state = None
+        if state is not None:
+            SshCluster.attach(state).stop()
+        else:
+            for user in users:
+                _delete_user(user)
+        deleted.extend(users)
+    return deleted
 
 
 # --- command line ----------------------------------------------------------------
@@ -812,13 +845,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     env = sub.add_parser("env", help="print export lines for git (GIT_SSH_COMMAND)")
     env.add_argument("--identity", default="admin@operator", help="identity name")
     sub.add_parser("show", help="print the servers of the running cluster")
-    sub.add_parser("cleanup", help="delete users left over by killed test runs")
+    sub.add_parser("cleanup", help="stop and delete clusters of test runs that were killed")
     args = parser.parse_args(argv)
     state_path = _state_path(args.state)
 
     if args.command == "cleanup":
-        for user in stale_users():
-            _delete_user(user)
+        for user in cleanup_stale():
             print(f"deleted {user}")
         return 0
     if args.command == "up":
