@@ -847,6 +847,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub.add_parser("show", help="print the servers of the running cluster")
     sub.add_parser("cleanup", help="stop and delete clusters of test runs that were killed")
     args = parser.parse_args(argv)
+    try:
+        return _command(args)
+    except ClusterError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+
+
+def _command(args: argparse.Namespace) -> int:
     state_path = _state_path(args.state)
 
     if args.command == "cleanup":

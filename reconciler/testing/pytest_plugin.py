@@ -30,6 +30,11 @@ STARTED: list[SshCluster] = []
 
 ClusterFactory = Callable[..., SshCluster]
 
+# For tests that start clusters without the fixtures (subprocesses, the CLI).
+requires_ssh_cluster = pytest.mark.skipif(
+    unavailable_reason() is not None, reason=unavailable_reason() or ""
+)
+
 
 @contextlib.contextmanager
 def started_cluster(n: int = 2, **kwargs: Any) -> Iterator[SshCluster]:

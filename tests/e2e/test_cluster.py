@@ -10,9 +10,14 @@ from pathlib import Path
 import pytest
 
 from reconciler.testing.cluster import SshCluster, cleanup_stale, pid_alive
-from reconciler.testing.pytest_plugin import STARTED, ClusterFactory, leftovers
+from reconciler.testing.pytest_plugin import (
+    STARTED,
+    ClusterFactory,
+    leftovers,
+    requires_ssh_cluster,
+)
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, requires_ssh_cluster]
 
 
 def ssh(cluster: SshCluster, index: int, command: str) -> subprocess.CompletedProcess[str]:
