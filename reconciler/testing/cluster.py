@@ -388,6 +388,7 @@ class SshServer:
         if sshd is None:
             raise ClusterError("sshd is not installed")
         for _attempt in range(5):
+            offset = self.log_path.stat().st_size if self.log_path.exists() else 0
             with self.log_path.open("ab") as log:
                 self._process = subprocess.Popen(
                     [str(sshd), "-D", "-e", "-f", str(self.config_path)],
@@ -398,17 +399,20 @@ class SshServer:
                 )
             self.pid = self._process.pid
             deadline = time.monotonic() + timeout
+            # Our sshd says it is bound (a banner alone could come from another
+            # process's sshd on a port ours failed to get) and then answers.
+            listening = f"Server listening on 127.0.0.1 port {self.port}."
             while time.monotonic() < deadline:
                 if self._process.poll() is not None:
                     break
-                if _ssh_banner(self.port):
+                if listening in self._log_since(offset) and _ssh_banner(self.port):
                     return
                 time.sleep(0.02)
             else:
                 self.stop()
                 raise ClusterError(f"sshd for {self.name} did not answer on port {self.port}")
             self.pid = None
-            log_text = self.log_path.read_text(errors="replace")
+            log_text = self._log_since(offset)
             if "Address already in use" not in log_text and "Cannot bind" not in log_text:
                 raise ClusterError(f"sshd for {self.name} exited: {log_text[-2000:]}")
             # Someone took the port between choosing and binding it: choose another.
@@ -416,6 +420,11 @@ class SshServer:
             self._write_config()
             self.cluster._write_known_hosts()
         raise ClusterError(f"sshd for {self.name} found no free port")
+
+    def _log_since(self, offset: int) -> str:
+        with self.log_path.open("rb") as log:
+            log.seek(offset)
+            return log.read().decode(errors="replace")
 
     def stop(self) -> None:
         """Kill this server's sshd and every session it started (bounded)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -162,3 +163,18 @@ def test_cleanup_after_a_killed_run() -> None:
     assert cluster[0].is_running()
     assert user in cleanup_stale()
     assert leftovers([cluster]) == []
+
+
+def test_start_moves_to_another_port_when_its_port_is_taken(ssh_cluster: SshCluster) -> None:
+    server = ssh_cluster[0]
+    server.stop()
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        taken = squatter.getsockname()[1]
+        server.port = taken
+        server._write_config()
+        server.start()
+        assert server.port != taken
+        assert server.known_hosts_line in ssh_cluster.known_hosts.read_text()
+        assert ssh(ssh_cluster, 0, "true").returncode == 0
