@@ -187,3 +187,31 @@ def test_run_hook_needs_git_dir(home: Path) -> None:
         1,
         "ERROR:gitosis.run_hook:Must have GIT_DIR set in enviroment\n",
     )
+
+
+def test_gitosis_section_paths_are_honoured(home: Path, tmp_path: Path) -> None:
+    assert gitosis_init(home).returncode == 0
+    admin = home / "repositories" / "gitosis-admin.git"
+    work = tmp_path / "work"
+    git(home, "clone", "--quiet", str(admin), str(work))
+    generated = tmp_path / "generated"
+    generated.mkdir()
+    keys = tmp_path / "elsewhere" / "keys"
+    (home / "repos2" / "product.git").mkdir(parents=True)
+    conf = (
+        (work / "gitosis.conf")
+        .read_text()
+        .replace(
+            "[gitosis]\n",
+            f"[gitosis]\nrepositories = repos2\ngenerate-files-in = {generated}\n"
+            f"ssh-authorized-keys-path = {keys}\ngitweb = yes\ndaemon = yes\n",
+        )
+    )
+    (work / "gitosis.conf").write_text(conf + "[repo product]\ndescription = P\n")
+    git(home, "commit", "--quiet", "-am", "paths", cwd=work)
+    git(home, "push", "--quiet", "origin", "master", cwd=work)
+    assert (generated / "projects.list").read_text() == "product.git\n"
+    assert (home / "repos2" / "product.git" / "description").read_text() == "P\n"
+    assert (home / "repos2" / "product.git" / "git-daemon-export-ok").exists()
+    assert keys.read_text().startswith(MARKER + "\n")
+    assert keys.stat().st_mode & 0o777 == 0o600

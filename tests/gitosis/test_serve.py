@@ -292,3 +292,39 @@ def test_read_does_not_create(home: Path) -> None:
     assert proc.returncode != 0
     assert not (home / "repositories" / "product.git").exists()
     assert not (home / "gitosis" / "projects.list").exists()
+
+
+@pytest.mark.parametrize(
+    ("loglevel", "expected"),
+    [
+        ("DEBUG", "DEBUG:gitosis.serve.main:Got command 'rm -rf /'\n"),
+        ("LOUD", "WARNING:gitosis.app:Ignored invalid loglevel configuration: 'LOUD'\n"),
+        ("CRITICAL", ""),
+    ],
+)
+def test_loglevel(home: Path, loglevel: str, expected: str) -> None:
+    conf = home / ".gitosis.conf"
+    conf.write_text(conf.read_text().replace("[gitosis]\n", f"[gitosis]\nloglevel = {loglevel}\n"))
+    proc = serve(home, "alice@desk", "rm -rf /")
+    assert proc.returncode == 1
+    error = "ERROR:gitosis.serve.main:Unknown command denied\n"
+    assert proc.stderr == expected + (error if loglevel != "CRITICAL" else "")
+
+
+def test_config_option(home: Path, tmp_path: Path) -> None:
+    other = tmp_path / "other.conf"
+    other.write_text("[group x]\nmembers = eve@x\nreadonly = product\n")
+    env = {
+        "HOME": str(home),
+        "PATH": os.environ["PATH"],
+        "SSH_ORIGINAL_COMMAND": "git-receive-pack 'product'",
+    }
+    proc = subprocess.run(
+        [*SERVE, "--config", str(other), "eve@x"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.stderr == "ERROR:gitosis.serve.main:Repository write access denied\n"
