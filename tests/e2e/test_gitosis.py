@@ -238,6 +238,9 @@ def test_readonly_user_clones_but_cannot_push(site: Site) -> None:
     assert push.returncode != 0
     assert "ERROR:gitosis.serve.main:Repository write access denied" in push.stderr
     assert site.ensure_pushed(site.who("alice@desk"), "product") == before
+    # git archive --remote is a read, too (git-upload-archive)
+    archive = site.git(bob, "archive", f"--remote={site.url('product')}", "master", cwd=clone)
+    assert "README" in archive.stdout
 
 
 @pytest.mark.parametrize(
