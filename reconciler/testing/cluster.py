@@ -785,40 +785,43 @@ def _delete_user(user: str) -> None:
         raise ClusterError(f"userdel {user} failed: {proc.stderr.strip()}")
 
 
-def stale_clusters() -> dict[Path, list[str]]:
+def stale_clusters(only: Path | None = None) -> dict[Path, list[str]]:
     """workdir -> users of clusters whose creating process died without stopping them.
 
-    A cluster left running on purpose (``up``) is not stale.
+    Only users whose comment names both the creating process and the cluster's
+    directory, and whose directory still holds a state file saying the cluster was
+    not left running on purpose (``up``), count: anything else may belong to
+    someone else's run on this machine and is never touched. ``only`` restricts
+    the search to one cluster directory.
     """
     stale: dict[Path, list[str]] = {}
     prefix = USER_COMMENT_TAG + " pid="
     for entry in pwd.getpwall():
         if not entry.pw_name.startswith(USER_PREFIX) or not entry.pw_gecos.startswith(prefix):
             continue
-        pid_text, _, directory = entry.pw_gecos[len(prefix) :].partition(" dir=")
-        if not pid_text.isdigit() or pid_alive(int(pid_text)):
+        pid_text, sep, directory = entry.pw_gecos[len(prefix) :].partition(" dir=")
+        if not sep or not pid_text.isdigit() or not directory.startswith("/"):
             continue
         workdir = Path(directory)
-        with contextlib.suppress(OSError, ValueError):
-            if json.loads((workdir / "state.json").read_text()).get("detached"):
-                continue
+        if only is not None and workdir != only:
+            continue
+        if pid_alive(int(pid_text)):
+            continue
+        try:
+            state = json.loads((workdir / "state.json").read_text())
+        except (OSError, ValueError):
+            continue
+        if state.get("detached") or entry.pw_name not in {s["user"] for s in state["servers"]}:
+            continue
         stale.setdefault(workdir, []).append(entry.pw_name)
     return stale
 
 
-def cleanup_stale() -> list[str]:
+def cleanup_stale(only: Path | None = None) -> list[str]:
     """Stop and delete what killed runs left behind; returns the users deleted."""
     deleted = []
-    for workdir, users in stale_clusters().items():
-        try:
-            state = json.loads((workdir / "state.json").read_text())
-        except (OSError, ValueError):
-            state = None
-        if state is not None:
-            SshCluster.attach(state).stop()
-        else:
-            for user in users:
-                _delete_user(user)
+    for workdir, users in stale_clusters(only).items():
+        SshCluster.attach(json.loads((workdir / "state.json").read_text())).stop()
         deleted.extend(users)
     return deleted
 
