@@ -561,41 +561,93 @@ def push_to_peer(
     env: Mapping[str, str],
     timeout: float,
 ) -> list[RefOutcome]:
-    """Push ``updates`` to ``peer`` with compare-and-swap on each ref's old value."""
+    """Push ``updates`` to ``peer`` with compare-and-swap on each ref's old value.
+
+    A lease that fails is looked at once more: a deletion the peer has already
+    made is done, and a peer that is only behind (it missed an earlier update,
+    and its value is an ancestor of the new one here) is fast-forwarded with the
+    lease on the value it has. Anything else is a divergence and is left alone.
+    """
     deadline = time.monotonic() + timeout
-    argv = ["git", "push", "--porcelain"]
-    argv += [u.lease for u in updates]
-    argv += ["--", peer]
-    argv += [u.refspec for u in updates]
+    outcomes = _push(git_dir, peer, updates, env, timeout)
+    stale = [o.update for o in outcomes if o.reason == "diverged" and o.detail == "stale info"]
+    if not stale:
+        return outcomes
+    values = _peer_values(git_dir, peer, [u.ref for u in stale], env, deadline - time.monotonic())
+    if values is None:
+        return outcomes
+    settled: dict[str, RefOutcome] = {}
+    retry: list[RefUpdate] = []
+    for update in stale:
+        value = values.get(update.ref)
+        if value is None and is_zero(update.new):
+            settled[update.ref] = RefOutcome(update, "", "already absent")
+        elif value == update.new:
+            settled[update.ref] = RefOutcome(update, "", "already there")
+        elif value is not None and not is_zero(update.new):
+            if _is_ancestor(git_dir, value, update.new, env, deadline - time.monotonic()):
+                retry.append(RefUpdate(old=value, new=update.new, ref=update.ref))
+            else:
+                settled[update.ref] = RefOutcome(update, "diverged", f"{peer} has {value}")
+        elif value is not None:
+            settled[update.ref] = RefOutcome(update, "diverged", f"{peer} has {value}")
+        else:
+            settled[update.ref] = RefOutcome(update, "diverged", f"{peer} does not have the ref")
+    if retry and deadline - time.monotonic() > 0:
+        by_ref = {u.ref: u for u in updates}
+        for outcome in _push(git_dir, peer, retry, env, deadline - time.monotonic()):
+            settled[outcome.update.ref] = replace(outcome, update=by_ref[outcome.update.ref])
+    return [settled.get(o.update.ref, o) for o in outcomes]
+
+
+def _push(
+    git_dir: Path, peer: str, updates: Sequence[RefUpdate], env: Mapping[str, str], timeout: float
+) -> list[RefOutcome]:
+    argv = [
+        "git",
+        # A remote left from `git clone --mirror` must not turn this into a mirror
+        # push, and no tags beyond the pushed refs may travel along.
+        "-c",
+        f"remote.{peer}.mirror=false",
+        "-c",
+        "push.followTags=false",
+        "push",
+        "--porcelain",
+        *[u.lease for u in updates],
+        "--",
+        peer,
+        *[u.refspec for u in updates],
+    ]
     run = run_bounded(argv, git_dir, env, timeout)
     statuses = parse_porcelain(run.stdout)
-    outcomes = [classify(u, statuses.get(u.ref), run) for u in updates]
-    # A deletion is rejected as stale when the peer has no such ref: that is done.
-    absent_candidates = [
-        o.update.ref for o in outcomes if o.reason == "diverged" and is_zero(o.update.new)
-    ]
-    if absent_candidates:
-        remaining = deadline - time.monotonic()
-        present = _peer_refs(git_dir, peer, absent_candidates, env, remaining)
-        if present is not None:
-            outcomes = [
-                RefOutcome(o.update, "", "already absent")
-                if o.update.ref in absent_candidates and o.update.ref not in present
-                else o
-                for o in outcomes
-            ]
-    return outcomes
+    return [classify(u, statuses.get(u.ref), run) for u in updates]
 
 
-def _peer_refs(
+def _peer_values(
     git_dir: Path, peer: str, refs: Sequence[str], env: Mapping[str, str], timeout: float
-) -> set[str] | None:
+) -> dict[str, str] | None:
+    """The peer's current value of each of ``refs`` it has; None if it cannot be asked."""
     if timeout <= 0:
         return None
     run = run_bounded(["git", "ls-remote", "--", peer, *refs], git_dir, env, timeout)
     if run.timed_out or run.returncode != 0:
         return None
-    return {line.split("\t")[-1] for line in run.stdout.splitlines() if "\t" in line}
+    values = {}
+    for line in run.stdout.splitlines():
+        value, _, ref = line.partition("\t")
+        if ref in refs:
+            values[ref] = value
+    return values
+
+
+def _is_ancestor(
+    git_dir: Path, ancestor: str, descendant: str, env: Mapping[str, str], timeout: float
+) -> bool:
+    if timeout <= 0:
+        return False
+    argv = ["git", "merge-base", "--is-ancestor", ancestor, descendant]
+    run = run_bounded(argv, git_dir, env, timeout)
+    return not run.timed_out and run.returncode == 0
 
 
 def _rejection(outcome: RefOutcome) -> str:
@@ -688,18 +740,24 @@ def _replicate_now(
         env.pop("GIT_SSH_COMMAND", None)
 
     def one_peer(peer: str) -> str:
+        # Written ahead, so that a hook killed halfway still leaves the update queued.
+        started = new_entry_name()
+        ahead: dict[str, QueueEntry] = {}
+        with _ignoring(OSError):
+            for update in updates:
+                entry = make_entry(settings, name, peer, update, "pending", "push in progress")
+                ahead[update.ref] = write_entry(base, entry)
         try:
             if peer in remotes:
                 outcomes = push_to_peer(git_dir, peer, updates, env, settings.timeout)
             else:
                 outcomes = [RefOutcome(u, "no remote") for u in updates]
         except Exception as exc:
-            _queue_quietly(base, settings, name, peer, updates, "pending", str(exc))
+            missing = [u for u in updates if u.ref not in ahead]
+            _queue_quietly(base, settings, name, peer, missing, "pending", str(exc))
             return f"replication hook error: pushing to {peer} failed ({exc}): queued"
-        failed = [o for o in outcomes if not o.ok]
         try:
-            for o in failed:
-                write_entry(base, make_entry(settings, name, peer, o.update, o.reason, o.detail))
+            record_outcomes(base, settings, name, peer, outcomes, ahead, started)
         except OSError as exc:
             return f"{peer} failed and could not be queued: {exc}"
         return peer_line(peer, outcomes, settings.timeout)
@@ -711,6 +769,61 @@ def _replicate_now(
     for peer, line in zip(settings.peers, lines):  # noqa: B905 (strict= needs 3.10)
         emit(line)
         reported.add(peer)
+
+
+def record_outcomes(
+    base: Path,
+    settings: Settings,
+    repository: str,
+    peer: str,
+    outcomes: Sequence[RefOutcome],
+    ahead: Mapping[str, QueueEntry],
+    started: str,
+) -> None:
+    """Queue what the peer did not take; drop the entries of what it did."""
+    delivered = set()
+    for outcome in outcomes:
+        earlier = ahead.get(outcome.update.ref)
+        if outcome.ok:
+            delivered.add(outcome.update.ref)
+            if earlier is not None:
+                with _ignoring(OSError):
+                    delete_entry(base, earlier.name)
+        else:
+            entry = make_entry(
+                settings, repository, peer, outcome.update, outcome.reason, outcome.detail
+            )
+            write_entry(base, entry, name=earlier.name if earlier is not None else "")
+    supersede(base, repository, peer, delivered, started)
+
+
+def supersede(base: Path, repository: str, peer: str, refs: set[str], before: str) -> None:
+    """Drop older failed tries of refs whose later value has now reached the peer.
+
+    Only while nobody drains the queue; whoever does will find them moot itself.
+    """
+    if not refs or not (base / QUEUE_PATH).is_dir():
+        return
+    with drain_lock(base) as held:
+        if held:
+            _supersede_locked(base, repository, peer, dict.fromkeys(refs, before))
+
+
+def _supersede_locked(
+    base: Path, repository: str, peer: str, before_by_ref: Mapping[str, str]
+) -> None:
+    entries, _ = read_entries(base)
+    for entry in entries:
+        if (
+            entry.repository == repository
+            and entry.peer == peer
+            and entry.ref in before_by_ref
+            and entry.transient
+            and entry.reason != "pending"
+            and entry.name < before_by_ref[entry.ref]
+        ):
+            with _ignoring(OSError):
+                delete_entry(base, entry.name)
 
 
 def _queue_all(
@@ -890,15 +1003,19 @@ def _drain_group(
                 git_dir, peer, [e.update for e in batch], env, min(settings.timeout, left)
             )
         stop = ""
+        reached: dict[str, str] = {}
         for entry, outcome in zip(batch, outcomes):  # noqa: B905 (strict= needs 3.10)
             if outcome.ok:
                 with _ignoring(OSError):
                     delete_entry(base, entry.name)
                 delivered += 1
+                reached[entry.ref] = entry.name
             else:
                 _fail(base, entry, outcome.reason, outcome.detail)
                 if outcome.reason in TRANSIENT_REASONS or outcome.reason == "missing repository":
                     stop = outcome.reason
+        if reached:
+            _supersede_locked(base, repository, peer, reached)
         if stop:
             # The peer as a whole is not taking pushes now: do not try every entry.
             for entry in later:

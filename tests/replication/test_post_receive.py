@@ -161,7 +161,7 @@ def test_a_peer_that_moved_elsewhere_is_diverged_and_nothing_is_forced(
         "diverged",
         False,
     )
-    assert entry.detail == "stale info"
+    assert entry.detail == f"mirror has {theirs}"
 
 
 def test_creating_a_ref_a_peer_already_has_elsewhere_is_diverged(cluster: Cluster) -> None:
@@ -366,7 +366,8 @@ def test_the_drainer_records_why_a_peer_did_not_take_an_update(tmp_path: Path) -
         cluster.push("master", "main")
     assert drain(base, environ=cluster.env) == 0
     [entry] = read_queue(base)
-    assert (entry.reason, entry.transient, entry.detail) == ("diverged", False, "stale info")
+    assert (entry.reason, entry.transient) == ("diverged", False)
+    assert entry.detail == f"mirror has {theirs}"
     assert cluster.refs("mirror") == {"refs/heads/main": theirs}
 
 
@@ -414,3 +415,82 @@ def test_a_peer_hook_declining_is_rejected_for_review(cluster: Cluster) -> None:
     ]
     [entry] = cluster["master"].queue()
     assert (entry.reason, entry.transient) == ("rejected", False)
+
+
+def test_a_peer_that_missed_a_push_is_fast_forwarded_by_the_next(cluster: Cluster) -> None:
+    first = cluster.commit("one")
+    cluster.push("master", "main")
+    cluster.set_remote("master", "mirror", str(cluster.root / "away.git"))
+    cluster.commit("two")
+    result, _ = cluster.push("master", "main")
+    assert (
+        remote_lines(result.stderr)[0] == "mirror does not have the repository: queued for review"
+    )
+    cluster.set_remote("master", "mirror", str(cluster["mirror"].repository()))
+    git(cluster["master"].repository(), "remote", "remove", "third", env=cluster.env)
+    cluster.commit("three")
+    result, _ = cluster.push("master", "main")
+    third = cluster.refs("master")["refs/heads/main"]
+    assert remote_lines(result.stderr) == [
+        "replicated to mirror",
+        "third has no remote configured: queued",
+    ]
+    assert cluster.refs("mirror") == {"refs/heads/main": third}
+    # The permanent entry stays for review; the transient one for third is current.
+    assert sorted((e.peer, e.reason, e.old) for e in cluster["master"].queue()) == [
+        ("mirror", "missing repository", first),
+        ("third", "no remote", cluster.refs("third")["refs/heads/main"]),
+    ]
+
+    git(
+        cluster["master"].repository(),
+        "config",
+        "remote.third.url",
+        str(cluster["third"].repository()),
+        env=cluster.env,
+    )
+    cluster.commit("four")
+    result, _ = cluster.push("master", "main")
+    assert remote_lines(result.stderr) == ["replicated to mirror", "replicated to third"]
+    assert [e.reason for e in cluster["master"].queue()] == ["missing repository"]
+
+
+def test_a_remote_left_from_a_mirror_clone_pushes_only_the_given_refs(cluster: Cluster) -> None:
+    git(cluster["master"].repository(), "config", "remote.mirror.mirror", "true", env=cluster.env)
+    git(cluster["master"].repository(), "config", "push.followTags", "true", env=cluster.env)
+    cluster.commit("one")
+    cluster.push("master", "main")
+    git(cluster.work, "tag", "-a", "-m", "t", "v1", env=cluster.env)
+    git(cluster.work, "branch", "side", env=cluster.env)
+    cluster.push("master", "side", "v1", RECONCILER_REPLICA="test")  # master only
+    commit = cluster.commit("two")
+    result, _ = cluster.push("master", "main")
+    assert remote_lines(result.stderr) == ["replicated to mirror", "replicated to third"]
+    assert cluster.refs("mirror") == {"refs/heads/main": commit}
+
+
+def test_the_update_is_queued_before_the_push_to_a_peer_starts(
+    tmp_path: Path, silent_listener: int
+) -> None:
+    cluster = build_cluster(tmp_path, names=("master", "mirror"), timeout=4)
+    cluster.set_remote("master", "mirror", f"ssh://127.0.0.1:{silent_listener}/product.git")
+    cluster.commit("one")
+    push = subprocess.Popen(
+        ["git", "push", str(cluster["master"].repository()), "main"],
+        cwd=cluster.work,
+        env=cluster.env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_until(lambda: len(cluster["master"].queue()) == 1, timeout=10, what="an entry")
+        [entry] = cluster["master"].queue()
+        assert entry.reason == "pending"
+        assert push.poll() is None  # the hook is still waiting for the peer
+        assert push.wait(timeout=20) == 0
+    finally:
+        if push.poll() is None:
+            push.kill()
+            push.wait(timeout=10)
+    [entry] = cluster["master"].queue()
+    assert entry.reason == "timeout"
