@@ -11,7 +11,14 @@ from pathlib import Path
 import pytest
 
 from reconciler.replication import post_receive
-from reconciler.replication.post_receive import drain, drain_lock, parse_porcelain
+from reconciler.replication.post_receive import (
+    QueueEntry,
+    drain,
+    drain_lock,
+    parse_porcelain,
+    supersede,
+    write_entry,
+)
 from reconciler.replication.queue import read_queue
 
 from .conftest import (
@@ -206,14 +213,20 @@ def test_unreachable_missing_and_unconfigured_peers_are_queued(
         assert (entry.old, entry.new, entry.ref) == (ZERO, commit, "refs/heads/main")
 
 
+@pytest.mark.parametrize(
+    "ssh_command",
+    ["", "ssh -o BatchMode=yes"],
+    ids=["hook-ssh-options", "ssh-without-connect-timeout"],
+)
 def test_a_silent_peer_times_out_and_leaves_no_process(
-    tmp_path: Path, silent_listener: int
+    tmp_path: Path, silent_listener: int, ssh_command: str
 ) -> None:
     cluster = build_cluster(tmp_path, timeout=2)
     cluster.set_remote("master", "mirror", f"ssh://127.0.0.1:{silent_listener}/product.git")
     cluster.commit("one")
+    extra_env = {"GIT_SSH_COMMAND": ssh_command} if ssh_command else {}
 
-    result, elapsed = cluster.push("master", "main")
+    result, elapsed = cluster.push("master", "main", **extra_env)
 
     assert remote_lines(result.stderr) == [
         "mirror timed out after 2s: queued",
@@ -494,3 +507,35 @@ def test_the_update_is_queued_before_the_push_to_a_peer_starts(
             push.wait(timeout=10)
     [entry] = cluster["master"].queue()
     assert entry.reason == "timeout"
+
+
+def test_only_older_failed_tries_of_a_delivered_ref_are_superseded(tmp_path: Path) -> None:
+    def entry(ref: str, reason: str, peer: str = "mirror") -> QueueEntry:
+        return QueueEntry(
+            repository="product",
+            ref=ref,
+            old="1" * 40,
+            new="2" * 40,
+            peer=peer,
+            reason=reason,
+            transient=reason != "diverged",
+            time=1.0,
+            server="master",
+        )
+
+    moot = write_entry(tmp_path, entry("refs/heads/main", "unreachable"))
+    kept = [
+        write_entry(tmp_path, entry("refs/heads/main", "pending")),  # another hook's, in flight
+        write_entry(tmp_path, entry("refs/heads/main", "diverged")),  # for review
+        write_entry(tmp_path, entry("refs/heads/main", "timeout", peer="third")),
+        write_entry(tmp_path, entry("refs/heads/other", "timeout")),
+    ]
+    before = write_entry(tmp_path, entry("refs/heads/main", "pending")).name
+    newer = write_entry(tmp_path, entry("refs/heads/main", "timeout"))
+    with drain_lock(tmp_path):
+        supersede(tmp_path, "product", "mirror", {"refs/heads/main"}, before)  # lock taken
+    assert moot in read_queue(tmp_path)
+    supersede(tmp_path, "product", "mirror", {"refs/heads/main"}, before)
+    names = {e.name for e in read_queue(tmp_path)}
+    assert moot.name not in names
+    assert {e.name for e in kept} | {before, newer.name} == names
