@@ -683,8 +683,10 @@ Emit = Callable[[str], None]
 
 
 def _emit(line: str) -> None:
-    sys.stdout.write(line + "\n")
-    sys.stdout.flush()
+    # A pusher that went away must not stop the queueing that follows.
+    with _ignoring(OSError, ValueError):
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
 
 
 def run_hook(stdin_text: str, environ: Mapping[str, str], emit: Emit = _emit) -> int:
@@ -1049,6 +1051,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] == ["--drain"]:
         return drain_main(args[1:])
+    # The pusher hanging up (^C, a dropped connection) must not cut the hook short
+    # between a peer's push and its queue entry.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:
         stdin_text = sys.stdin.read()
     except (OSError, UnicodeDecodeError) as exc:

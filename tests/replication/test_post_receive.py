@@ -235,7 +235,7 @@ def test_a_silent_peer_times_out_and_leaves_no_process(
     assert 2 <= elapsed < 8
     [entry] = cluster["master"].queue()
     assert (entry.peer, entry.reason, entry.transient) == ("mirror", "timeout", True)
-    assert live_processes(str(silent_listener)) == []
+    assert live_processes("ssh", str(silent_listener)) == []
 
 
 def test_without_settings_the_push_succeeds_with_one_line(cluster: Cluster) -> None:
@@ -296,7 +296,7 @@ def test_async_mode_queues_returns_and_the_drainer_delivers(tmp_path: Path) -> N
         )
 
     wait_until(delivered, what="the drainer to deliver")
-    wait_until(lambda: not live_processes("--drain"), what="the drainer to exit")
+    wait_until(lambda: not live_processes("--drain", str(tmp_path)), what="the drainer to exit")
     for name in ("mirror", "third"):
         assert cluster[name].queue() == []
 
@@ -314,8 +314,8 @@ def test_async_mode_does_not_wait_for_a_silent_peer(tmp_path: Path, silent_liste
 
     wait_until(settled, what="the drainer to record the timeout")
     assert cluster.refs("third") == {"refs/heads/main": commit}
-    wait_until(lambda: not live_processes("--drain"), what="the drainer to exit")
-    assert live_processes(str(silent_listener)) == []
+    wait_until(lambda: not live_processes("--drain", str(tmp_path)), what="the drainer to exit")
+    assert live_processes("ssh", str(silent_listener)) == []
 
 
 def test_the_drainer_leaves_the_queue_to_whoever_holds_the_lock(tmp_path: Path) -> None:
@@ -326,7 +326,9 @@ def test_the_drainer_leaves_the_queue_to_whoever_holds_the_lock(tmp_path: Path) 
         # The hook's own drainer finds the lock taken and leaves at once.
         commit = cluster.commit("one")
         cluster.push("master", "main")
-        wait_until(lambda: not live_processes("--drain"), what="the drainer to give up")
+        wait_until(
+            lambda: not live_processes("--drain", str(tmp_path)), what="the drainer to give up"
+        )
         assert {e.reason for e in read_queue(base)} == {"pending"}
         assert drain(base, environ=cluster.env) == 0
         assert cluster.refs("mirror") == {}
