@@ -27,11 +27,22 @@ A push that came from a peer is not forwarded again: ``GITOSIS_USER`` is one of
 ``mirror_users`` (a push over ssh through gitosis), or ``RECONCILER_REPLICA`` is
 set (the hook sets it for its own pushes; a local receiving hook inherits it).
 
+A lease that fails is looked at once more (``git ls-remote``): a deletion the
+peer already made is done; a peer that is only behind (its value is an ancestor
+of the new one here, so it missed an earlier update) is fast-forwarded with the
+lease on the value it has; anything else is a divergence, never forced.
+
 Every update a peer did not take goes to the durable queue
 ``<base>/.reconciler/queue/``, one JSON file per (peer, ref update); the format
-is described in ``reconciler/replication/queue.py``. ``mode: async`` queues
-every update as ``pending`` and leaves the pushing to a detached drainer
-(``post-receive --drain BASE [--repository NAME]``).
+is described in ``reconciler/replication/queue.py``. The entry is written as
+``pending`` before the push starts, so a hook killed halfway still leaves it
+queued; it is deleted when the peer takes the update, or rewritten with the
+reason it did not. When a later value of a ref reaches a peer, older transient
+entries of that ref for that peer are moot and dropped (only while nobody holds
+the drain lock). ``mode: async`` queues every update as ``pending`` and leaves
+the pushing to a detached drainer (``post-receive --drain BASE [--repository
+NAME]``), which works only on ``pending`` entries; the rest wait for
+``reconcile apply``.
 
 The pusher sees one line per peer. The hook always exits 0: post-receive cannot
 fail a push that has already happened, and a broken hook must not hide it.

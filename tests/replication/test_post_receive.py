@@ -541,3 +541,33 @@ def test_only_older_failed_tries_of_a_delivered_ref_are_superseded(tmp_path: Pat
     names = {e.name for e in read_queue(tmp_path)}
     assert moot.name not in names
     assert {e.name for e in kept} | {before, newer.name} == names
+
+
+def test_an_internal_error_is_one_line_and_the_updates_stay_queued(cluster: Cluster) -> None:
+    commit = cluster.commit("one")
+    cluster.push("master", "main", RECONCILER_REPLICA="test")
+    said: list[str] = []
+
+    def emit(line: str) -> None:
+        said.append(line)
+        if len(said) == 1:
+            raise RuntimeError("the terminal went away")
+
+    environ = {**cluster.env, "GIT_DIR": str(cluster["master"].repository())}
+    assert post_receive.run_hook(f"{ZERO} {commit} refs/heads/main\n", environ, emit) == 0
+    assert said == ["replicated to mirror", "replication hook error: the terminal went away"]
+    queued = cluster["master"].queue()
+    assert sorted((e.peer, e.reason) for e in queued) == [
+        ("mirror", "pending"),
+        ("third", "pending"),
+    ]
+    # Queued twice is harmless: the lease makes the second delivery "up to date".
+    assert drain(cluster["master"].base, environ=cluster.env) == 2
+    assert cluster.refs("third") == {"refs/heads/main": commit}
+
+
+def test_input_that_is_not_ref_updates_is_one_error_line(cluster: Cluster) -> None:
+    result = run_hook_file(cluster, "master", "this is not an update\n")
+    assert result.stdout.startswith("replication hook error: unexpected update line")
+    assert len(result.stdout.splitlines()) == 1
+    assert cluster["master"].queue() == []
