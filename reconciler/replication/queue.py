@@ -24,10 +24,10 @@ Entry::
      "transient": true | false,
      "time": 1764089000.25,                  # unix seconds of the push
      "server": "master",                     # the server that holds the queue
-     "detail": "stale info"}                 # git's words, may be ""
+     "detail": "mirror has 4f1c..."}         # why, in a few words; may be ""
 
 ``pending`` entries are waiting for the hook's own drainer (async mode), are a
-sync push still in flight (``detail`` "push in progress", a few seconds at most),
+sync push still in flight (``detail`` "push in progress", for at most the timeout),
 or were left by a hook that died or failed. A drainer that pushes one of them
 while the hook still does finds the peer "up to date", which is fine.
 ``rejected`` is a peer refusing for another reason than divergence

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -571,3 +573,47 @@ def test_input_that_is_not_ref_updates_is_one_error_line(cluster: Cluster) -> No
     assert result.stdout.startswith("replication hook error: unexpected update line")
     assert len(result.stdout.splitlines()) == 1
     assert cluster["master"].queue() == []
+
+
+def _python_3_9() -> str | None:
+    candidates = [shutil.which("python3.9")]
+    candidates += sorted(str(p) for p in Path.home().glob(".pyenv/versions/3.9*/bin/python3.9"))
+    for candidate in candidates:
+        if not candidate:
+            continue
+        probe = subprocess.run(
+            [candidate, "-c", "import sys; print(sys.version_info[:2] == (3, 9))"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        if probe.stdout.strip() == "True":
+            return candidate
+    return None
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_the_hook_runs_on_python_3_9(tmp_path: Path, mode: str) -> None:
+    python = _python_3_9()
+    if python is None:
+        pytest.skip("no Python 3.9 on this machine")
+    cluster = build_cluster(tmp_path, mode=mode)
+    shims = tmp_path / "bin"
+    shims.mkdir()
+    (shims / "python3").symlink_to(python)
+    path = f"{shims}{os.pathsep}{cluster.env['PATH']}"
+    commit = cluster.commit("one")
+    result, _ = cluster.push("master", "main", PATH=path)
+    expected = {
+        "sync": ["replicated to mirror", "replicated to third"],
+        "async": ["mirror: queued", "third: queued"],
+    }
+    assert remote_lines(result.stderr) == expected[mode]
+
+    def delivered() -> bool:
+        return all(cluster.refs(n) == {"refs/heads/main": commit} for n in ("mirror", "third"))
+
+    wait_until(delivered, what="both peers to have the commit")
+    wait_until(lambda: cluster["master"].queue() == [], what="an empty queue")
+    wait_until(lambda: not live_processes("--drain", str(tmp_path)), what="the drainer to exit")
