@@ -90,6 +90,12 @@ REAP_SECONDS = 5.0
 DRAIN_SECONDS = 600.0
 DRAIN_ROUNDS = 100
 DRAIN_WORKERS = 8
+# Refs per `git push` command: keeps the command line far below ARG_MAX.
+PUSH_CHUNK = 1000
+# Queue entries are written ahead of the push only for pushes of up to this many
+# refs: each costs an fsync, and a push of thousands of refs is a migration, not
+# a commit someone waits for.
+WRITE_AHEAD_MAX = 32
 # A rejection git reports for a lease that no longer holds, or a history that moved.
 DIVERGED_WHY = ("stale info", "fetch first", "non-fast-forward", "already exists")
 # Variables that pin git to one repository; a drainer works in several.
@@ -388,8 +394,11 @@ def read_entries(base: Path) -> tuple[list[QueueEntry], list[tuple[str, str]]]:
     return entries, problems
 
 
-def delete_entry(base: Path, name: str) -> bool:
-    """Remove one queue file; False if it was already gone."""
+def delete_entry(base: Path, name: str, sync: bool = True) -> bool:
+    """Remove one queue file; False if it was already gone.
+
+    ``sync=False`` leaves the directory sync to the caller, once for many.
+    """
     if not is_entry_name(name) or "/" in name:
         raise ValueError(f"not a queue entry name: {name!r}")
     directory = base / QUEUE_PATH
@@ -397,7 +406,8 @@ def delete_entry(base: Path, name: str) -> bool:
         (directory / name).unlink()
     except FileNotFoundError:
         return False
-    _fsync_directory(directory)
+    if sync:
+        _fsync_directory(directory)
     return True
 
 
@@ -574,10 +584,37 @@ def push_to_peer(
 ) -> list[RefOutcome]:
     """Push ``updates`` to ``peer`` with compare-and-swap on each ref's old value.
 
-    A lease that fails is looked at once more: a deletion the peer has already
-    made is done, and a peer that is only behind (it missed an earlier update,
-    and its value is an ancestor of the new one here) is fast-forwarded with the
-    lease on the value it has. Anything else is a divergence and is left alone.
+    All within ``timeout``; a push of very many refs goes in several commands, so
+    that no command line outgrows the system's limit.
+    """
+    deadline = time.monotonic() + timeout
+    outcomes: list[RefOutcome] = []
+    for start in range(0, len(updates), PUSH_CHUNK):
+        chunk = updates[start : start + PUSH_CHUNK]
+        left = deadline - time.monotonic()
+        failed = [o for o in outcomes if o.reason in ("unreachable", "timeout")]
+        if failed or left <= 0:
+            # The peer is not answering: the rest would only wait the same way.
+            reason = failed[0].reason if failed else "timeout"
+            outcomes += [RefOutcome(u, reason, "not tried") for u in chunk]
+        else:
+            outcomes += _push_with_second_look(git_dir, peer, chunk, env, left)
+    return outcomes
+
+
+def _push_with_second_look(
+    git_dir: Path,
+    peer: str,
+    updates: Sequence[RefUpdate],
+    env: Mapping[str, str],
+    timeout: float,
+) -> list[RefOutcome]:
+    """Push; then look once more at every lease that failed.
+
+    A deletion the peer has already made is done, and a peer that is only behind
+    (it missed an earlier update, and its value is an ancestor of the new one
+    here) is fast-forwarded with the lease on the value it has. Anything else is
+    a divergence and is left alone.
     """
     deadline = time.monotonic() + timeout
     outcomes = _push(git_dir, peer, updates, env, timeout)
@@ -757,7 +794,7 @@ def _replicate_now(
         started = new_entry_name()
         ahead: dict[str, QueueEntry] = {}
         with _ignoring(OSError):
-            for update in updates:
+            for update in updates if len(updates) <= WRITE_AHEAD_MAX else ():
                 entry = make_entry(settings, name, peer, update, "pending", "push in progress")
                 ahead[update.ref] = write_entry(base, entry)
         try:
@@ -801,12 +838,16 @@ def record_outcomes(
             delivered.add(outcome.update.ref)
             if earlier is not None:
                 with _ignoring(OSError):
-                    delete_entry(base, earlier.name)
+                    delete_entry(base, earlier.name, sync=False)
         else:
             entry = make_entry(
                 settings, repository, peer, outcome.update, outcome.reason, outcome.detail
             )
             write_entry(base, entry, name=earlier.name if earlier is not None else "")
+    if ahead:
+        # One directory sync for all the deletions above.
+        with _ignoring(OSError):
+            _fsync_directory(base / QUEUE_PATH)
     supersede(base, repository, peer, delivered, started)
 
 

@@ -617,3 +617,23 @@ def test_the_hook_runs_on_python_3_9(tmp_path: Path, mode: str) -> None:
     wait_until(delivered, what="both peers to have the commit")
     wait_until(lambda: cluster["master"].queue() == [], what="an empty queue")
     wait_until(lambda: not live_processes("--drain", str(tmp_path)), what="the drainer to exit")
+
+
+def test_a_push_of_more_refs_than_one_command_takes(cluster: Cluster) -> None:
+    count = post_receive.PUSH_CHUNK + 1
+    commit = cluster.commit("one")
+    lines = "".join(f"create refs/heads/b{i:04d} {commit}\n" for i in range(count))
+    subprocess.run(
+        ["git", "update-ref", "--stdin"],
+        cwd=cluster.work,
+        env=cluster.env,
+        input=lines,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    result, _ = cluster.push("master", "refs/heads/*:refs/heads/*")
+    assert remote_lines(result.stderr) == ["replicated to mirror", "replicated to third"]
+    for name in ("mirror", "third"):
+        assert len(cluster.refs(name)) == count + 1  # and main
+    assert cluster["master"].queue() == []
