@@ -889,16 +889,19 @@ def _queue_all(
     emit: Emit,
     reported: set[str],
 ) -> None:
+    queued = False
     for peer in settings.peers:
         try:
             for update in updates:
                 write_entry(base, make_entry(settings, name, peer, update, "pending", ""))
+                queued = True
         except OSError as exc:
             emit(f"{peer} could not be queued: {exc}")
         else:
             emit(f"{peer}: queued")
         reported.add(peer)
-    start_drainer(base, name, environ)
+    if queued:
+        start_drainer(base, name, environ)
 
 
 def _queue_quietly(
