@@ -959,12 +959,31 @@ def drain_lock(base: Path) -> Iterator[bool]:
         os.close(fd)
 
 
-def _pending(base: Path, repository: str | None) -> list[QueueEntry]:
+@dataclass(frozen=True)
+class DrainResult:
+    delivered: int  # entries whose update the peer took (or already had)
+    remaining: int  # entries of the kind drained that are still queued
+    locked: bool  # another drainer held the lock, and has the rest
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "format_version": FORMAT_VERSION,
+            "delivered": self.delivered,
+            "remaining": self.remaining,
+            "locked": self.locked,
+        }
+
+
+def _selected(
+    base: Path, repository: str | None, retry: bool, attempted: set[str]
+) -> list[QueueEntry]:
     entries, _ = read_entries(base)
     return [
         e
         for e in entries
-        if e.reason == "pending" and (repository is None or e.repository == repository)
+        if (retry or e.reason == "pending")
+        and (repository is None or e.repository == repository)
+        and e.name not in attempted
     ]
 
 
@@ -973,8 +992,13 @@ def drain(
     repository: str | None = None,
     environ: Mapping[str, str] | None = None,
     max_seconds: float = DRAIN_SECONDS,
-) -> int:
-    """Push the queue's pending entries; returns how many were delivered.
+    retry: bool = False,
+) -> DrainResult:
+    """Deliver the queue's pending entries (with ``retry``, every entry).
+
+    Each entry is tried at most once per drain, oldest first per ref; an entry
+    that fails again is rewritten with the new reason. Pushes are the same
+    compare-and-swap as the hook's, so retrying a diverged entry forces nothing.
 
     Entries another drainer is working on are left to it. After letting go of the
     lock the queue is looked at once more: a hook whose drainer found the lock
@@ -985,18 +1009,23 @@ def drain(
     environ = os.environ if environ is None else environ
     deadline = time.monotonic() + max_seconds
     delivered = 0
+    locked = False
+    attempted: set[str] = set()
     while time.monotonic() < deadline:
         with drain_lock(base) as held:
             if not held:
-                return delivered
+                locked = True
+                break
             for _ in range(DRAIN_ROUNDS):
-                pending = _pending(base, repository)
-                if not pending or time.monotonic() >= deadline:
+                todo = _selected(base, repository, retry, attempted)
+                if not todo or time.monotonic() >= deadline:
                     break
-                delivered += _drain_round(base, settings, pending, environ, deadline)
-        if not _pending(base, repository):
+                attempted.update(e.name for e in todo)
+                delivered += _drain_round(base, settings, todo, environ, deadline)
+        if not _selected(base, repository, retry, attempted):
             break
-    return delivered
+    remaining = len(_selected(base, repository, retry, set()))
+    return DrainResult(delivered=delivered, remaining=remaining, locked=locked)
 
 
 def _drain_round(
@@ -1089,16 +1118,24 @@ def _fail(base: Path, entry: QueueEntry, reason: str, detail: str) -> None:
 
 
 def drain_main(args: Sequence[str]) -> int:
-    usage = "usage: post-receive --drain BASE [--repository NAME]"
-    if len(args) not in (1, 3) or (len(args) == 3 and args[1] != "--repository"):
-        sys.stderr.write(usage + "\n")
+    """``--drain BASE [--repository NAME] [--retry]``: prints one JSON line."""
+    usage = "usage: post-receive --drain BASE [--repository NAME] [--retry]\n"
+    rest = list(args)
+    retry = "--retry" in rest
+    rest = [a for a in rest if a != "--retry"]
+    repository = None
+    if len(rest) == 3 and rest[1] == "--repository":
+        repository = rest.pop()
+        rest.pop()
+    if len(rest) != 1 or rest[0].startswith("-"):
+        sys.stderr.write(usage)
         return 2
-    base = Path(args[0])
     try:
-        drain(base, args[2] if len(args) == 3 else None)
+        result = drain(Path(rest[0]), repository, retry=retry)
     except (OSError, SettingsError) as exc:
         sys.stderr.write(f"replication drain error: {exc}\n")
         return 1
+    sys.stdout.write(json.dumps(result.to_json(), sort_keys=True) + "\n")
     return 0
 
 
