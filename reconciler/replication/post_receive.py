@@ -42,7 +42,7 @@ entries of that ref for that peer are moot and dropped (only while nobody holds
 the drain lock). ``mode: async`` queues every update as ``pending`` and leaves
 the pushing to a detached drainer (``post-receive --drain BASE [--repository
 NAME]``), which works only on ``pending`` entries; the rest wait for
-``reconcile apply``.
+``reconcile apply`` (which may run ``--drain BASE --retry`` to try every entry).
 
 The pusher sees one line per peer. The hook always exits 0: post-receive cannot
 fail a push that has already happened, and a broken hook must not hide it.

@@ -40,6 +40,13 @@ the entry when the peer took the update or already had it, and otherwise rewrite
 it with the new reason. Entries of one (repository, peer, ref) are delivered
 oldest first. Once a later value of a ref has reached a peer, that peer's older
 transient entries for the ref are moot and may be deleted.
+
+The installed hook is also the drainer, so a server can drain its own queue:
+``python3 <repository>.git/hooks/post-receive --drain <base> [--repository NAME]
+[--retry]`` delivers the ``pending`` entries (with ``--retry`` every entry, each
+tried once) and prints one JSON line
+``{"format_version": 1, "delivered": N, "remaining": M, "locked": false}``;
+``locked`` true means another drainer holds the lock and has the rest.
 """
 
 from __future__ import annotations

@@ -333,7 +333,7 @@ def test_the_drainer_leaves_the_queue_to_whoever_holds_the_lock(tmp_path: Path) 
             lambda: not live_processes("--drain", str(tmp_path)), what="the drainer to give up"
         )
         assert {e.reason for e in read_queue(base)} == {"pending"}
-        assert drain(base, environ=cluster.env).delivered == 0
+        assert drain(base, environ=cluster.env) == post_receive.DrainResult(0, 2, locked=True)
         assert cluster.refs("mirror") == {}
     assert drain(base, "product", environ=cluster.env).delivered == 2
     assert read_queue(base) == []
