@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import subprocess
 from dataclasses import dataclass
@@ -32,18 +34,28 @@ class Scenario:
     alice: Identity
     repositories: dict[str, dict[str, Any]]
 
-    def declare(self, servers: list[SshServer], **options: Any) -> None:
-        """Write cluster.d/ for ``servers`` and the scenario's repositories."""
-        write_cluster_d(
-            self.operator.checkout,
-            cluster_yaml(
-                servers,
-                repositories=self.repositories,
-                groups=groups(self.repositories),
-                users={"alice@desk": self.alice.public_key},
-                **options,
-            ),
+    def declare(
+        self,
+        servers: list[SshServer],
+        *,
+        overrides: dict[str, dict[str, Any]] | None = None,
+        **options: Any,
+    ) -> None:
+        """Write cluster.d/ for ``servers`` and the scenario's repositories;
+        ``overrides`` replaces settings of single servers (``{"gamma": {"host_key": ...}}``)."""
+        text = cluster_yaml(
+            servers,
+            repositories=self.repositories,
+            groups=groups(self.repositories),
+            users={"alice@desk": self.alice.public_key},
+            **options,
         )
+        if overrides:
+            document = json.loads(text)
+            for name, settings in overrides.items():
+                document["servers"][name].update(settings)
+            text = json.dumps(document, indent=2) + "\n"
+        write_cluster_d(self.operator.checkout, text)
 
     def reconcile(self, *args: str) -> subprocess.CompletedProcess[str]:
         return self.operator.reconcile(*args)
@@ -85,6 +97,12 @@ def start_scenario(
     )
     scenario.declare(declared if declared is not None else cluster.servers)
     return scenario
+
+
+def fingerprint(key_line: str) -> str:
+    """OpenSSH's SHA256 fingerprint of ``TYPE BASE64``, computed here independently."""
+    digest = hashlib.sha256(base64.b64decode(key_line.split()[1])).digest()
+    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
 
 
 def refs_of(server: SshServer, repository: str) -> dict[str, str]:
