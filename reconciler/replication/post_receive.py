@@ -114,6 +114,8 @@ REPOSITORY_ENV = (
     "GIT_GRAFT_FILE",
 )
 _OBJECT_ID = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
+# Server names become remote names and `-c remote.<name>.…` keys: nothing else.
+_SERVER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _HOOK_FILE = os.path.abspath(__file__)
 
 
@@ -143,9 +145,12 @@ def parse_settings(data: object) -> Settings:
     if data.get("format_version") != FORMAT_VERSION:
         raise SettingsError(f"unsupported format_version {data.get('format_version')!r}")
     server = data.get("server")
-    if not isinstance(server, str) or not server:
-        raise SettingsError("'server' must be a non-empty string")
+    if not isinstance(server, str) or not _SERVER_NAME.fullmatch(server):
+        raise SettingsError(f"'server' must be a server name, not {server!r}")
     peers = _string_list(data, "peers")
+    for peer in peers:
+        if not _SERVER_NAME.fullmatch(peer):
+            raise SettingsError(f"'peers' must hold server names, not {peer!r}")
     mirror_users = _string_list(data, "mirror_users")
     mode = data.get("mode", "sync")
     if mode not in MODES:
@@ -296,6 +301,14 @@ class QueueEntry:
         for key in ("old", "new"):
             if not _OBJECT_ID.fullmatch(strings[key]):
                 raise ValueError(f"{key!r} is not an object id: {strings[key]!r}")
+        for key in ("peer", "server"):
+            if not _SERVER_NAME.fullmatch(strings[key]):
+                raise ValueError(f"{key!r} is not a server name: {strings[key]!r}")
+        parts = strings["repository"].split("/")
+        if any(part in ("", ".", "..") for part in parts):
+            raise ValueError(f"'repository' is not a repository path: {strings['repository']!r}")
+        if not strings["ref"].startswith("refs/"):
+            raise ValueError(f"'ref' is not a ref name: {strings['ref']!r}")
         if strings["reason"] not in REASONS:
             raise ValueError(f"unknown reason {strings['reason']!r}")
         transient = data.get("transient")
