@@ -27,10 +27,12 @@ A push that came from a peer is not forwarded again: ``GITOSIS_USER`` is one of
 ``mirror_users`` (a push over ssh through gitosis), or ``RECONCILER_REPLICA`` is
 set (the hook sets it for its own pushes; a local receiving hook inherits it).
 
-A lease that fails is looked at once more (``git ls-remote``): a deletion the
-peer already made is done; a peer that is only behind (its value is an ancestor
-of the new one here, so it missed an earlier update) is fast-forwarded with the
-lease on the value it has; anything else is a divergence, never forced.
+A lease that fails (or the peer's own compare-and-swap, when another server's
+push moved the ref meanwhile) is looked at once more (``git ls-remote``): a
+deletion the peer already made is done; a peer that is only behind (its value is
+an ancestor of the new one here, so it missed an earlier update) is
+fast-forwarded with the lease on the value it has; anything else is a
+divergence, never forced.
 
 Every update a peer did not take goes to the durable queue
 ``<base>/.reconciler/queue/``, one JSON file per (peer, ref update); the format
@@ -98,6 +100,9 @@ PUSH_CHUNK = 1000
 WRITE_AHEAD_MAX = 32
 # A rejection git reports for a lease that no longer holds, or a history that moved.
 DIVERGED_WHY = ("stale info", "fetch first", "non-fast-forward", "already exists")
+# The peer's own compare-and-swap failing: another push moved the ref between its
+# advertisement and our update (two servers replicating the same ref at once).
+MOVED_MEANWHILE_WHY = ("failed to update ref", "cannot lock ref", "failed to lock")
 # Variables that pin git to one repository; a drainer works in several.
 REPOSITORY_ENV = (
     "GIT_DIR",
@@ -585,6 +590,8 @@ def classify(update: RefUpdate, status: tuple[str, str] | None, run: Run) -> Ref
     why = _why(summary)
     if summary.startswith("[rejected]") and why in DIVERGED_WHY:
         return RefOutcome(update, "diverged", why)
+    if summary.startswith("[remote rejected]") and why.startswith(MOVED_MEANWHILE_WHY):
+        return RefOutcome(update, "diverged", why)
     return RefOutcome(update, "rejected", why)
 
 
@@ -631,7 +638,7 @@ def _push_with_second_look(
     """
     deadline = time.monotonic() + timeout
     outcomes = _push(git_dir, peer, updates, env, timeout)
-    stale = [o.update for o in outcomes if o.reason == "diverged" and o.detail == "stale info"]
+    stale = [o.update for o in outcomes if o.reason == "diverged"]
     if not stale:
         return outcomes
     values = _peer_values(git_dir, peer, [u.ref for u in stale], env, deadline - time.monotonic())
