@@ -27,10 +27,12 @@ A push that came from a peer is not forwarded again: ``GITOSIS_USER`` is one of
 ``mirror_users`` (a push over ssh through gitosis), or ``RECONCILER_REPLICA`` is
 set (the hook sets it for its own pushes; a local receiving hook inherits it).
 
-A lease that fails is looked at once more (``git ls-remote``): a deletion the
-peer already made is done; a peer that is only behind (its value is an ancestor
-of the new one here, so it missed an earlier update) is fast-forwarded with the
-lease on the value it has; anything else is a divergence, never forced.
+A lease that fails (or the peer's own compare-and-swap, when another server's
+push moved the ref meanwhile) is looked at once more (``git ls-remote``): a
+deletion the peer already made is done; a peer that is only behind (its value is
+an ancestor of the new one here, so it missed an earlier update) is
+fast-forwarded with the lease on the value it has; anything else is a
+divergence, never forced.
 
 Every update a peer did not take goes to the durable queue
 ``<base>/.reconciler/queue/``, one JSON file per (peer, ref update); the format
@@ -98,6 +100,9 @@ PUSH_CHUNK = 1000
 WRITE_AHEAD_MAX = 32
 # A rejection git reports for a lease that no longer holds, or a history that moved.
 DIVERGED_WHY = ("stale info", "fetch first", "non-fast-forward", "already exists")
+# The peer's own compare-and-swap failing: another push moved the ref between its
+# advertisement and our update (two servers replicating the same ref at once).
+MOVED_MEANWHILE_WHY = ("failed to update ref", "cannot lock ref", "failed to lock")
 # Variables that pin git to one repository; a drainer works in several.
 REPOSITORY_ENV = (
     "GIT_DIR",
@@ -114,6 +119,8 @@ REPOSITORY_ENV = (
     "GIT_GRAFT_FILE",
 )
 _OBJECT_ID = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
+# Server names become remote names and `-c remote.<name>.…` keys: nothing else.
+_SERVER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _HOOK_FILE = os.path.abspath(__file__)
 
 
@@ -143,9 +150,12 @@ def parse_settings(data: object) -> Settings:
     if data.get("format_version") != FORMAT_VERSION:
         raise SettingsError(f"unsupported format_version {data.get('format_version')!r}")
     server = data.get("server")
-    if not isinstance(server, str) or not server:
-        raise SettingsError("'server' must be a non-empty string")
+    if not isinstance(server, str) or not _SERVER_NAME.fullmatch(server):
+        raise SettingsError(f"'server' must be a server name, not {server!r}")
     peers = _string_list(data, "peers")
+    for peer in peers:
+        if not _SERVER_NAME.fullmatch(peer):
+            raise SettingsError(f"'peers' must hold server names, not {peer!r}")
     mirror_users = _string_list(data, "mirror_users")
     mode = data.get("mode", "sync")
     if mode not in MODES:
@@ -296,6 +306,14 @@ class QueueEntry:
         for key in ("old", "new"):
             if not _OBJECT_ID.fullmatch(strings[key]):
                 raise ValueError(f"{key!r} is not an object id: {strings[key]!r}")
+        for key in ("peer", "server"):
+            if not _SERVER_NAME.fullmatch(strings[key]):
+                raise ValueError(f"{key!r} is not a server name: {strings[key]!r}")
+        parts = strings["repository"].split("/")
+        if any(part in ("", ".", "..") for part in parts):
+            raise ValueError(f"'repository' is not a repository path: {strings['repository']!r}")
+        if not strings["ref"].startswith("refs/"):
+            raise ValueError(f"'ref' is not a ref name: {strings['ref']!r}")
         if strings["reason"] not in REASONS:
             raise ValueError(f"unknown reason {strings['reason']!r}")
         transient = data.get("transient")
@@ -572,6 +590,8 @@ def classify(update: RefUpdate, status: tuple[str, str] | None, run: Run) -> Ref
     why = _why(summary)
     if summary.startswith("[rejected]") and why in DIVERGED_WHY:
         return RefOutcome(update, "diverged", why)
+    if summary.startswith("[remote rejected]") and why.startswith(MOVED_MEANWHILE_WHY):
+        return RefOutcome(update, "diverged", why)
     return RefOutcome(update, "rejected", why)
 
 
@@ -618,7 +638,7 @@ def _push_with_second_look(
     """
     deadline = time.monotonic() + timeout
     outcomes = _push(git_dir, peer, updates, env, timeout)
-    stale = [o.update for o in outcomes if o.reason == "diverged" and o.detail == "stale info"]
+    stale = [o.update for o in outcomes if o.reason == "diverged"]
     if not stale:
         return outcomes
     values = _peer_values(git_dir, peer, [u.ref for u in stale], env, deadline - time.monotonic())

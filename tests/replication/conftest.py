@@ -82,9 +82,7 @@ class Server:
     def queue(self) -> list[QueueEntry]:
         return read_queue(self.base)
 
-    def write_settings(self, peers: Sequence[str], **overrides: object) -> None:
-        mode = str(overrides.get("mode", "sync"))
-        timeout = float(str(overrides.get("timeout", 20)))
+    def write_settings(self, peers: Sequence[str], mode: str = "sync", timeout: float = 20) -> None:
         (self.base / ".reconciler").mkdir(parents=True, exist_ok=True)
         (self.base / ".reconciler/replication.json").write_bytes(
             settings_json(

@@ -677,3 +677,73 @@ def test_a_retry_drain_delivers_what_a_peer_missed_and_keeps_what_diverged(
     assert cluster.refs("third") == {"refs/heads/main": second, "refs/heads/topic": theirs}
     [entry] = cluster["master"].queue()
     assert (entry.peer, entry.ref, entry.reason) == ("third", "refs/heads/topic", "diverged")
+
+
+def test_split_brain_keeps_both_commits_and_replicates_the_rest(cluster: Cluster) -> None:
+    base = cluster.commit("base")
+    cluster.push("master", "main")
+    other = cluster.root / "other-work"
+    git(
+        cluster.root,
+        "clone",
+        "-q",
+        str(cluster["mirror"].repository()),
+        str(other),
+        env=cluster.env,
+    )
+    ours = cluster.commit("ours")
+    (other / "file.txt").write_text("theirs\n")
+    git(other, "commit", "-q", "-am", "theirs", env=cluster.env)
+    theirs = git(other, "rev-parse", "HEAD", env=cluster.env).stdout.strip()
+    git(other, "branch", "unrelated", base, env=cluster.env)
+
+    pushes = {
+        "master": subprocess.Popen(
+            ["git", "push", str(cluster["master"].repository()), "main"],
+            cwd=cluster.work,
+            env=cluster.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        ),
+        "mirror": subprocess.Popen(
+            ["git", "push", str(cluster["mirror"].repository()), "main", "unrelated"],
+            cwd=other,
+            env=cluster.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        ),
+    }
+    accepted = {}
+    said = {}
+    for name, push in pushes.items():
+        try:
+            said[name] = push.communicate(timeout=60)[1]
+        finally:
+            if push.poll() is None:
+                push.kill()
+                push.wait(timeout=10)
+        accepted[name] = push.returncode == 0
+    pushed = {"master": ours, "mirror": theirs}
+
+    assert any(accepted.values())
+    for name in ("master", "mirror", "third"):
+        assert cluster.refs(name)["refs/heads/main"] in (ours, theirs), name
+    for name, commit in pushed.items():
+        if accepted[name]:
+            # What a server accepted from a person is never overwritten by a peer.
+            assert cluster.refs(name)["refs/heads/main"] == commit, name
+    if all(accepted.values()):
+        # Both sides were told, and each recorded the other for review.
+        for name, other_name in (("master", "mirror"), ("mirror", "master")):
+            assert f"{other_name} rejected refs/heads/main (diverged)" in said[name], said
+            entries = [e for e in cluster[name].queue() if e.ref == "refs/heads/main"]
+            assert {e.reason for e in entries} == {"diverged"}, [
+                (e.peer, e.reason, e.detail) for e in entries
+            ]
+            assert other_name in {e.peer for e in entries}
+    # The other branch pushed meanwhile is replicated normally.
+    if accepted["mirror"]:
+        for name in ("master", "third"):
+            assert cluster.refs(name)["refs/heads/unrelated"] == base, name
