@@ -80,6 +80,12 @@ def main() -> int:
     servers = base / "servers"
     console.print(f"Admin checkout: {admin}\nServers: {', '.join(sorted(os.listdir(servers)))}")
 
+    step("Render gitosis.conf and keydir/ from cluster.d/, and commit them")
+    if run_reconcile("render", "-C", str(admin)) != 0:
+        return 1
+    git("add", "--all", cwd=admin)
+    git("commit", "--quiet", "-m", "Render gitosis.conf and keydir/", cwd=admin)
+
     step("Plan: what apply would change")
     if run_reconcile("plan", "-C", str(admin), "--detailed-exitcode") not in (0, 2):
         return 1

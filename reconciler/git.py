@@ -47,6 +47,12 @@ def is_repository(path: Path) -> bool:
     return run_git(path, "rev-parse", "--git-dir", check=False) != ""
 
 
+def toplevel(path: Path) -> Path | None:
+    """The top directory of the work tree ``path`` is in, or None outside one."""
+    out = run_git(path, "rev-parse", "--show-toplevel", check=False).strip()
+    return Path(out).resolve() if out else None
+
+
 def head(repo: Path) -> str | None:
     out = run_git(repo, "rev-parse", "--verify", "--quiet", "HEAD^{commit}", check=False).strip()
     return out or None

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from reconciler.commands.common import close_all, load_and_connect, plan_options
-from reconciler.commands.output import ConsoleReporter, print_json, print_plan
+from reconciler.commands.output import ConsoleReporter, print_errors, print_json, print_plan
 
 
 def run(
@@ -15,19 +15,24 @@ def run(
     json_output: bool,
     detailed_exitcode: bool,
     trust_new_host_keys: bool,
+    replace_foreign: bool = False,
+    prune: bool = False,
 ) -> int:
     from reconciler.apply import plan_cluster
 
     desired, transports = load_and_connect(directory, servers, trust_new_host_keys)
     try:
         reporter = ConsoleReporter(quiet=json_output)
-        plan, _facts = plan_cluster(desired, transports, plan_options(servers), reporter)
+        plan, _facts = plan_cluster(
+            desired, transports, plan_options(servers, replace_foreign, prune), reporter
+        )
     finally:
         close_all(transports)
     if json_output:
         print_json(plan.to_json())
     else:
         print_plan(plan)
+    print_errors(plan)
     code = plan.exit_code()
     if detailed_exitcode:
         return code

@@ -361,7 +361,11 @@ def test_r7_host_keys(pair: tuple[SshCluster, Operator], tmp_path: Path, report:
         pinned = json.loads(json.dumps(document))
         for server in made.servers:
             pinned["servers"][server.name]["host_key"] = server.host_key  # the old keys
-        scenarios["pinned key changed"] = (pinned, original_known, "CHANGED")
+        scenarios["pinned key changed"] = (
+            pinned,
+            original_known,
+            "does not match the host_key pinned",
+        )
         scenarios["known_hosts key changed"] = (document, original_known, "CHANGED")
         unknown = "".join(
             line + "\n"
