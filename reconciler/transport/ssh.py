@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 import os
 import shlex
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,11 @@ import paramiko
 
 from reconciler.errors import ServerError
 from reconciler.transport import CommandResult, TransportStats
+
+# paramiko logs a failed handshake (a server that accepts but never answers) with
+# a traceback; without a handler Python's last-resort handler would print it. The
+# failure reaches the user as a ServerError instead.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 CONNECT_TIMEOUT = 15.0
 DEFAULT_COMMAND_TIMEOUT = 600.0
@@ -105,6 +112,9 @@ class SshTransport:
         self.connect_timeout = connect_timeout
         self.stats = TransportStats()
         self._client: paramiko.SSHClient | None = None
+        # A failed connection is not tried again in the same run: apply gathers
+        # several times, and a server that hangs would cost the timeout each time.
+        self._failure: ServerError | None = None
         self._lock = threading.Lock()
 
     # -- connecting ---------------------------------------------------------
@@ -148,6 +158,7 @@ class SshTransport:
             )
         )
         where = f"{user}@{hostname}:{port}"
+        started = time.monotonic()
         try:
             client.connect(
                 hostname,
@@ -156,7 +167,10 @@ class SshTransport:
                 key_filename=identities or None,  # type: ignore[arg-type]
                 allow_agent=True,
                 look_for_keys=True,
-                timeout=self.connect_timeout,
+                # The handshake's own wait is a little longer than the banner's, so
+                # a server that accepts but never answers fails as "no banner"
+                # rather than as a confusing authentication error afterwards.
+                timeout=self.connect_timeout + 5,
                 banner_timeout=self.connect_timeout,
                 auth_timeout=self.connect_timeout,
             )
@@ -185,16 +199,23 @@ class SshTransport:
         except (OSError, paramiko.SSHException, EOFError) as exc:
             client.close()
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            raise ServerError(
-                self.server, f"cannot connect to {where}: {reason or type(exc).__name__}"
-            ) from exc
+            reason = reason or type(exc).__name__
+            if time.monotonic() - started >= self.connect_timeout:
+                reason = f"no answer within {self.connect_timeout:.0f}s ({reason})"
+            raise ServerError(self.server, f"cannot connect to {where}: {reason}") from exc
         self.stats.connections += 1
         return client
 
     def _client_or_connect(self) -> paramiko.SSHClient:
         with self._lock:
+            if self._failure is not None:
+                raise self._failure
             if self._client is None:
-                self._client = self._connect()
+                try:
+                    self._client = self._connect()
+                except ServerError as exc:
+                    self._failure = exc
+                    raise
             return self._client
 
     # -- running ------------------------------------------------------------
