@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.testing.recipe import commit, server_ref, user_clone, user_git
 from tests.e2e.scenario import fingerprint, home_snapshot, start_scenario
 
 pytestmark = pytest.mark.e2e
@@ -40,10 +41,20 @@ def test_wrong_pinned_host_key_is_refused(ssh_cluster_factory, tmp_path: Path) -
         assert (server.home / ".ssh/id_ed25519").exists()
         assert (server.home / "repositories/product.git/hooks/post-receive").exists()
 
-    # The right pin: gamma joins.
+    # The right pin: gamma joins, and the peers reach it (their known_hosts is right).
     scenario.declare(cluster.servers, pin_host_keys=True)
     scenario.apply_twice()
     assert (gamma.home / ".ssh/id_ed25519").exists()
+    for server in (alpha, beta):
+        known = (server.home / ".ssh/known_hosts").read_text().splitlines()
+        for_gamma = [line for line in known if line.startswith(f"[127.0.0.1]:{gamma.port} ")]
+        assert len(for_gamma) == 1 and for_gamma[0].startswith(gamma.known_hosts_line), known
+    work = tmp_path / "alice-product"
+    user_clone(cluster, scenario.alice, alpha, "product", work)
+    pushed = commit(work, "first")
+    push = user_git(cluster, scenario.alice, work, "push", "origin", "HEAD:refs/heads/main")
+    assert "replicated to gamma" in push.stderr, push.stderr
+    assert server_ref(gamma, "product", "refs/heads/main") == pushed
 
 
 def test_unknown_host_needs_trust(ssh_cluster_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
