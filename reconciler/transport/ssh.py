@@ -227,6 +227,8 @@ class SshTransport:
         if transport is None or not transport.is_active():
             raise ServerError(self.server, "the connection was closed")
         limit = timeout or DEFAULT_COMMAND_TIMEOUT
+        deadline = time.monotonic() + limit
+        timed_out = f"{argv[0]} timed out after {limit:.0f}s"
         self.stats.commands += 1
         try:
             channel = transport.open_session(timeout=self.connect_timeout)
@@ -245,14 +247,18 @@ class SshTransport:
                 channel.sendall(stdin)
             channel.shutdown_write()
             for reader in readers:
-                reader.join(limit)
-            if any(reader.is_alive() for reader in readers):
+                reader.join(max(0.0, deadline - time.monotonic()))
+            # A reader also stops when its recv times out, so the command has
+            # finished only once its exit status has arrived, within the limit.
+            while not channel.exit_status_ready() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            if not channel.exit_status_ready() or any(r.is_alive() for r in readers):
                 channel.close()
-                raise ServerError(self.server, f"{argv[0]} timed out after {limit:.0f}s")
+                raise ServerError(self.server, timed_out)
             status = channel.recv_exit_status()
             channel.close()
         except TimeoutError as exc:
-            raise ServerError(self.server, f"{argv[0]} timed out after {limit:.0f}s") from exc
+            raise ServerError(self.server, timed_out) from exc
         except (OSError, paramiko.SSHException, EOFError) as exc:
             raise ServerError(self.server, f"running {argv[0]} failed: {exc}") from exc
         return CommandResult(status, b"".join(out), b"".join(err))
