@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from reconciler import git
-from reconciler.admin_checkout import gather_checkout
+from reconciler.admin_checkout import COMMITTED_WITH_RENDERING, gather_checkout
 from reconciler.desired import Desired
 from reconciler.errors import ReconcilerError
 from reconciler.facts import Facts
@@ -24,6 +24,7 @@ from reconciler.gather import gather_facts, run_json_program
 from reconciler.planning import Action, Plan, PlanContext, PlanOptions, make_plan
 from reconciler.planning.admin import BUNDLE, HEAD
 from reconciler.planning.model import ADMIN_CHECKOUT
+from reconciler.refs import gather_ref_report
 from reconciler.report import Reporter
 from reconciler.transport import Transport
 
@@ -70,7 +71,8 @@ def plan_cluster(
     """Gather facts and plan. The checkout facts come from the operator's side."""
     facts = gather_facts(desired, transports, reporter)
     checkout = gather_checkout(desired, facts)
-    return make_plan(PlanContext(desired, facts, checkout, options)), facts
+    refs = gather_ref_report(desired, facts, {n: transports[n] for n in facts.servers})
+    return make_plan(PlanContext(desired, facts, checkout, options, refs)), facts
 
 
 def _key(action: Action) -> tuple[str, str, str]:
@@ -104,7 +106,9 @@ class _Executor:
         try:
             for op in action.ops:
                 if op["op"] == "local_commit":
-                    commit = git.commit_files(self.desired.root, op["files"], COMMIT_MESSAGE)
+                    commit = git.commit_files(
+                        self.desired.root, op["files"], COMMIT_MESSAGE, COMMITTED_WITH_RENDERING
+                    )
                     self.admin = None  # a new commit: bundle again
                     self.reporter.info(f"{ADMIN_CHECKOUT}: committed {commit[:12]}")
         except ReconcilerError as exc:

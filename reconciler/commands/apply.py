@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 from rich.markup import escape
 
-from reconciler.commands.common import close_all, load_and_connect, plan_options
+from reconciler.commands.common import (
+    close_all,
+    load_and_connect,
+    plan_options,
+    require_admin_checkout,
+)
 from reconciler.commands.output import (
     ConsoleReporter,
     print_errors,
@@ -30,7 +36,8 @@ def run(
     from reconciler.apply import apply_cluster
 
     quiet = json_output or cron
-    reporter = ConsoleReporter(quiet=quiet)
+    # In cron mode each change is one log line; nothing is printed when nothing changed.
+    reporter = ConsoleReporter(quiet=json_output, progress=not quiet)
 
     def confirm(plan: Plan) -> bool:
         if not quiet:
@@ -41,17 +48,27 @@ def run(
 
         return typer.confirm("Apply these changes?", default=False)
 
-    desired, transports = load_and_connect(directory, servers, trust_new_host_keys)
-    try:
-        outcome = apply_cluster(
-            desired,
-            transports,
-            plan_options(servers, replace_foreign),
-            reporter,
-            confirm=confirm,
-        )
-    finally:
-        close_all(transports)
+    with contextlib.ExitStack() as stack:
+        if cron:
+            from reconciler.cron import cron_lock, fast_forward_checkout
+
+            stack.enter_context(cron_lock(directory))
+            line = fast_forward_checkout(directory)
+            if line:
+                reporter.info(line)
+        desired, transports = load_and_connect(directory, servers, trust_new_host_keys)
+        stack.callback(close_all, transports)
+        require_admin_checkout(directory)
+        try:
+            outcome = apply_cluster(
+                desired,
+                transports,
+                plan_options(servers, replace_foreign),
+                reporter,
+                confirm=confirm,
+            )
+        finally:
+            close_all(transports)
     final = outcome.final_plan or outcome.first_plan
     if json_output:
         print_json(
@@ -73,6 +90,8 @@ def run(
     if not outcome.results:
         if not cron:
             print_plan(final)
+        elif final.conflicts:
+            print_plan(final, stderr())
         print_errors(final)
         return outcome.exit_code()
     for result in outcome.failed:
