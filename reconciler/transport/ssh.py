@@ -72,15 +72,56 @@ class SshTarget:
     identity: str | None = None
 
 
+def load_known_hosts(keys: paramiko.HostKeys, texts: list[str]) -> set[str]:
+    """Add the entries of known_hosts files to ``keys``, as OpenSSH reads them.
+
+    Returns the base64 of the keys marked ``@revoked``, which are never added.
+    ``@cert-authority`` lines (host certificates are not supported here) and lines
+    that are not valid entries are skipped, as OpenSSH skips them; paramiko's own
+    loader raises on them instead.
+    """
+    revoked: set[str] = set()
+    entries: list[paramiko.hostkeys.HostKeyEntry] = []
+    for text in texts:
+        for number, raw in enumerate(text.splitlines(), 1):
+            line = raw.strip()
+            if not line or line.startswith("#"):
+                continue
+            if line.startswith("@"):
+                marker, _, rest = line.partition(" ")
+                fields = rest.split()
+                if marker == "@revoked" and len(fields) >= 3:
+                    revoked.add(fields[2])
+                continue
+            try:
+                entry = paramiko.hostkeys.HostKeyEntry.from_line(line, number)
+            except (paramiko.hostkeys.InvalidHostKey, paramiko.SSHException, ValueError):
+                continue
+            if entry is not None and entry.key is not None:
+                entries.append(entry)
+    for entry in entries:
+        if entry.key.get_base64() not in revoked:
+            for name in entry.hostnames:
+                keys.add(name, entry.key.get_name(), entry.key)
+    return revoked
+
+
 class _UnknownHostKeyPolicy(paramiko.MissingHostKeyPolicy):
-    def __init__(self, server: str, trust_new: bool, known_hosts: Path) -> None:
+    def __init__(self, server: str, trust_new: bool, known_hosts: Path, revoked: set[str]) -> None:
         self.server = server
         self.trust_new = trust_new
         self.known_hosts = known_hosts
+        self.revoked = revoked
 
     def missing_host_key(
         self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey
     ) -> None:
+        if key.get_base64() in self.revoked:
+            raise HostKeyError(
+                self.server,
+                f"host key of {hostname} ({key.get_name()} {fingerprint(key)}) is marked "
+                "@revoked in known_hosts; refusing to connect",
+            )
         if not self.trust_new:
             raise HostKeyError(
                 self.server,
@@ -141,20 +182,28 @@ class SshTransport:
         client = paramiko.SSHClient()
         known_hosts = Path(os.path.expanduser("~/.ssh/known_hosts"))
         lookup = known_hosts_name(hostname, port)
+        revoked: set[str] = set()
         if self.target.host_key:
             # A pin replaces known_hosts for this server: only that key is accepted.
             key = parse_public_key(self.target.host_key)
             client.get_host_keys().add(lookup, key.get_name(), key)
         else:
+            texts = []
             for path in (Path("/etc/ssh/ssh_known_hosts"), known_hosts):
                 if path.is_file():
                     try:
-                        client.get_host_keys().load(str(path))
-                    except (OSError, paramiko.SSHException) as exc:
+                        texts.append(path.read_text(encoding="utf-8", errors="replace"))
+                    except OSError as exc:
                         raise ServerError(self.server, f"cannot read {path}: {exc}") from exc
+            # A revoked key is not among the known ones: it reaches the policy, which
+            # refuses it.
+            revoked = load_known_hosts(client.get_host_keys(), texts)
         client.set_missing_host_key_policy(
             _UnknownHostKeyPolicy(
-                self.server, self.trust_new_host_keys and not self.target.host_key, known_hosts
+                self.server,
+                self.trust_new_host_keys and not self.target.host_key,
+                known_hosts,
+                revoked,
             )
         )
         where = f"{user}@{hostname}:{port}"
