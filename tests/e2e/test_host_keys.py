@@ -120,3 +120,34 @@ def test_changed_host_key_is_never_accepted(ssh_cluster_factory, tmp_path: Path)
         )
     assert known_hosts.read_text() == recorded
     assert home_snapshot(gamma) == before
+
+
+def test_known_hosts_markers(ssh_cluster_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """An operator's known_hosts with ``@cert-authority`` and ``@revoked`` lines (as
+    organisations keep them): the first is skipped, the second refuses that key even
+    with --trust-new-host-keys; the other servers work normally."""
+    cluster = ssh_cluster_factory(2, names=["alpha", "beta"])
+    _alpha, beta = cluster.servers
+    scenario = start_scenario(cluster, tmp_path)
+    known_hosts = scenario.operator.home / ".ssh/known_hosts"
+    text = known_hosts.read_text()
+    known_hosts.write_text(
+        f"@cert-authority *.example.com {beta.host_key}\n"
+        "# a comment, and a line that is no entry at all\n"
+        "garbage-without-a-key\n"
+        f"{text}@revoked [127.0.0.1]:{beta.port} {beta.host_key}\n"
+    )
+    recorded = known_hosts.read_text()
+    before = home_snapshot(beta)
+    seen = fingerprint(beta.host_key)
+
+    for args in (("plan",), ("apply", "--yes", "--trust-new-host-keys")):
+        done = scenario.reconcile(*args)
+        assert done.returncode == 1, done.stdout + done.stderr
+        assert "Traceback" not in done.stdout + done.stderr, done.stderr
+        errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+        assert errors and all("server beta" in line for line in errors), done.stderr
+        assert any(seen in line and "revoked" in line for line in errors), done.stderr
+    assert known_hosts.read_text() == recorded
+    assert home_snapshot(beta) == before
+    assert (cluster.servers[0].home / ".ssh/id_ed25519").exists()
