@@ -38,6 +38,19 @@ ServerOption = Annotated[
     list[str] | None,
     typer.Option("--server", help="Only this server (repeatable)."),
 ]
+ReplaceForeignOption = Annotated[
+    bool,
+    typer.Option(
+        "--replace-foreign", help="Replace hooks and remotes the reconciler did not write."
+    ),
+]
+PruneOption = Annotated[
+    bool,
+    typer.Option(
+        "--prune",
+        help="Remove the reconciler's hook and remotes from repositories no longer in cluster.d/.",
+    ),
+]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 
 
@@ -71,6 +84,8 @@ def plan(
     trust_new_host_keys: Annotated[
         bool, typer.Option("--trust-new-host-keys", help="Record unknown host keys.")
     ] = False,
+    replace_foreign: ReplaceForeignOption = False,
+    prune: PruneOption = False,
 ) -> int:
     """Show what apply would change on each server."""
     from reconciler.commands import plan as command
@@ -81,6 +96,8 @@ def plan(
         json_output=json_output,
         detailed_exitcode=detailed_exitcode,
         trust_new_host_keys=trust_new_host_keys,
+        replace_foreign=replace_foreign,
+        prune=prune,
     )
 
 
@@ -96,13 +113,8 @@ def apply(
     trust_new_host_keys: Annotated[
         bool, typer.Option("--trust-new-host-keys", help="Record unknown host keys.")
     ] = False,
-    replace_foreign: Annotated[
-        bool,
-        typer.Option(
-            "--replace-foreign",
-            help="Replace hooks and remotes the reconciler did not write.",
-        ),
-    ] = False,
+    replace_foreign: ReplaceForeignOption = False,
+    prune: PruneOption = False,
 ) -> int:
     """Change every server to match cluster.d/."""
     from reconciler.commands import apply as command
@@ -115,6 +127,7 @@ def apply(
         cron=cron,
         trust_new_host_keys=trust_new_host_keys,
         replace_foreign=replace_foreign,
+        prune=prune,
     )
 
 

@@ -32,6 +32,7 @@ def run(
     cron: bool,
     trust_new_host_keys: bool,
     replace_foreign: bool,
+    prune: bool = False,
 ) -> int:
     from reconciler.apply import apply_cluster
 
@@ -63,7 +64,7 @@ def run(
             outcome = apply_cluster(
                 desired,
                 transports,
-                plan_options(servers, replace_foreign),
+                plan_options(servers, replace_foreign, prune),
                 reporter,
                 confirm=confirm,
             )

@@ -41,12 +41,17 @@ def load_and_connect(
     )
 
 
-def plan_options(servers: list[str], replace_foreign: bool = False) -> PlanOptions:
+def plan_options(
+    servers: list[str], replace_foreign: bool = False, prune: bool = False
+) -> PlanOptions:
     from reconciler.planning import PlanOptions
     from reconciler.replication import hook_source
 
     return PlanOptions(
-        replace_foreign=replace_foreign, only_servers=tuple(servers), hook_source=hook_source()
+        replace_foreign=replace_foreign,
+        prune=prune,
+        only_servers=tuple(servers),
+        hook_source=hook_source(),
     )
 
 

@@ -15,13 +15,17 @@ def run(
     json_output: bool,
     detailed_exitcode: bool,
     trust_new_host_keys: bool,
+    replace_foreign: bool = False,
+    prune: bool = False,
 ) -> int:
     from reconciler.apply import plan_cluster
 
     desired, transports = load_and_connect(directory, servers, trust_new_host_keys)
     try:
         reporter = ConsoleReporter(quiet=json_output)
-        plan, _facts = plan_cluster(desired, transports, plan_options(servers), reporter)
+        plan, _facts = plan_cluster(
+            desired, transports, plan_options(servers, replace_foreign, prune), reporter
+        )
     finally:
         close_all(transports)
     if json_output:

@@ -20,6 +20,7 @@ __all__ = ["SETTINGS_PATH", "PlanContext", "PlanOptions", "repository_url", "set
 @dataclass(frozen=True)
 class PlanOptions:
     replace_foreign: bool = False
+    prune: bool = False  # remove the reconciler's hook and remotes from unmanaged repositories
     only_servers: tuple[str, ...] = ()
     hook_source: bytes = b""
 

@@ -61,4 +61,48 @@ def plan_repositories(ctx: PlanContext) -> tuple[list[Action], list[Note]]:
             notes.append(
                 Note(name, "repository", repository, "unmanaged", "not in cluster.d/; left alone")
             )
+            if ctx.options.prune:
+                actions += prune_unmanaged(ctx, name, repository)
     return actions, notes
+
+
+def prune_unmanaged(ctx: PlanContext, server: str, repository: str) -> list[Action]:
+    """With --prune: take the reconciler's own hook and remotes out of a repository
+    dropped from cluster.d/. The repository itself, its refs and anything the
+    reconciler did not write stay."""
+    facts = ctx.facts.servers[server].repositories[repository]
+    path = ctx.repository_path(server, repository)
+    actions = []
+    hook = facts.hook
+    if hook is not None and hook.managed and not hook.symlink:
+        actions.append(
+            Action(
+                server,
+                "hook",
+                "remove",
+                f"{repository} post-receive",
+                f"{repository}: remove the replication hook (not in cluster.d/)",
+                Phase.CONFIGURATION,
+                (
+                    {
+                        "op": "remove_file",
+                        "path": f"{path}/hooks/post-receive",
+                        "expect_sha256": hook.sha256,
+                    },
+                ),
+            )
+        )
+    for remote, remote_facts in sorted(facts.remotes.items()):
+        if remote_facts.managed:
+            actions.append(
+                Action(
+                    server,
+                    "remote",
+                    "remove",
+                    f"{repository} remote {remote}",
+                    f"{repository}: remove remote {remote} (not in cluster.d/)",
+                    Phase.CONFIGURATION,
+                    ({"op": "remove_remote", "repo": path, "name": remote},),
+                )
+            )
+    return actions

@@ -211,6 +211,9 @@ def op_remove_remote(op: Op) -> None:
 
 def op_remove_file(op: Op) -> None:
     full = resolve(op["path"])
+    expect = op.get("expect_sha256")
+    if expect is not None and current_sha256(full) not in (expect, None):
+        raise OpError(f"{op['path']} changed since the plan was made; run plan again")
     with contextlib.suppress(FileNotFoundError):
         os.unlink(full)
 

@@ -395,3 +395,22 @@ def test_plan_json_is_data(desired: Any) -> None:
     assert data["format_version"] == 1
     assert data["summary"] == {"create": 8, "change": 1, "remove": 0, "conflicts": 0, "errors": 0}
     assert all(set(a) >= {"server", "subject", "kind", "description"} for a in data["actions"])
+
+
+def test_prune_takes_only_our_hook_and_remotes_out_of_an_unmanaged_repository(desired: Any) -> None:
+    def scratch_with_foreign_remote(data: dict[str, Any]) -> None:
+        unmanaged_repo(data)
+        data["repositories"]["scratch"]["remotes"]["backup"] = {"url": "/b", "managed": False}
+
+    ctx = build_context(desired, {"a": scratch_with_foreign_remote}, {})
+    without = make_plan(ctx)
+    assert [a for a in without.actions if "scratch" in a.target] == []
+    pruning = PlanContext(
+        ctx.desired, ctx.facts, ctx.checkout, PlanOptions(hook_source=HOOK, prune=True)
+    )
+    lines = plan_lines(make_plan(pruning))
+    assert lines[:2] == [
+        "a: - scratch: remove remote b (not in cluster.d/)",
+        "a: - scratch: remove the replication hook (not in cluster.d/)",
+    ]
+    assert not any("backup" in line and "remove" in line for line in lines)
