@@ -10,6 +10,7 @@ servers really hold. Finally the facts are gathered once more to verify.
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from typing import Any
 from reconciler import git
 from reconciler.admin_checkout import COMMITTED_WITH_RENDERING, gather_checkout
 from reconciler.desired import Desired
-from reconciler.errors import ReconcilerError
+from reconciler.errors import HostKeyError, ReconcilerError
 from reconciler.facts import Facts
 from reconciler.gather import gather_facts, run_json_program
 from reconciler.planning import Action, Plan, PlanContext, PlanOptions, make_plan
@@ -75,8 +76,11 @@ def plan_cluster(
     return make_plan(PlanContext(desired, facts, checkout, options, refs)), facts
 
 
-def _key(action: Action) -> tuple[str, str, str]:
-    return (action.server, action.subject, action.target)
+def _key(action: Action) -> tuple[str, str, str, str]:
+    """What makes an action the same one again: a failed action is not retried in
+    this run, but one whose operations changed (a queue drain with entries that were
+    settled only by this run's ref pushes) is a new action."""
+    return (action.server, action.subject, action.target, json.dumps(action.ops, sort_keys=True))
 
 
 class _Executor:
@@ -156,7 +160,11 @@ def apply_cluster(
     confirm: Callable[[Plan], bool] | None = None,
 ) -> Outcome:
     reporter = reporter or Reporter()
-    plan, _facts = plan_cluster(desired, transports, options, reporter)
+    plan, facts = plan_cluster(desired, transports, options, reporter)
+    refused = [str(e) for e in facts.errors.values() if isinstance(e, HostKeyError)]
+    if refused:
+        # Whoever answered in that server's place must not steer changes anywhere.
+        raise ReconcilerError(f"{'; '.join(refused)}; nothing was changed on any server")
     outcome = Outcome(first_plan=plan)
     if not plan.actions:
         outcome.final_plan = plan
@@ -165,7 +173,7 @@ def apply_cluster(
         outcome.declined = True
         return outcome
     executor = _Executor(desired, transports, reporter)
-    attempted: set[tuple[str, str, str]] = set()
+    attempted: set[tuple[str, str, str, str]] = set()
     for _round in range(MAX_ROUNDS):
         pending = [a for a in plan.actions if _key(a) not in attempted]
         if not pending:

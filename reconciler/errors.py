@@ -59,3 +59,7 @@ class ServerError(ReconcilerError):
     def __init__(self, server: str, message: str) -> None:
         super().__init__(f"server {server}: {message}")
         self.server = server
+
+
+class HostKeyError(ServerError):
+    """A server's host key is unknown or changed: possibly not the server at all."""

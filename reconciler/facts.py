@@ -59,6 +59,7 @@ class AdminFacts:
     head: str | None = None
     history: tuple[Commit, ...] = ()
     post_update_hook: bool = False
+    post_update_pending: bool = False  # an apply died before gitosis's hook finished
 
     @property
     def only_init_commit(self) -> bool:
@@ -170,6 +171,7 @@ def parse_server_facts(
                     for c in admin.get("history", ())
                 ),
                 post_update_hook=bool(admin.get("post_update_hook")),
+                post_update_pending=bool(admin.get("post_update_pending")),
             ),
             host_key=host_key,
             seconds=float(data.get("seconds", 0.0)),

@@ -137,6 +137,11 @@ def _yaml_error(exc: Exception, file: str) -> ReconcilerError:
     return _error(file, mark.line + 1, mark.column + 1, f"invalid YAML: {problem}")
 
 
+def _explicit_tag(node: Any) -> bool:
+    """Whether a mapping or sequence was written with a tag of its own."""
+    return getattr(getattr(node, "tag", None), "value", None) is not None
+
+
 class _Converter:
     """Turns ruamel's round-trip nodes into plain data, recording positions."""
 
@@ -167,6 +172,16 @@ class _Converter:
     def convert(self, node: Any, path: DocPath) -> Any:
         from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
+        if isinstance(node, CommentedMap | CommentedSeq) and _explicit_tag(node):
+            # A tagged collection (``!!python/object/apply:...``, ``!include [...]``)
+            # carries no positions for its items; refuse it before walking it.
+            self.errors.append(
+                ReconcilerError(
+                    "this value uses a YAML tag or type that cluster.d/ does not accept",
+                    self.document.location(path),
+                )
+            )
+            return None
         if isinstance(node, CommentedMap):
             result: dict[str, Any] = {}
             for key in node:

@@ -92,10 +92,15 @@ def init_admin_repository(git_dir: str, user: str, pubkey: str) -> None:
     init_bare(git_dir, initial_branch="master")
     hook = os.path.join(git_dir, "hooks", "post-update")
     if not os.path.exists(hook):
-        # Like git's templates, an existing hook is left alone.
+        # Like git's templates, an existing hook is left alone. Written aside and
+        # renamed: an init killed here must not leave an empty executable hook
+        # that a later run would take for gitosis's.
         os.makedirs(os.path.dirname(hook), exist_ok=True)
-        with open(hook, "w", encoding="utf-8") as f:
+        tmp = f"{hook}.{os.getpid()}.tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
             f.write(post_update_hook(app.sibling_command(RUN_HOOK)))
+        os.chmod(tmp, 0o755)  # noqa: S103 - a hook must be executable
+        os.replace(tmp, hook)
     os.chmod(hook, 0o755)  # noqa: S103 - a hook must be executable
     if not has_initial_commit(git_dir):
         log.info("Making initial commit...")

@@ -74,6 +74,8 @@ def plan_admin(ctx: PlanContext) -> tuple[list[Action], list[Note]]:
             "branch": state.branch,
             "new": HEAD,
             "bundle": BUNDLE,
+            # To finish a gitosis-init that was cut short (no ~/.gitosis.conf yet).
+            "pubkey": first_admin_key(ctx),
         }
         if not state.exists:
             key = first_admin_key(ctx)
@@ -114,6 +116,19 @@ def plan_admin(ctx: PlanContext) -> tuple[list[Action], list[Note]]:
                     f"send the admin commit to {admin}",
                     Phase.ADMIN,
                     ({**update, "old": None},),
+                )
+            )
+        elif relation == "same" and not new_commit and state.post_update_pending:
+            actions.append(
+                Action(
+                    name,
+                    "admin",
+                    "change",
+                    admin,
+                    f"finish {admin} at {state.head[:12]}: run gitosis's post-update hook "
+                    "(an earlier apply was interrupted)",
+                    Phase.ADMIN,
+                    ({**update, "old": state.head},),
                 )
             )
         elif relation == "same" and not new_commit:

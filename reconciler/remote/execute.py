@@ -24,6 +24,9 @@ from typing import Any
 
 Op = dict[str, Any]
 HOME = os.path.realpath(os.path.expanduser("~"))
+# In the admin repository while gitosis's post-update hook is owed (see gather.py).
+POST_UPDATE_PENDING = "reconciler-post-update-pending"
+KEYGEN_PREFIX = ".reconciler-keygen-"
 
 
 class OpError(Exception):
@@ -74,9 +77,27 @@ def make_dirs(directory: str, mode: int) -> None:
         os.makedirs(directory, mode=mode)
 
 
+def remove_stale(directory: str, prefix: str) -> None:
+    """Remove what an earlier run killed mid-write left under our temporary names."""
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return
+    for name in names:
+        if name.startswith(prefix):
+            path = os.path.join(directory, name)
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+
+
 def atomic_write(full: str, data: bytes, mode: int) -> None:
     directory = os.path.dirname(full)
-    fd, temp = tempfile.mkstemp(prefix="." + os.path.basename(full) + ".", dir=directory)
+    prefix = "." + os.path.basename(full) + ".reconciler-tmp-"
+    remove_stale(directory, prefix)
+    fd, temp = tempfile.mkstemp(prefix=prefix, dir=directory)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -99,8 +120,27 @@ def current_sha256(full: str) -> str | None:
         return None
 
 
+def is_repository(path: str) -> bool:
+    return os.path.isfile(os.path.join(path, "HEAD")) and os.path.isdir(
+        os.path.join(path, "objects")
+    )
+
+
+def existing_repository_only(directory: str) -> None:
+    """Refuse to make a missing ``*.git`` directory on the way to a file: repositories
+    are made whole by init_bare or clone_mirror, never as a side effect (a hook
+    written where the repository could not be created would leave a husk that
+    later looks like the repository)."""
+    path = directory
+    while path.startswith(HOME + os.sep) and not os.path.isdir(path):
+        if path.endswith(".git"):
+            raise OpError(f"repository {os.path.relpath(path, HOME)} does not exist")
+        path = os.path.dirname(path)
+
+
 def op_write_file(op: Op) -> None:
     full = resolve(op["path"])
+    existing_repository_only(os.path.dirname(full))
     make_dirs(os.path.dirname(full), op.get("dir_mode", 0o755))
     expect = op.get("expect_sha256")
     if expect is not None:
@@ -134,18 +174,33 @@ def op_keygen(op: Op) -> None:
     key = os.path.join(directory, "id_ed25519")
     if os.path.exists(key):
         return
-    run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", op["comment"], "-f", key])
+    # Made aside and moved in private key first, public key last: a run killed while
+    # ssh-keygen writes leaves no half a key pair under the real names.
+    remove_stale(directory, KEYGEN_PREFIX)
+    aside = tempfile.mkdtemp(prefix=KEYGEN_PREFIX, dir=directory)
+    try:
+        made = os.path.join(aside, "id_ed25519")
+        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", op["comment"], "-f", made])
+        os.rename(made, key)
+        os.rename(made + ".pub", key + ".pub")
+        fsync_dir(directory)
+    finally:
+        shutil.rmtree(aside, ignore_errors=True)
 
 
 def _temporary_sibling(full: str) -> str:
     parent = os.path.dirname(full)
-    return tempfile.mkdtemp(prefix="." + os.path.basename(full) + ".tmp-", dir=parent)
+    prefix = "." + os.path.basename(full) + ".tmp-"
+    remove_stale(parent, prefix)
+    return tempfile.mkdtemp(prefix=prefix, dir=parent)
 
 
 def _create_repository(op: Op, fill: Callable[[str], object]) -> None:
     full = resolve(op["path"])
-    if os.path.exists(full):
+    if is_repository(full):
         return
+    if os.path.lexists(full):
+        raise OpError(f"{op['path']} exists but is not a git repository; move it out of the way")
     make_dirs(os.path.dirname(full), 0o750)
     temp = _temporary_sibling(full)
     try:
@@ -226,6 +281,13 @@ def op_admin_update(op: Op) -> None:
     """Bring the admin repository's branch to ``new`` with compare-and-swap on ``old``."""
     repo = git_dir(op)
     ref = "refs/heads/" + op["branch"]
+    # Set until gitosis's post-update hook has run for the new commit: a run killed
+    # between moving the branch and the hook's end (authorized_keys, gitosis.conf)
+    # is seen by the next gather and the hook is run again.
+    pending = os.path.join(repo, POST_UPDATE_PENDING)
+    with open(pending, "w", encoding="utf-8") as marker:
+        marker.write(op["new"] + "\n")
+    fsync_dir(repo)
     fd, bundle = tempfile.mkstemp(prefix=".reconciler-bundle-", dir=repo)
     try:
         with os.fdopen(fd, "wb") as handle:
@@ -242,6 +304,11 @@ def op_admin_update(op: Op) -> None:
             raise OpError(f"{op['repo']} holds more than gitosis-init's commit")
     update = ["git", "--git-dir", repo, "update-ref", "-m", "reconcile apply"]
     run([*update, ref, op["new"], expected])
+    if op.get("pubkey") and not os.path.lexists(os.path.join(HOME, ".gitosis.conf")):
+        # gitosis-init makes ~/.gitosis.conf last: without it an earlier init was
+        # cut short, and gitosis's hook cannot run. gitosis-init finishes what it
+        # started; the branch holds our commit now, so it commits nothing.
+        op_gitosis_init({"pubkey": op["pubkey"]})
     hook = os.path.join(repo, "hooks", "post-update")
     if os.access(hook, os.X_OK):
         env = dict(os.environ)
@@ -249,6 +316,8 @@ def op_admin_update(op: Op) -> None:
         run([hook, ref], cwd=repo, env=env)
     else:
         run(["git", "--git-dir", repo, "update-server-info"])
+    os.unlink(pending)
+    fsync_dir(repo)
 
 
 def op_push_refs(op: Op) -> None:

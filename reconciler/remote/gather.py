@@ -22,6 +22,7 @@ REPLICATED_PREFIXES = ("refs/heads/", "refs/tags/", "refs/notes/")
 HOOK_MARKER = b"# reconciler replication hook"
 MAX_DEPTH = 12
 MAX_QUEUE = 100000
+POST_UPDATE_PENDING = "reconciler-post-update-pending"  # written by execute.py
 
 
 def read_text(path, limit=1 << 20):
@@ -225,6 +226,8 @@ def admin_facts(base, admin):
         "head": sha,
         "history": history,
         "post_update_hook": os.access(hook, os.X_OK),
+        # Left by an apply killed before gitosis's post-update hook finished.
+        "post_update_pending": os.path.exists(os.path.join(gitdir, POST_UPDATE_PENDING)),
     }
 
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import paramiko
 
-from reconciler.errors import ServerError
+from reconciler.errors import HostKeyError, ServerError
 from reconciler.transport import CommandResult, TransportStats
 
 # paramiko logs a failed handshake (a server that accepts but never answers) with
@@ -31,12 +31,10 @@ from reconciler.transport import CommandResult, TransportStats
 # failure reaches the user as a ServerError instead.
 logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
+__all__ = ["HostKeyError", "SshTarget", "SshTransport", "fingerprint", "parse_public_key"]
+
 CONNECT_TIMEOUT = 15.0
 DEFAULT_COMMAND_TIMEOUT = 600.0
-
-
-class HostKeyError(ServerError):
-    """The server's host key is unknown or changed."""
 
 
 def fingerprint(key: paramiko.PKey) -> str:
