@@ -24,6 +24,7 @@ from reconciler.gather import gather_facts, run_json_program
 from reconciler.planning import Action, Plan, PlanContext, PlanOptions, make_plan
 from reconciler.planning.admin import BUNDLE, HEAD
 from reconciler.planning.model import ADMIN_CHECKOUT
+from reconciler.refs import gather_ref_report
 from reconciler.report import Reporter
 from reconciler.transport import Transport
 
@@ -70,7 +71,8 @@ def plan_cluster(
     """Gather facts and plan. The checkout facts come from the operator's side."""
     facts = gather_facts(desired, transports, reporter)
     checkout = gather_checkout(desired, facts)
-    return make_plan(PlanContext(desired, facts, checkout, options)), facts
+    refs = gather_ref_report(desired, facts, {n: transports[n] for n in facts.servers})
+    return make_plan(PlanContext(desired, facts, checkout, options, refs)), facts
 
 
 def _key(action: Action) -> tuple[str, str, str]:

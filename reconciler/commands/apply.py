@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 from reconciler.commands.common import close_all, load_and_connect, plan_options
@@ -22,7 +23,8 @@ def run(
     from reconciler.apply import apply_cluster
 
     quiet = json_output or cron
-    reporter = ConsoleReporter(quiet=quiet)
+    # In cron mode each change is one log line; nothing is printed when nothing changed.
+    reporter = ConsoleReporter(quiet=json_output, progress=not quiet)
 
     def confirm(plan: Plan) -> bool:
         if not quiet:
@@ -33,17 +35,25 @@ def run(
 
         return typer.confirm("Apply these changes?", default=False)
 
-    desired, transports = load_and_connect(directory, servers, trust_new_host_keys)
-    try:
-        outcome = apply_cluster(
-            desired,
-            transports,
-            plan_options(servers, replace_foreign),
-            reporter,
-            confirm=confirm,
-        )
-    finally:
-        close_all(transports)
+    with contextlib.ExitStack() as stack:
+        if cron:
+            from reconciler.cron import cron_lock, fast_forward_checkout
+
+            stack.enter_context(cron_lock(directory))
+            line = fast_forward_checkout(directory)
+            if line:
+                reporter.info(line)
+        desired, transports = load_and_connect(directory, servers, trust_new_host_keys)
+        try:
+            outcome = apply_cluster(
+                desired,
+                transports,
+                plan_options(servers, replace_foreign),
+                reporter,
+                confirm=confirm,
+            )
+        finally:
+            close_all(transports)
     final = outcome.final_plan or outcome.first_plan
     if json_output:
         print_json(
@@ -64,6 +74,8 @@ def run(
     if not outcome.results:
         if not cron:
             print_plan(final)
+        elif final.conflicts or final.errors:
+            print_plan(final, stderr())
         return outcome.exit_code()
     for result in outcome.failed:
         stderr().print(

@@ -27,10 +27,11 @@ def stderr() -> Console:
 class ConsoleReporter(Reporter):
     """Reports progress on stderr (transient lines) and results on stdout."""
 
-    def __init__(self, *, quiet: bool = False) -> None:
+    def __init__(self, *, quiet: bool = False, progress: bool = True) -> None:
         self.out = stdout()
         self.err = stderr()
         self.quiet = quiet
+        self.show_progress = progress and not quiet
 
     def info(self, message: str) -> None:
         if not self.quiet:
@@ -40,7 +41,7 @@ class ConsoleReporter(Reporter):
         self.err.print(f"[yellow]warning:[/] {escape(message)}")
 
     def progress(self, message: str) -> None:
-        if not self.quiet and self.err.is_terminal:
+        if self.show_progress and self.err.is_terminal:
             self.err.print(f"[dim]{escape(message)}…[/]")
 
 

@@ -8,6 +8,7 @@ from reconciler.planning.hooks import plan_hooks
 from reconciler.planning.keys import plan_server_keys
 from reconciler.planning.known_hosts import plan_known_hosts
 from reconciler.planning.model import Action, Note, Phase, Plan
+from reconciler.planning.refs import plan_refs
 from reconciler.planning.remotes import plan_remotes
 from reconciler.planning.repositories import plan_repositories
 from reconciler.planning.settings import plan_settings
@@ -20,6 +21,7 @@ SUBJECTS = (
     plan_repositories,
     plan_remotes,
     plan_hooks,
+    plan_refs,
 )
 
 

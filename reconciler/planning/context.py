@@ -10,6 +10,7 @@ from reconciler.facts import Facts, ServerFacts
 if TYPE_CHECKING:
     from reconciler.admin_checkout import CheckoutFacts
     from reconciler.desired import Desired, Server
+    from reconciler.refs import RefReport
 
 from reconciler.replication.post_receive import SETTINGS_PATH
 
@@ -29,6 +30,7 @@ class PlanContext:
     facts: Facts
     checkout: CheckoutFacts | None = None
     options: PlanOptions = field(default_factory=PlanOptions)
+    refs: RefReport | None = None
 
     def planned_servers(self) -> list[str]:
         """The servers this plan changes: all, or those named with --server."""

@@ -248,7 +248,74 @@ def op_admin_update(op: Op) -> None:
         run(["git", "--git-dir", repo, "update-server-info"])
 
 
+def op_push_refs(op: Op) -> None:
+    """Push ref updates to a peer remote with compare-and-swap on each target value.
+
+    ``updates``: [ref, new, expected]; an empty ``new`` deletes, an empty
+    ``expected`` requires the ref to be absent on the peer. Never forced otherwise.
+    """
+    repo = git_dir(op)
+    argv = ["git", "--git-dir", repo, "push", "--porcelain"]
+    refspecs = []
+    for ref, new, expected in op["updates"]:
+        argv.append(f"--force-with-lease={ref}:{expected}")
+        refspecs.append(f"{new}:{ref}" if new else f":{ref}")
+    env = dict(os.environ)
+    env.setdefault("GIT_SSH_COMMAND", "ssh -o BatchMode=yes -o ConnectTimeout=15")
+    # The peer's replication hook must not forward what the reconciler delivers.
+    env["RECONCILER_REPLICA"] = "reconcile"
+    try:
+        done = subprocess.run(
+            [*argv, op["peer"], *refspecs],
+            capture_output=True,
+            env=env,
+            timeout=op.get("timeout", 600),
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise OpError(f"push to {op['peer']} timed out") from exc
+    rejected = []
+    for line in done.stdout.decode("utf-8", "replace").splitlines():
+        parts = line.split("\t")
+        if len(parts) >= 3 and parts[0] == "!":
+            rejected.append(f"{parts[1].split(':')[-1]} {parts[2]}")
+    if rejected:
+        raise OpError(f"{op['peer']} rejected " + "; ".join(rejected))
+    if done.returncode != 0:
+        lines = done.stderr.decode("utf-8", "replace").strip().splitlines()
+        raise OpError(f"push to {op['peer']} failed: {lines[-1] if lines else done.returncode}")
+
+
+def op_drain_queue(op: Op) -> None:
+    """Remove delivered queue entries while holding the queue's drain lock."""
+    import fcntl
+    import time
+
+    base = resolve(op["base"])
+    queue = os.path.join(base, op["queue"])
+    lock_path = os.path.join(base, ".reconciler", "drain.lock")
+    make_dirs(os.path.dirname(lock_path), 0o755)
+    with open(lock_path, "a+") as lock:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise OpError("the replication queue stayed locked for 30s") from None
+                time.sleep(0.1)
+        for name in op["files"]:
+            if "/" in name or name.startswith("."):
+                raise OpError(f"refusing queue entry name {name!r}")
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(queue, name))
+        fsync_dir(queue)
+
+
 OPS = {
+    "push_refs": op_push_refs,
+    "drain_queue": op_drain_queue,
     "write_file": op_write_file,
     "edit_lines": op_edit_lines,
     "keygen": op_keygen,

@@ -251,8 +251,52 @@ def read_queue(base):
     return entries, errors
 
 
+def answer_refs(base, names):
+    """Mode "refs": every replicated ref of the named repositories."""
+    refs = {}
+    for name in names:
+        gitdir = os.path.join(base, name + ".git")
+        if is_repository(gitdir):
+            refs[name] = read_refs(gitdir)
+    return {"format_version": FORMAT_VERSION, "refs": refs}
+
+
+def answer_ancestry(base, checks):
+    """Mode "ancestry": for each [repository, ancestor, descendant], is it an ancestor?
+
+    Asked of the server holding ``descendant``; a missing ``ancestor`` object
+    means it is not in that history (false).
+    """
+    results = []
+    for name, ancestor, descendant in checks:
+        done = subprocess.run(
+            [
+                "git",
+                "--git-dir",
+                os.path.join(base, name + ".git"),
+                "merge-base",
+                "--is-ancestor",
+                ancestor,
+                descendant,
+            ],
+            capture_output=True,
+            check=False,
+        )
+        results.append(done.returncode == 0)
+    return {"format_version": FORMAT_VERSION, "results": results}
+
+
 def main():
     request = json.loads(sys.stdin.read() or "{}")
+    mode = request.get("mode", "facts")
+    if mode != "facts":
+        base = os.path.join(os.path.expanduser("~"), request.get("repositories", "repositories"))
+        if mode == "refs":
+            answer = answer_refs(base, request.get("names", []))
+        else:
+            answer = answer_ancestry(base, request.get("checks", []))
+        json.dump(answer, sys.stdout, separators=(",", ":"))
+        return
     started = time.monotonic()
     home = os.path.expanduser("~")
     base = os.path.join(home, request.get("repositories", "repositories"))

@@ -155,15 +155,18 @@ def user_clone(
 def user_git(
     cluster: SshCluster, who: Identity, repo: Path, *args: str, check: bool = True
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
+    done = subprocess.run(
         ["git", *args],
         cwd=repo,
         env=cluster.git_env(who),
         capture_output=True,
         text=True,
         timeout=120,
-        check=check,
+        check=False,
     )
+    if check and done.returncode != 0:
+        raise AssertionError(f"git {' '.join(args)} exited {done.returncode}: {done.stderr}")
+    return done
 
 
 def commit(repo: Path, message: str, path: str = "file.txt") -> str:

@@ -1,0 +1,163 @@
+"""Refs: every replicated ref has the same value on every server (DESIGN.md section 7).
+
+Behind or missing refs are pushed from the server holding the tip, with
+compare-and-swap on the target's current value. Diverged refs are conflicts: both
+values are shown and nothing is changed. A ref is deleted only where a queue
+entry records that deletion and the target still holds the recorded old value.
+Queue entries whose ref is consistent again are drained.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from reconciler.planning.context import PlanContext
+from reconciler.planning.model import Action, Note, Phase
+from reconciler.refs import ZERO, RefState
+from reconciler.replication.post_receive import QUEUE_PATH
+
+CLUSTER = "(cluster)"
+
+
+def _short(value: str | None) -> str:
+    return value[:12] if value else "(absent)"
+
+
+def _deletions(ctx: PlanContext) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    """Queued deletions by (repository, ref)."""
+    found: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for server, facts in ctx.facts.servers.items():
+        for entry in facts.queue:
+            if str(entry.get("new", "")).strip("0") == "" and entry.get("ref"):
+                found[(str(entry.get("repository")), str(entry["ref"]))].append(
+                    {**entry, "server": entry.get("server") or server}
+                )
+    return found
+
+
+def plan_refs(ctx: PlanContext) -> tuple[list[Action], list[Note]]:
+    actions: list[Action] = []
+    notes: list[Note] = []
+    report = ctx.refs
+    if report is None:
+        return actions, notes
+    planned = set(ctx.planned_servers())
+    deletions = _deletions(ctx)
+    # (pusher, repository, target) -> list of [ref, new, expected old]
+    pushes: dict[tuple[str, str, str], list[list[str]]] = defaultdict(list)
+    for state in report.states:
+        key = (state.repository, state.ref)
+        if key in deletions:
+            _plan_deletion(state, deletions[key], pushes, notes)
+            continue
+        if state.status == "diverged":
+            shown = ", ".join(f"{s} {_short(v)}" for s, v in state.values.items())
+            notes.append(
+                Note(
+                    CLUSTER,
+                    "ref",
+                    f"{state.repository} {state.ref}",
+                    "conflict",
+                    f"{state.repository} {state.ref} diverged: {shown}; nothing forced, "
+                    "merge or reset it by hand on one server",
+                )
+            )
+            continue
+        tip = state.tip
+        if tip is None:
+            continue
+        pusher = next(s for s in ctx.desired.servers if state.values.get(s) == tip)
+        for target, value in state.values.items():
+            if value != tip and target in planned:
+                pushes[(pusher, state.repository, target)].append([state.ref, tip, value or ""])
+    for (pusher, repository, target), updates in sorted(pushes.items()):
+        refs = ", ".join(u[0] if u[1] else f"{u[0]} (delete)" for u in updates)
+        verb = "delete" if all(not u[1] for u in updates) else "push"
+        actions.append(
+            Action(
+                pusher,
+                "ref",
+                "remove" if verb == "delete" else "change",
+                f"{repository} -> {target}",
+                f"{repository}: {verb} {refs} on {target} (from {pusher})",
+                Phase.REFS,
+                (
+                    {
+                        "op": "push_refs",
+                        "repo": ctx.repository_path(pusher, repository),
+                        "peer": target,
+                        "updates": updates,
+                    },
+                ),
+            )
+        )
+    actions += _drain_queues(ctx, report.states)
+    return actions, notes
+
+
+def _plan_deletion(
+    state: RefState,
+    entries: list[dict[str, Any]],
+    pushes: dict[tuple[str, str, str], list[list[str]]],
+    notes: list[Note],
+) -> None:
+    """Deliver a queued deletion to peers still holding the deleted value."""
+    for entry in entries:
+        origin, peer, old = str(entry["server"]), str(entry.get("peer")), str(entry.get("old"))
+        if state.values.get(origin) is not None:
+            continue  # recreated on its origin since: the ordinary rules apply next time
+        held = state.values.get(peer)
+        if held == old:
+            pushes[(origin, state.repository, peer)].append([state.ref, "", old])
+        elif held is not None:
+            notes.append(
+                Note(
+                    CLUSTER,
+                    "ref",
+                    f"{state.repository} {state.ref}",
+                    "conflict",
+                    f"{state.repository} {state.ref} was deleted on {origin} (at {_short(old)}) "
+                    f"while {peer} was away, but {peer} now holds {_short(held)}; "
+                    "nothing deleted, decide by hand",
+                )
+            )
+
+
+def _drain_queues(ctx: PlanContext, states: tuple[RefState, ...]) -> list[Action]:
+    """Remove queue entries whose ref is now the same everywhere."""
+    unsettled = {(s.repository, s.ref) for s in states}
+    actions: list[Action] = []
+    for name, facts in ctx.reachable().items():
+        done = [
+            entry
+            for entry in facts.queue
+            if (str(entry.get("repository")), str(entry.get("ref"))) not in unsettled
+            and entry.get("file")
+        ]
+        if not done:
+            continue
+        base = ctx.desired.servers[name].repositories
+        actions.append(
+            Action(
+                name,
+                "queue",
+                "remove",
+                "replication queue",
+                f"drain {len(done)} delivered replication queue "
+                f"entr{'y' if len(done) == 1 else 'ies'}",
+                Phase.REFS,
+                (
+                    {
+                        "op": "drain_queue",
+                        "base": base,
+                        "files": sorted(str(e["file"]) for e in done),
+                        "queue": QUEUE_PATH,
+                    },
+                ),
+            )
+        )
+    return actions
+
+
+__all__ = ["ZERO", "plan_refs"]
