@@ -264,13 +264,18 @@ class Pusher:
         return results[0]
 
 
+def remove_floor_hooks(scenario: Scenario) -> None:
+    """The floor repository must take a push without running anything (apply puts the
+    hook back, so this follows every apply)."""
+    for server in scenario.cluster.servers:
+        hook = server.home / "repositories" / f"{FLOOR_REPOSITORY}.git" / "hooks" / "post-receive"
+        server.run(["rm", "-f", str(hook)])
+
+
 def prepare_pushers(scenario: Scenario) -> tuple[Pusher, Pusher]:
     cluster = scenario.cluster
     first = cluster.servers[0]
-    for server in cluster.servers:
-        # The floor repository must take a push without running anything.
-        hook = server.home / "repositories" / f"{FLOOR_REPOSITORY}.git" / "hooks" / "post-receive"
-        server.run(["rm", "-f", str(hook)])
+    remove_floor_hooks(scenario)
     pushers = []
     for repository in (PUSH_REPOSITORY, FLOOR_REPOSITORY):
         work = scenario.workdir / f"alice-{repository}"
@@ -544,6 +549,7 @@ def run_all(size: Size, workdir: Path) -> list[Row]:
             mode="async",
         )
         scenario.must("apply", "--yes")
+        remove_floor_hooks(scenario)
         pushes, push_floors = measure_async(scenario, hooked, floor, size.runs)
         p6 = Row(
             "P6",
