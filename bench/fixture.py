@@ -174,8 +174,14 @@ def make_template(directory: Path, commits: int) -> Path:
     """A bare repository with history, world-readable, for the servers to copy."""
     template = directory / "template.git"
     env = {**os.environ, "GIT_CONFIG_NOSYSTEM": "1", "HOME": str(directory)}
+    # No sample hooks (an empty template directory): fewer files to copy N times.
+    empty = directory / "empty-template"
+    empty.mkdir()
     subprocess.run(
-        ["git", "init", "--quiet", "--bare", str(template)], check=True, env=env, timeout=60
+        ["git", "init", "--quiet", "--bare", f"--template={empty}", str(template)],
+        check=True,
+        env=env,
+        timeout=60,
     )
     subprocess.run(
         ["git", "--git-dir", str(template), "fast-import", "--quiet"],
@@ -184,9 +190,11 @@ def make_template(directory: Path, commits: int) -> Path:
         env=env,
         timeout=300,
     )
-    subprocess.run(
-        ["git", "--git-dir", str(template), "pack-refs", "--all"], check=True, env=env, timeout=60
-    )
+    # fast-import leaves small imports as loose objects; a pushed-to repository is packed.
+    for command in (["repack", "-a", "-d", "-q"], ["prune-packed"], ["pack-refs", "--all"]):
+        subprocess.run(
+            ["git", "--git-dir", str(template), *command], check=True, env=env, timeout=120
+        )
     # One loose ref as well, as a pushed-to repository has.
     master = subprocess.run(
         ["git", "--git-dir", str(template), "rev-parse", "master"],
@@ -229,7 +237,7 @@ for name in request["names"]:
         continue
     os.makedirs(os.path.dirname(target), exist_ok=True)
     shutil.copytree(source, target, symlinks=True, copy_function=copy,
-                    ignore=shutil.ignore_patterns("config"))
+                    ignore=shutil.ignore_patterns("config", "*.sample"))
     text = config.replace(old, "/" + name + ".git") if old else config
     with open(os.path.join(target, "config"), "w") as handle:
         handle.write(text)

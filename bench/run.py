@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -403,6 +404,65 @@ def measure_add_server(size: Size, workdir: Path) -> tuple[list[float], list[flo
         cluster.stop()
 
 
+# -- profiles -----------------------------------------------------------------------
+
+# Runs the gather program as the transport does, under cProfile (report on stderr).
+_PROFILED_GATHER = (
+    "import cProfile,pstats,sys,io;n=int(sys.argv[1]);s=sys.stdin.buffer.read(n);"
+    "del sys.argv[1];p=cProfile.Profile();p.enable();"
+    "exec(compile(s,'gather','exec'),{'__name__':'__main__'});p.disable();"
+    "pstats.Stats(p,stream=sys.stderr).sort_stats('cumulative').print_stats(25)"
+)
+
+
+def write_profiles(scenario: Scenario, directory: Path, label: str) -> None:
+    """pyinstrument of one ``reconcile plan``; cProfile of the gather program on a server."""
+    from reconciler.transport import program_source
+
+    directory.mkdir(parents=True, exist_ok=True)
+    plan_report = directory / f"plan-{label}.txt"
+    check(
+        run_timed(
+            [
+                sys.executable,
+                "-m",
+                "pyinstrument",
+                "-r",
+                "text",
+                "-o",
+                str(plan_report),
+                "-m",
+                "reconciler",
+                "plan",
+                "-C",
+                str(scenario.operator.checkout),
+            ],
+            env=scenario.operator.env(),
+        ),
+        "pyinstrument reconcile plan",
+    )
+    source = program_source("gather")
+    request = json.dumps({"repositories": "repositories", "admin": "gitosis-admin"}).encode()
+    server = scenario.cluster.servers[0]
+    done = check(
+        run_timed(
+            [
+                *ssh_argv(scenario.cluster, server),
+                "python3",
+                "-c",
+                shlex.quote(_PROFILED_GATHER),
+                str(len(source)),
+            ],
+            stdin=source + request,
+        ),
+        "profiled gather",
+    )
+    (directory / f"gather-{label}.txt").write_text(
+        f"answer: {len(done.stdout)} bytes of JSON\n{done.stderr}"
+    )
+    log(f"profiles at {label} written to {directory}")
+
+
 # -- the whole run ------------------------------------------------------------------
 
 
@@ -410,9 +470,23 @@ def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-def run_all(size: Size, workdir: Path) -> list[Row]:
+def ratio_row(
+    id: str, measurement: str, values: list[float], floors: list[float], target: str, limit: float
+) -> Row:
+    row = Row(id, measurement, median(values), median(floors), "s", target, None, values, floors)
+    row.met = (row.ratio or float("inf")) <= limit
+    return row
+
+
+ALL_ROWS = ("P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8")
+
+
+def run_all(
+    size: Size, workdir: Path, profiles: Path | None = None, want: Sequence[str] = ALL_ROWS
+) -> list[Row]:
     rows: list[Row] = []
     cluster = SshCluster(3, names=["alpha", "beta", "gamma"])
+    plans: list[float] = []
     try:
         cluster.start()
         log(f"cluster up: {', '.join(s.url for s in cluster.servers)}")
@@ -420,168 +494,154 @@ def run_all(size: Size, workdir: Path) -> list[Row]:
         servers = cluster.servers
         scenario.converge(servers, repository_names(size.small))
         log(f"converged at {size.small} repositories")
+        if profiles:
+            write_profiles(scenario, profiles, str(size.small))
 
-        plans, floors, _ = measure_plan(scenario, size.runs, "P1", size.small)
-        p1 = Row(
-            "P1",
-            f"reconcile plan, converged, 3 x {size.small}",
-            median(plans),
-            median(floors),
-            "s",
-            "<= 3x floor, < 1.2 s",
-            None,
-            plans,
-            floors,
-        )
-        ratio1 = p1.ratio or 0.0
-        p1.met = ratio1 <= 3 and median(plans) < 1.2
-        rows.append(p1)
-
-        applies, plan_floor = measure_apply_noop(scenario, size.runs)
-        p3 = Row(
-            "P3",
-            "reconcile apply, nothing to do",
-            median(applies),
-            median(plan_floor),
-            "s",
-            "<= 1.1x plan",
-            None,
-            applies,
-            plan_floor,
-        )
-        p3.met = (p3.ratio or 99) <= 1.1
-        rows.append(p3)
-
-        statuses, status_floors, why = measure_status(scenario, size.runs)
-        if statuses:
-            p7 = Row(
-                "P7",
-                f"reconcile status, converged, 3 x {size.small}",
-                median(statuses),
-                median(status_floors),
-                "s",
-                "<= 3x floor",
-                None,
-                statuses,
-                status_floors,
+        if "P1" in want or "P2" in want:
+            plans, floors, _ = measure_plan(scenario, size.runs, "P1", size.small)
+            p1 = ratio_row(
+                "P1",
+                f"reconcile plan, converged, 3 x {size.small}",
+                plans,
+                floors,
+                "<= 3x floor, < 1.2 s",
+                3,
             )
-            p7.met = (p7.ratio or 99) <= 3
-        else:
-            p7 = Row("P7", "reconcile status", None, None, "s", "<= 3x floor", None, note=why)
-        rows.append(p7)
+            p1.met = bool(p1.met) and median(plans) < 1.2
+            rows.append(p1)
 
-        helps, validates, py_floors = measure_startup(workdir, size.runs)
-        for label, values in (("reconcile --help", helps), ("reconcile validate", validates)):
-            row = Row(
-                "P8",
-                f"{label} (floor: python -c pass)",
-                median(values),
-                median(py_floors),
-                "s",
-                "< 0.3 s wall",
-                median(values) < 0.3,
-                values,
-                py_floors,
+        if "P3" in want:
+            applies, plan_floor = measure_apply_noop(scenario, size.runs)
+            rows.append(
+                ratio_row(
+                    "P3", "reconcile apply, nothing to do", applies, plan_floor, "<= 1.1x plan", 1.1
+                )
             )
-            rows.append(row)
 
-        scenario.converge(servers, repository_names(size.large))
-        log(f"converged at {size.large} repositories")
-        large, large_floors, memory = measure_plan(scenario, size.large_runs, "P2", size.large)
-        p2 = Row(
-            "P2",
-            f"reconcile plan, converged, 3 x {size.large}",
-            median(large),
-            median(large_floors),
-            "s",
-            "<= 1.5x floor",
-            None,
-            large,
-            large_floors,
-        )
-        p2.met = (p2.ratio or 99) <= 1.5
-        rows.append(p2)
-        scale = median(large) / median(plans)
-        rows.append(
-            Row(
-                "P2",
-                f"time({size.large}) / time({size.small})",
-                scale,
-                None,
-                "x",
-                "<= 10",
-                scale <= 10,
-                note=f"{size.large // size.small}x the repositories",
+        if "P7" in want:
+            statuses, status_floors, why = measure_status(scenario, size.runs)
+            if statuses:
+                rows.append(
+                    ratio_row(
+                        "P7",
+                        f"reconcile status, converged, 3 x {size.small}",
+                        statuses,
+                        status_floors,
+                        "<= 3x floor",
+                        3,
+                    )
+                )
+            else:
+                rows.append(
+                    Row("P7", "reconcile status", None, None, "s", "<= 3x floor", None, note=why)
+                )
+
+        if "P8" in want:
+            helps, validates, py_floors = measure_startup(workdir, size.runs)
+            for label, values in (("reconcile --help", helps), ("reconcile validate", validates)):
+                rows.append(
+                    Row(
+                        "P8",
+                        f"{label} (floor: python -c pass)",
+                        median(values),
+                        median(py_floors),
+                        "s",
+                        "< 0.3 s wall",
+                        median(values) < 0.3,
+                        values,
+                        py_floors,
+                    )
+                )
+
+        if "P2" in want:
+            scenario.converge(servers, repository_names(size.large))
+            log(f"converged at {size.large} repositories")
+            if profiles:
+                write_profiles(scenario, profiles, str(size.large))
+            large, large_floors, memory = measure_plan(scenario, size.large_runs, "P2", size.large)
+            rows.append(
+                ratio_row(
+                    "P2",
+                    f"reconcile plan, converged, 3 x {size.large}",
+                    large,
+                    large_floors,
+                    "<= 1.5x floor",
+                    1.5,
+                )
             )
-        )
-        rows.append(
-            Row(
-                "P2",
-                f"peak memory of reconcile plan at 3 x {size.large}",
-                max(memory),
-                None,
-                "MB",
-                "<= 250 MB",
-                max(memory) <= 250,
-                memory,
+            scale = median(large) / median(plans)
+            rows.append(
+                Row(
+                    "P2",
+                    f"time({size.large}) / time({size.small})",
+                    scale,
+                    None,
+                    "x",
+                    "<= 10",
+                    scale <= 10,
+                    note=f"{size.large // size.small}x the repositories",
+                )
             )
-        )
+            rows.append(
+                Row(
+                    "P2",
+                    f"peak memory of reconcile plan at 3 x {size.large}",
+                    max(memory),
+                    None,
+                    "MB",
+                    "<= 250 MB",
+                    max(memory) <= 250,
+                    memory,
+                )
+            )
+        names = repository_names(size.large if "P2" in want else size.small)
 
-        hooked, floor = prepare_pushers(scenario)
-        synced, sync_floors = measure_sync(scenario, hooked, floor, size.runs)
-        p5 = Row(
-            "P5",
-            "sync replication: push until visible on both peers",
-            median(synced),
-            median(sync_floors),
-            "s",
-            "<= 1.3x floor",
-            None,
-            synced,
-            sync_floors,
-        )
-        p5.met = (p5.ratio or 99) <= 1.3
-        rows.append(p5)
-
-        scenario.write_cluster_d(
-            servers,
-            [*repository_names(size.large), PUSH_REPOSITORY, FLOOR_REPOSITORY],
-            mode="async",
-        )
-        scenario.must("apply", "--yes")
-        remove_floor_hooks(scenario)
-        pushes, push_floors = measure_async(scenario, hooked, floor, size.runs)
-        p6 = Row(
-            "P6",
-            "async replication: the user's push",
-            median(pushes),
-            median(push_floors),
-            "s",
-            "<= 1.15x floor",
-            None,
-            pushes,
-            push_floors,
-        )
-        p6.met = (p6.ratio or 99) <= 1.15
-        rows.append(p6)
+        if "P5" in want or "P6" in want:
+            hooked, floor = prepare_pushers(scenario)
+        if "P5" in want:
+            synced, sync_floors = measure_sync(scenario, hooked, floor, size.runs)
+            rows.append(
+                ratio_row(
+                    "P5",
+                    "sync replication: push until visible on both peers",
+                    synced,
+                    sync_floors,
+                    "<= 1.3x floor",
+                    1.3,
+                )
+            )
+        if "P6" in want:
+            scenario.write_cluster_d(
+                servers, [*names, PUSH_REPOSITORY, FLOOR_REPOSITORY], mode="async"
+            )
+            scenario.must("apply", "--yes")
+            remove_floor_hooks(scenario)
+            pushes, push_floors = measure_async(scenario, hooked, floor, size.runs)
+            rows.append(
+                ratio_row(
+                    "P6",
+                    "async replication: the user's push",
+                    pushes,
+                    push_floors,
+                    "<= 1.15x floor",
+                    1.15,
+                )
+            )
     finally:
         cluster.stop()
 
-    applies4, clone_floors, workers = measure_add_server(size, workdir / "add")
-    p4 = Row(
-        "P4",
-        f"apply adding a server, {size.add_repositories} x {size.add_commits} commits",
-        median(applies4),
-        median(clone_floors),
-        "s",
-        "<= 1.3x floor",
-        None,
-        applies4,
-        clone_floors,
-        note=f"floor: the same clones, {workers} at a time",
-    )
-    p4.met = (p4.ratio or 99) <= 1.3
-    rows.append(p4)
+    if "P4" in want:
+        applies4, clone_floors, workers = measure_add_server(size, workdir / "add")
+        p4 = ratio_row(
+            "P4",
+            f"apply adding a server, {size.add_repositories} x {size.add_commits} commits",
+            applies4,
+            clone_floors,
+            "<= 1.3x floor",
+            1.3,
+        )
+        p4.note = f"floor: the same clones, {workers} at a time"
+        rows.append(p4)
     return sorted(rows, key=lambda r: r.id)
 
 
@@ -629,6 +689,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--size", choices=sorted(SIZES), default="tiny")
     parser.add_argument("--runs", type=int, help="runs per measurement (default: by size)")
     parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
+    parser.add_argument(
+        "--rows", default=",".join(ALL_ROWS), help="only these rows (comma-separated: P1,P2...)"
+    )
+    parser.add_argument(
+        "--profile", type=Path, help="write pyinstrument/cProfile reports of plan and gather here"
+    )
     args = parser.parse_args(argv)
     size = SIZES[args.size]
     if args.runs:
@@ -640,7 +706,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="rcl-bench-"))
     workdir.chmod(0o755)
     try:
-        rows = run_all(size, workdir)
+        rows = run_all(size, workdir, args.profile, args.rows.split(","))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     print(f"machine: {machine()}")
