@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
-
-from rich.console import Console
 
 from reconciler.errors import ConfigErrors
 
@@ -14,8 +13,8 @@ def run(directory: Path) -> int:
     from reconciler.desired import load
     from reconciler.desired.render import write_admin_files
 
-    out = Console(soft_wrap=True, highlight=False)
-    err = Console(stderr=True, soft_wrap=True, highlight=False)
+    out = sys.stdout
+    err = sys.stderr
     try:
         desired = load(directory)
     except ConfigErrors as exc:
@@ -23,7 +22,7 @@ def run(directory: Path) -> int:
         return 1
     changed = write_admin_files(desired, directory)
     for path in changed:
-        out.print(f"wrote {directory / path}", markup=False)
+        out.write(f"wrote {directory / path}\n")
     if not changed:
-        out.print("gitosis.conf and keydir/ are already up to date.", markup=False)
+        out.write("gitosis.conf and keydir/ are already up to date.\n")
     return 0

@@ -213,11 +213,6 @@ def read_yaml(path: Path, file: str) -> YamlDocument:
     Raises ``ConfigErrors``-compatible ``ReconcilerError`` (or a list of them via
     ``ConfigErrors``) for anything that is not plain, sane YAML.
     """
-    from ruamel.yaml import YAML
-    from ruamel.yaml.error import YAMLError
-
-    from reconciler.errors import ConfigErrors
-
     try:
         size = path.stat().st_size
         if size > MAX_FILE_BYTES:
@@ -233,6 +228,11 @@ def read_yaml(path: Path, file: str) -> YamlDocument:
     cached = _cached_document(raw, file)
     if cached is not None:
         return cached
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import YAMLError
+
+    from reconciler.errors import ConfigErrors
+
     text = _decode(raw, file)
     yaml = YAML(typ="rt")
     yaml.allow_duplicate_keys = False
