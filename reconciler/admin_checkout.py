@@ -18,42 +18,49 @@ from reconciler.facts import Facts
 
 Relation = Literal["same", "behind", "ahead", "unknown"]
 
+# Committed together with the rendered files, so the servers' admin repository
+# always holds the cluster.d/ that gitosis.conf was rendered from.
+COMMITTED_WITH_RENDERING = ("cluster.d", "keydir")
+
 
 @dataclass(frozen=True)
 class CheckoutFacts:
     root: Path
     branch: str
     head: str | None
-    files: dict[str, str]  # rendered files whose content differs from the working tree
+    files: dict[str, str]  # rendered files whose content differs from the commit at HEAD
     relations: dict[str, Relation]  # server -> how its admin head relates to ours
+    uncommitted: tuple[str, ...] = ()  # changes in cluster.d/ and keydir/ not yet committed
+
+
+def server_keys(desired: Desired, facts: Facts) -> dict[str, str]:
+    """``git@<server>`` -> that server's public key, for every server reached."""
+    return {
+        desired.server_user(name): server_facts.server_key
+        for name, server_facts in facts.servers.items()
+        if name in desired.servers and server_facts.server_key
+    }
 
 
 def with_server_keys(desired: Desired, facts: Facts) -> Desired:
-    """The desired state plus every reached server's own public key as a user."""
+    """The desired state plus every reached server's own key, as if it were in keydir/."""
     users = dict(desired.users)
-    inline = set(desired.inline_users)
-    for name, server_facts in facts.servers.items():
-        if name in desired.servers and server_facts.server_key:
-            user = desired.server_user(name)
-            users[user] = (server_facts.server_key,)
-            inline.add(user)
-    return dataclasses.replace(desired, users=users, inline_users=frozenset(inline))
+    for user, key in server_keys(desired, facts).items():
+        users[user] = (key,)
+    return dataclasses.replace(desired, users=users)
 
 
 def rendered_changes(desired: Desired, facts: Facts) -> dict[str, str]:
-    from reconciler.desired.render import render_admin_files
+    """Rendered files (and the servers' key files) whose content differs from HEAD's."""
+    from reconciler.desired.render import key_file, render_admin_files
 
     rendered = render_admin_files(with_server_keys(desired, facts))
-    changes: dict[str, str] = {}
-    for relative, content in sorted(rendered.items()):
-        path = desired.root / relative
-        try:
-            current = path.read_text(encoding="utf-8")
-        except (FileNotFoundError, UnicodeDecodeError):
-            current = None
-        if current != content:
-            changes[relative] = content
-    return changes
+    for user, key in server_keys(desired, facts).items():
+        rendered[key_file(user)] = key + "\n"
+    committed = git.committed_contents(desired.root, sorted(rendered))
+    return {
+        path: content for path, content in sorted(rendered.items()) if committed[path] != content
+    }
 
 
 def relation(root: Path, ours: str | None, theirs: str) -> Relation:
@@ -82,4 +89,5 @@ def gather_checkout(desired: Desired, facts: Facts) -> CheckoutFacts:
         head=ours,
         files=rendered_changes(desired, facts),
         relations=relations,
+        uncommitted=tuple(git.changed_paths(root, *COMMITTED_WITH_RENDERING)),
     )

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from reconciler import git
-from reconciler.admin_checkout import gather_checkout
+from reconciler.admin_checkout import COMMITTED_WITH_RENDERING, gather_checkout
 from reconciler.desired import Desired
 from reconciler.errors import ReconcilerError
 from reconciler.facts import Facts
@@ -106,7 +106,9 @@ class _Executor:
         try:
             for op in action.ops:
                 if op["op"] == "local_commit":
-                    commit = git.commit_files(self.desired.root, op["files"], COMMIT_MESSAGE)
+                    commit = git.commit_files(
+                        self.desired.root, op["files"], COMMIT_MESSAGE, COMMITTED_WITH_RENDERING
+                    )
                     self.admin = None  # a new commit: bundle again
                     self.reporter.info(f"{ADMIN_CHECKOUT}: committed {commit[:12]}")
         except ReconcilerError as exc:

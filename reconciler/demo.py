@@ -18,8 +18,15 @@ from rich.console import Console
 
 from reconciler.cli import main as reconcile
 
-PROJECT = Path(__file__).resolve().parent.parent
-console = Console(highlight=False)
+console = Console(highlight=False, soft_wrap=True)
+
+
+def project_root() -> Path:
+    """The checkout holding the example cluster.d/ (the package sits inside it)."""
+    candidate = Path(__file__).resolve().parent.parent
+    if (candidate / "cluster.d").is_dir():
+        return candidate
+    return Path.cwd()
 
 
 def step(title: str) -> None:
@@ -55,8 +62,8 @@ def prepare(base: Path) -> Path:
         shutil.rmtree(base)
     admin = base / "admin"
     admin.mkdir(parents=True)
-    shutil.copytree(PROJECT / "cluster.d", admin / "cluster.d")
-    schemas = PROJECT / "schemas"
+    shutil.copytree(base.parent / "cluster.d", admin / "cluster.d")
+    schemas = base.parent / "schemas"
     if schemas.is_dir():
         shutil.copytree(schemas, base / "schemas")  # for the editor's $schema line
     for name in ("alpha", "beta", "gamma"):
@@ -68,13 +75,16 @@ def prepare(base: Path) -> Path:
 
 
 def main() -> int:
-    base = PROJECT / ".cluster"
+    base = project_root() / ".cluster"
     admin = prepare(base)
     servers = base / "servers"
     console.print(f"Admin checkout: {admin}\nServers: {', '.join(sorted(os.listdir(servers)))}")
 
-    step("Validate cluster.d/ (offline)")
-    run_reconcile("validate", "-C", str(admin))
+    step("Render gitosis.conf and keydir/ from cluster.d/, and commit them")
+    if run_reconcile("render", "-C", str(admin)) != 0:
+        return 1
+    git("add", "--all", cwd=admin)
+    git("commit", "--quiet", "-m", "Render gitosis.conf and keydir/", cwd=admin)
 
     step("Plan: what apply would change")
     if run_reconcile("plan", "-C", str(admin), "--detailed-exitcode") not in (0, 2):
@@ -112,7 +122,9 @@ def main() -> int:
 
     step("Apply again: nothing to do")
     again = run_reconcile("apply", "-C", str(admin), "--yes")
-    if not ok or again != 0:
+    step("Validate the admin checkout (offline): cluster.d/ and the committed files agree")
+    valid = run_reconcile("validate", "-C", str(admin))
+    if not ok or again != 0 or valid != 0:
         console.print("[bold red]The demo did not converge.[/]")
         return 1
     console.print("\n[bold green]Demo complete:[/] three servers, one cluster, every ref equal.")

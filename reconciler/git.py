@@ -47,6 +47,12 @@ def is_repository(path: Path) -> bool:
     return run_git(path, "rev-parse", "--git-dir", check=False) != ""
 
 
+def toplevel(path: Path) -> Path | None:
+    """The top directory of the work tree ``path`` is in, or None outside one."""
+    out = run_git(path, "rev-parse", "--show-toplevel", check=False).strip()
+    return Path(out).resolve() if out else None
+
+
 def head(repo: Path) -> str | None:
     out = run_git(repo, "rev-parse", "--verify", "--quiet", "HEAD^{commit}", check=False).strip()
     return out or None
@@ -64,6 +70,40 @@ def has_commit(repo: Path, sha: str) -> bool:
         check=False,
     )
     return done.returncode == 0
+
+
+def committed_contents(repo: Path, paths: list[str]) -> dict[str, str | None]:
+    """The content of ``paths`` at HEAD (None where absent), in one git process."""
+    if not paths or head(repo) is None:
+        return dict.fromkeys(paths)
+    request = "".join(f"HEAD:{path}\n" for path in paths).encode()
+    out = subprocess.run(
+        ["git", "-C", str(repo), "cat-file", "--batch"],
+        input=request,
+        capture_output=True,
+        env=_env(),
+        check=False,
+        timeout=120,
+    ).stdout
+    contents: dict[str, str | None] = {}
+    position = 0
+    for path in paths:
+        end = out.index(b"\n", position)
+        header = out[position:end].split()
+        position = end + 1
+        if len(header) == 3 and header[1] == b"blob":
+            size = int(header[2])
+            contents[path] = out[position : position + size].decode("utf-8", "replace")
+            position += size + 1
+        else:
+            contents[path] = None
+    return contents
+
+
+def changed_paths(repo: Path, *pathspecs: str) -> list[str]:
+    """Paths under ``pathspecs`` that differ from HEAD in the working tree (or are new)."""
+    out = run_git(repo, "status", "--porcelain", "--untracked-files=all", "--", *pathspecs)
+    return sorted(line[3:] for line in out.splitlines() if len(line) > 3)
 
 
 def is_ancestor(repo: Path, ancestor: str, descendant: str) -> bool:
@@ -100,12 +140,16 @@ def write_file_atomically(path: Path, content: bytes, mode: int = 0o644) -> None
         raise
 
 
-def commit_files(repo: Path, files: dict[str, str], message: str) -> str:
-    """Write ``files`` (relative path -> content), commit exactly them, return the commit."""
+def commit_files(
+    repo: Path, files: dict[str, str], message: str, also: tuple[str, ...] = ()
+) -> str:
+    """Write ``files`` (relative path -> content) and commit them together with the
+    working-tree state of the ``also`` pathspecs; return the commit."""
     for relative, content in files.items():
         write_file_atomically(repo / relative, content.encode("utf-8"))
-    run_git(repo, "add", "--", *files)
-    staged = run_git(repo, "diff", "--cached", "--name-only", "--", *files).split()
+    paths = [*files, *also]
+    run_git(repo, "add", "--all", "--", *paths)
+    staged = run_git(repo, "diff", "--cached", "--name-only", "--", *paths).split()
     if staged:
         identity: list[str] = []
         if not run_git(repo, "config", "user.email", check=False).strip():
@@ -119,7 +163,7 @@ def commit_files(repo: Path, files: dict[str, str], message: str) -> str:
             "-m",
             message,
             "--",
-            *files,
+            *paths,
         )
     sha = head(repo)
     if sha is None:

@@ -77,6 +77,8 @@ def differing_repositories(desired: Desired, facts: Facts) -> list[str]:
     }
     names = []
     for repository in desired.mirrored_repositories():
+        if repository == desired.cluster.admin_repository:
+            continue  # its branch is the admin subject's: sent from the checkout with CAS
         digests = {
             server.repositories[repository].refs_digest
             for server in facts.servers.values()

@@ -5,8 +5,21 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
-from reconciler.commands.common import close_all, load_and_connect, plan_options
-from reconciler.commands.output import ConsoleReporter, print_json, print_plan, stderr
+from rich.markup import escape
+
+from reconciler.commands.common import (
+    close_all,
+    load_and_connect,
+    plan_options,
+    require_admin_checkout,
+)
+from reconciler.commands.output import (
+    ConsoleReporter,
+    print_errors,
+    print_json,
+    print_plan,
+    stderr,
+)
 from reconciler.planning import Plan
 
 
@@ -44,6 +57,8 @@ def run(
             if line:
                 reporter.info(line)
         desired, transports = load_and_connect(directory, servers, trust_new_host_keys)
+        stack.callback(close_all, transports)
+        require_admin_checkout(directory)
         try:
             outcome = apply_cluster(
                 desired,
@@ -67,6 +82,7 @@ def run(
                 "exit_code": outcome.exit_code(),
             }
         )
+        print_errors(final)
         return outcome.exit_code()
     if outcome.declined:
         stderr().print("Nothing changed.")
@@ -74,16 +90,18 @@ def run(
     if not outcome.results:
         if not cron:
             print_plan(final)
-        elif final.conflicts or final.errors:
+        elif final.conflicts:
             print_plan(final, stderr())
+        print_errors(final)
         return outcome.exit_code()
     for result in outcome.failed:
         stderr().print(
-            f"error: {result.action.server}: {result.action.description}: {result.error}"
+            escape(f"error: {result.action.server}: {result.action.description}: {result.error}")
         )
     if final.actions or final.conflicts or final.errors:
         stderr().print("After apply:")
         print_plan(final, stderr())
+        print_errors(final)
     elif not cron:
         reporter.out.print(
             f"Applied {len(outcome.results)} change(s); the cluster matches cluster.d/."

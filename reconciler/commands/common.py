@@ -20,6 +20,15 @@ def load_and_connect(
     from reconciler.gather import open_transports
 
     desired = load(directory)
+    from reconciler import git
+
+    top = git.toplevel(directory)
+    if top != directory.resolve():
+        where = "is not a git checkout" if top is None else f"is inside the checkout {top}"
+        raise ReconcilerError(
+            f"{directory} {where}; plan, apply and status work at the top of a clone of "
+            "gitosis-admin (its cluster.d/ holds the desired state)"
+        )
     unknown = [name for name in servers if name not in desired.servers]
     if unknown:
         raise ReconcilerError(
@@ -44,3 +53,14 @@ def plan_options(servers: list[str], replace_foreign: bool = False) -> PlanOptio
 def close_all(transports: dict[str, Transport]) -> None:
     for transport in transports.values():
         transport.close()
+
+
+def require_admin_checkout(directory: Path) -> None:
+    """Apply commits into the checkout: make sure it is a gitosis-admin one."""
+    from reconciler import git
+
+    if git.committed_contents(directory, ["gitosis.conf"])["gitosis.conf"] is None:
+        raise ReconcilerError(
+            f"{directory.resolve()} does not look like a gitosis-admin checkout (no gitosis.conf "
+            "committed); clone gitosis-admin, or run 'reconcile render' and commit first"
+        )

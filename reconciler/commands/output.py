@@ -75,6 +75,14 @@ def print_plan(plan: Plan, console: Console | None = None) -> None:
     console.print(f"Plan: {plan.summary()}")
 
 
+def print_errors(plan: Plan) -> None:
+    """Each error of the plan (an unreachable server, a refused admin history) on
+    stderr, one sentence each, whatever was printed on stdout."""
+    console = stderr()
+    for note in plan.errors:
+        console.print(f"[bold red]error:[/] {escape(_note_text(note))}")
+
+
 def _note_text(note: Note) -> str:
     return note.message
 

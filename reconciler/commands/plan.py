@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from reconciler.commands.common import close_all, load_and_connect, plan_options
-from reconciler.commands.output import ConsoleReporter, print_json, print_plan
+from reconciler.commands.output import ConsoleReporter, print_errors, print_json, print_plan
 
 
 def run(
@@ -28,6 +28,7 @@ def run(
         print_json(plan.to_json())
     else:
         print_plan(plan)
+    print_errors(plan)
     code = plan.exit_code()
     if detailed_exitcode:
         return code

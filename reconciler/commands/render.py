@@ -11,7 +11,7 @@ from reconciler.errors import ConfigErrors
 def run(directory: Path) -> int:
     from reconciler.commands.validate import print_problems
     from reconciler.desired import load
-    from reconciler.desired.render import write_admin_files
+    from reconciler.desired.render import remove_orphaned_key_files, write_admin_files
 
     out = sys.stdout
     err = sys.stderr
@@ -23,6 +23,10 @@ def run(directory: Path) -> int:
     changed = write_admin_files(desired, directory)
     for path in changed:
         out.write(f"wrote {directory / path}\n")
+    removed = remove_orphaned_key_files(desired, directory)
+    for path in removed:
+        out.write(f"removed {directory / path} (the user left cluster.d/)\n")
+    changed += removed
     if not changed:
         out.write("gitosis.conf and keydir/ are already up to date.\n")
     return 0

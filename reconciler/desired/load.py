@@ -199,17 +199,15 @@ class _Loader:
     def validate_value(
         self, document: YamlDocument, prefix: DocPath, kind: Any, value: Any
     ) -> tuple[Any, bool]:
-        from pydantic import BaseModel, ValidationError
+        """Validate one entry against its type; report its errors, never raise."""
+        from pydantic import ValidationError
 
-        model = kind if isinstance(kind, type) and issubclass(kind, BaseModel) else None
+        from reconciler.desired.schema import SECTION_MODEL
+
         try:
             return _adapter(kind).validate_python(value), True
         except ValidationError as exc:
-            if model is None and prefix[0] in ("repositories", "groups"):
-                from reconciler.desired.schema import GroupSpec, RepositorySpec
-
-                model = RepositorySpec if prefix[0] == "repositories" else GroupSpec
-            self.schema_errors(document, prefix, model, exc)
+            self.schema_errors(document, prefix, SECTION_MODEL.get(str(prefix[0])), exc)
             return None, False
 
     def collect(self, document: YamlDocument) -> None:
@@ -359,6 +357,15 @@ class _Loader:
                 self.error(Location(shown), "the key file holds no public key")
             users[user] = (tuple(keys), Location(shown))
         return users
+
+    def previously_rendered(self) -> set[str]:
+        from reconciler.desired.render import GITOSIS_CONF, previously_rendered_key_files
+
+        try:
+            text = (self.root / GITOSIS_CONF).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            return set()
+        return previously_rendered_key_files(text)
 
     def inline_users(self) -> dict[str, tuple[str, ...]]:
         users: dict[str, tuple[str, ...]] = {}
@@ -546,10 +553,16 @@ class _Loader:
         cluster = self.cluster()
         inline = self.inline_users()
         keydir = self.keydir_users()
+        rendered = self.previously_rendered()
         users: dict[str, tuple[str, ...]] = {}
+        orphaned: list[str] = []
         for name, (keys, _where) in keydir.items():
-            if name not in self.entries["users"]:
-                users[name] = keys
+            if name in self.entries["users"]:
+                continue
+            if f"{KEYDIR}/{name}.pub" in rendered:
+                orphaned.append(f"{KEYDIR}/{name}.pub")
+                continue
+            users[name] = keys
         for name, keys in inline.items():
             users[name] = keys
         servers = self.servers()
@@ -565,7 +578,8 @@ class _Loader:
             for name, entry in entries.items()
         }
         for name, (_keys, where) in keydir.items():
-            locations.setdefault(("users", name), where)
+            if name in users:
+                locations.setdefault(("users", name), where)
         return Desired(
             root=self.root.absolute(),
             cluster=cluster,
@@ -574,6 +588,7 @@ class _Loader:
             groups=groups,
             users=users,
             inline_users=frozenset(inline),
+            orphaned_key_files=tuple(orphaned),
             locations=locations,
         )
 

@@ -161,6 +161,9 @@ class Desired:
     users: dict[str, tuple[str, ...]]
     # Users whose keys come from cluster.d/ (rendered into keydir/), not from keydir/.
     inline_users: frozenset[str] = frozenset()
+    # keydir/ files an earlier render wrote for users no longer declared inline: they
+    # are not users any more, and render removes them.
+    orphaned_key_files: tuple[str, ...] = ()
     # Where each server, repository, group and user was declared: ("servers", name) -> place.
     locations: dict[tuple[str, str], Location] = field(default_factory=dict)
 

@@ -22,6 +22,23 @@ HEADER = (
 )
 
 
+# One line per key file rendered from inline users, so that the next load knows
+# such a file is output, not input: when the user leaves cluster.d/, the file goes
+# too, instead of silently keeping the user (and @all access) alive.
+RENDERED_KEY_PREFIX = "# rendered from cluster.d/: "
+
+
+def previously_rendered_key_files(conf_text: str) -> set[str]:
+    """The keydir/ paths a gitosis.conf written by ``render`` says it rendered."""
+    if not conf_text.startswith(HEADER.splitlines()[0]):
+        return set()
+    return {
+        line[len(RENDERED_KEY_PREFIX) :].strip()
+        for line in conf_text.splitlines()
+        if line.startswith(RENDERED_KEY_PREFIX)
+    }
+
+
 def key_file(user: str) -> str:
     return f"keydir/{user}.pub"
 
@@ -36,7 +53,10 @@ def _option(name: str, values: list[str] | tuple[str, ...]) -> str:
 
 
 def render_gitosis_conf(desired: Desired) -> str:
-    sections = [HEADER, "[gitosis]\n"]
+    rendered = "".join(
+        f"{RENDERED_KEY_PREFIX}{key_file(user)}\n" for user in sorted(desired.inline_users)
+    )
+    sections = [HEADER + rendered, "[gitosis]\n"]
     for group in desired.groups.values():
         sections.append(
             f"[group {group.name}]\n"
@@ -98,6 +118,10 @@ def stale_files(desired: Desired, root: Path | None = None) -> list[StaleFile]:
             continue
         if current != content.encode("utf-8"):
             stale.append(StaleFile(path, "differs from what cluster.d/ renders"))
+    for path in desired.orphaned_key_files:
+        stale.append(
+            StaleFile(path, "was rendered for a user no longer in cluster.d/ and must be removed")
+        )
     return stale
 
 
@@ -109,3 +133,16 @@ def write_admin_files(desired: Desired, root: Path | None = None) -> list[str]:
         for path, content in render_admin_files(desired).items()
         if write_if_changed(root / path, content)
     ]
+
+
+def remove_orphaned_key_files(desired: Desired, root: Path | None = None) -> list[str]:
+    """Delete key files rendered for users who left cluster.d/; returns their paths."""
+    root = desired.root if root is None else root
+    removed: list[str] = []
+    for path in desired.orphaned_key_files:
+        try:
+            (root / path).unlink()
+        except FileNotFoundError:
+            continue
+        removed.append(path)
+    return removed

@@ -18,8 +18,6 @@ from reconciler.gitosis.names import SAFE_GROUP_RE, SAFE_REPO_PATH_RE, SAFE_USER
 SERVER_NAME_PATTERN = r"^[a-zA-Z][a-zA-Z0-9.-]*$"
 CLUSTER_NAME_PATTERN = r"^[a-zA-Z0-9][a-zA-Z0-9._-]*$"
 
-SCHEMA_ID = "https://example.invalid/reconciler/cluster.schema.json"
-
 
 class Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
@@ -111,7 +109,6 @@ class ClusterFile(Spec):
         frozen=True,
         strict=True,
         title="reconciler cluster.d file",
-        json_schema_extra={"$id": SCHEMA_ID},
     )
 
     cluster: ClusterSpec | None = None
@@ -128,6 +125,13 @@ SECTION_ENTRY: dict[str, Any] = {
     "repositories": RepositorySpec | None,
     "groups": GroupSpec | None,
     "users": KeyLines,
+}
+# The model behind each top-level key, to list the keys it accepts in messages.
+SECTION_MODEL: dict[str, type[BaseModel]] = {
+    "cluster": ClusterSpec,
+    "servers": ServerSpec,
+    "repositories": RepositorySpec,
+    "groups": GroupSpec,
 }
 TOP_LEVEL_KEYS = ("cluster", "servers", "repositories", "groups", "users")
 

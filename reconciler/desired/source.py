@@ -10,6 +10,7 @@ no duplicate keys and only plain scalars. Any problem becomes one
 from __future__ import annotations
 
 import io
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,8 @@ from reconciler.errors import Location, ReconcilerError
 
 MAX_FILE_BYTES = 1024 * 1024
 MAX_DEPTH = 16
+# Characters no YAML file written by a person contains (tab, LF and CR excepted).
+_CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 # One element of a path into a document: a mapping key or a sequence index.
 PathItem = str | int
@@ -67,16 +70,18 @@ def _decode(data: bytes, file: str) -> str:
         raise _error(
             file, line, column, f"the file is not UTF-8 text (byte 0x{data[exc.start]:02x})"
         ) from None
-    for number, line_text in enumerate(text.split("\n"), start=1):
-        for column, char in enumerate(line_text, start=1):
-            if (ord(char) < 0x20 and char not in "\t\r") or char == "\x7f":
-                raise _error(
-                    file,
-                    number,
-                    column,
-                    f"the file contains the control character U+{ord(char):04X}; "
-                    "is it a binary file?",
-                )
+    control = _CONTROL_RE.search(text)
+    if control is not None:
+        preceding = text[: control.start()]
+        line = preceding.count("\n") + 1
+        column = control.start() - (preceding.rfind("\n") + 1) + 1
+        raise _error(
+            file,
+            line,
+            column,
+            f"the file contains the control character U+{ord(control.group()):04X}; "
+            "is it a binary file?",
+        )
     return text
 
 
@@ -210,8 +215,8 @@ class _Converter:
 def read_yaml(path: Path, file: str) -> YamlDocument:
     """Parse ``path`` (shown as ``file`` in messages) into a ``YamlDocument``.
 
-    Raises ``ConfigErrors``-compatible ``ReconcilerError`` (or a list of them via
-    ``ConfigErrors``) for anything that is not plain, sane YAML.
+    Raises ``ReconcilerError`` for a file that is not sane YAML, or ``ConfigErrors``
+    for several values of types cluster.d/ does not accept.
     """
     try:
         size = path.stat().st_size

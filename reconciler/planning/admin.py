@@ -37,15 +37,19 @@ def plan_admin(ctx: PlanContext) -> tuple[list[Action], list[Note]]:
     if checkout is None:
         return actions, notes
     admin = ctx.desired.cluster.admin_repository
-    new_commit = bool(checkout.files)
+    new_commit = bool(checkout.files or checkout.uncommitted)
     if new_commit:
+        changed = sorted({*checkout.files, *checkout.uncommitted})
+        shown = ", ".join(changed[:8]) + (
+            f", … ({len(changed) - 8} more)" if len(changed) > 8 else ""
+        )
         actions.append(
             Action(
                 ADMIN_CHECKOUT,
                 "admin",
                 "change",
                 str(checkout.root),
-                "commit rendered " + ", ".join(sorted(checkout.files)),
+                f"commit {shown}",
                 Phase.ADMIN,
                 ({"op": "local_commit", "files": checkout.files},),
             )

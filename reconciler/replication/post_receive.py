@@ -27,11 +27,24 @@ A push that came from a peer is not forwarded again: ``GITOSIS_USER`` is one of
 ``mirror_users`` (a push over ssh through gitosis), or ``RECONCILER_REPLICA`` is
 set (the hook sets it for its own pushes; a local receiving hook inherits it).
 
+A lease that fails (or the peer's own compare-and-swap, when another server's
+push moved the ref meanwhile) is looked at once more (``git ls-remote``): a
+deletion the peer already made is done; a peer that is only behind (its value is
+an ancestor of the new one here, so it missed an earlier update) is
+fast-forwarded with the lease on the value it has; anything else is a
+divergence, never forced.
+
 Every update a peer did not take goes to the durable queue
 ``<base>/.reconciler/queue/``, one JSON file per (peer, ref update); the format
-is described in ``reconciler/replication/queue.py``. ``mode: async`` queues
-every update as ``pending`` and leaves the pushing to a detached drainer
-(``post-receive --drain BASE [--repository NAME]``).
+is described in ``reconciler/replication/queue.py``. The entry is written as
+``pending`` before the push starts, so a hook killed halfway still leaves it
+queued; it is deleted when the peer takes the update, or rewritten with the
+reason it did not. When a later value of a ref reaches a peer, older transient
+entries of that ref for that peer are moot and dropped (only while nobody holds
+the drain lock). ``mode: async`` queues every update as ``pending`` and leaves
+the pushing to a detached drainer (``post-receive --drain BASE [--repository
+NAME]``), which works only on ``pending`` entries; the rest wait for
+``reconcile apply`` (which may run ``--drain BASE --retry`` to try every entry).
 
 The pusher sees one line per peer. The hook always exits 0: post-receive cannot
 fail a push that has already happened, and a broken hook must not hide it.
@@ -79,8 +92,17 @@ REAP_SECONDS = 5.0
 DRAIN_SECONDS = 600.0
 DRAIN_ROUNDS = 100
 DRAIN_WORKERS = 8
+# Refs per `git push` command: keeps the command line far below ARG_MAX.
+PUSH_CHUNK = 1000
+# Queue entries are written ahead of the push only for pushes of up to this many
+# refs: each costs an fsync, and a push of thousands of refs is a migration, not
+# a commit someone waits for.
+WRITE_AHEAD_MAX = 32
 # A rejection git reports for a lease that no longer holds, or a history that moved.
 DIVERGED_WHY = ("stale info", "fetch first", "non-fast-forward", "already exists")
+# The peer's own compare-and-swap failing: another push moved the ref between its
+# advertisement and our update (two servers replicating the same ref at once).
+MOVED_MEANWHILE_WHY = ("failed to update ref", "cannot lock ref", "failed to lock")
 # Variables that pin git to one repository; a drainer works in several.
 REPOSITORY_ENV = (
     "GIT_DIR",
@@ -97,6 +119,8 @@ REPOSITORY_ENV = (
     "GIT_GRAFT_FILE",
 )
 _OBJECT_ID = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
+# Server names become remote names and `-c remote.<name>.…` keys: nothing else.
+_SERVER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _HOOK_FILE = os.path.abspath(__file__)
 
 
@@ -126,9 +150,12 @@ def parse_settings(data: object) -> Settings:
     if data.get("format_version") != FORMAT_VERSION:
         raise SettingsError(f"unsupported format_version {data.get('format_version')!r}")
     server = data.get("server")
-    if not isinstance(server, str) or not server:
-        raise SettingsError("'server' must be a non-empty string")
+    if not isinstance(server, str) or not _SERVER_NAME.fullmatch(server):
+        raise SettingsError(f"'server' must be a server name, not {server!r}")
     peers = _string_list(data, "peers")
+    for peer in peers:
+        if not _SERVER_NAME.fullmatch(peer):
+            raise SettingsError(f"'peers' must hold server names, not {peer!r}")
     mirror_users = _string_list(data, "mirror_users")
     mode = data.get("mode", "sync")
     if mode not in MODES:
@@ -279,6 +306,14 @@ class QueueEntry:
         for key in ("old", "new"):
             if not _OBJECT_ID.fullmatch(strings[key]):
                 raise ValueError(f"{key!r} is not an object id: {strings[key]!r}")
+        for key in ("peer", "server"):
+            if not _SERVER_NAME.fullmatch(strings[key]):
+                raise ValueError(f"{key!r} is not a server name: {strings[key]!r}")
+        parts = strings["repository"].split("/")
+        if any(part in ("", ".", "..") for part in parts):
+            raise ValueError(f"'repository' is not a repository path: {strings['repository']!r}")
+        if not strings["ref"].startswith("refs/"):
+            raise ValueError(f"'ref' is not a ref name: {strings['ref']!r}")
         if strings["reason"] not in REASONS:
             raise ValueError(f"unknown reason {strings['reason']!r}")
         transient = data.get("transient")
@@ -377,8 +412,11 @@ def read_entries(base: Path) -> tuple[list[QueueEntry], list[tuple[str, str]]]:
     return entries, problems
 
 
-def delete_entry(base: Path, name: str) -> bool:
-    """Remove one queue file; False if it was already gone."""
+def delete_entry(base: Path, name: str, sync: bool = True) -> bool:
+    """Remove one queue file; False if it was already gone.
+
+    ``sync=False`` leaves the directory sync to the caller, once for many.
+    """
     if not is_entry_name(name) or "/" in name:
         raise ValueError(f"not a queue entry name: {name!r}")
     directory = base / QUEUE_PATH
@@ -386,7 +424,8 @@ def delete_entry(base: Path, name: str) -> bool:
         (directory / name).unlink()
     except FileNotFoundError:
         return False
-    _fsync_directory(directory)
+    if sync:
+        _fsync_directory(directory)
     return True
 
 
@@ -551,6 +590,8 @@ def classify(update: RefUpdate, status: tuple[str, str] | None, run: Run) -> Ref
     why = _why(summary)
     if summary.startswith("[rejected]") and why in DIVERGED_WHY:
         return RefOutcome(update, "diverged", why)
+    if summary.startswith("[remote rejected]") and why.startswith(MOVED_MEANWHILE_WHY):
+        return RefOutcome(update, "diverged", why)
     return RefOutcome(update, "rejected", why)
 
 
@@ -561,41 +602,120 @@ def push_to_peer(
     env: Mapping[str, str],
     timeout: float,
 ) -> list[RefOutcome]:
-    """Push ``updates`` to ``peer`` with compare-and-swap on each ref's old value."""
+    """Push ``updates`` to ``peer`` with compare-and-swap on each ref's old value.
+
+    All within ``timeout``; a push of very many refs goes in several commands, so
+    that no command line outgrows the system's limit.
+    """
     deadline = time.monotonic() + timeout
-    argv = ["git", "push", "--porcelain"]
-    argv += [u.lease for u in updates]
-    argv += ["--", peer]
-    argv += [u.refspec for u in updates]
-    run = run_bounded(argv, git_dir, env, timeout)
-    statuses = parse_porcelain(run.stdout)
-    outcomes = [classify(u, statuses.get(u.ref), run) for u in updates]
-    # A deletion is rejected as stale when the peer has no such ref: that is done.
-    absent_candidates = [
-        o.update.ref for o in outcomes if o.reason == "diverged" and is_zero(o.update.new)
-    ]
-    if absent_candidates:
-        remaining = deadline - time.monotonic()
-        present = _peer_refs(git_dir, peer, absent_candidates, env, remaining)
-        if present is not None:
-            outcomes = [
-                RefOutcome(o.update, "", "already absent")
-                if o.update.ref in absent_candidates and o.update.ref not in present
-                else o
-                for o in outcomes
-            ]
+    outcomes: list[RefOutcome] = []
+    for start in range(0, len(updates), PUSH_CHUNK):
+        chunk = updates[start : start + PUSH_CHUNK]
+        left = deadline - time.monotonic()
+        failed = [o for o in outcomes if o.reason in ("unreachable", "timeout")]
+        if failed or left <= 0:
+            # The peer is not answering: the rest would only wait the same way.
+            reason = failed[0].reason if failed else "timeout"
+            outcomes += [RefOutcome(u, reason, "not tried") for u in chunk]
+        else:
+            outcomes += _push_with_second_look(git_dir, peer, chunk, env, left)
     return outcomes
 
 
-def _peer_refs(
+def _push_with_second_look(
+    git_dir: Path,
+    peer: str,
+    updates: Sequence[RefUpdate],
+    env: Mapping[str, str],
+    timeout: float,
+) -> list[RefOutcome]:
+    """Push; then look once more at every lease that failed.
+
+    A deletion the peer has already made is done, and a peer that is only behind
+    (it missed an earlier update, and its value is an ancestor of the new one
+    here) is fast-forwarded with the lease on the value it has. Anything else is
+    a divergence and is left alone.
+    """
+    deadline = time.monotonic() + timeout
+    outcomes = _push(git_dir, peer, updates, env, timeout)
+    stale = [o.update for o in outcomes if o.reason == "diverged"]
+    if not stale:
+        return outcomes
+    values = _peer_values(git_dir, peer, [u.ref for u in stale], env, deadline - time.monotonic())
+    if values is None:
+        return outcomes
+    settled: dict[str, RefOutcome] = {}
+    retry: list[RefUpdate] = []
+    for update in stale:
+        value = values.get(update.ref)
+        if value is None and is_zero(update.new):
+            settled[update.ref] = RefOutcome(update, "", "already absent")
+        elif value == update.new:
+            settled[update.ref] = RefOutcome(update, "", "already there")
+        elif value is not None and not is_zero(update.new):
+            if _is_ancestor(git_dir, value, update.new, env, deadline - time.monotonic()):
+                retry.append(RefUpdate(old=value, new=update.new, ref=update.ref))
+            else:
+                settled[update.ref] = RefOutcome(update, "diverged", f"{peer} has {value}")
+        elif value is not None:
+            settled[update.ref] = RefOutcome(update, "diverged", f"{peer} has {value}")
+        else:
+            settled[update.ref] = RefOutcome(update, "diverged", f"{peer} does not have the ref")
+    if retry and deadline - time.monotonic() > 0:
+        by_ref = {u.ref: u for u in updates}
+        for outcome in _push(git_dir, peer, retry, env, deadline - time.monotonic()):
+            settled[outcome.update.ref] = replace(outcome, update=by_ref[outcome.update.ref])
+    return [settled.get(o.update.ref, o) for o in outcomes]
+
+
+def _push(
+    git_dir: Path, peer: str, updates: Sequence[RefUpdate], env: Mapping[str, str], timeout: float
+) -> list[RefOutcome]:
+    argv = [
+        "git",
+        # A remote left from `git clone --mirror` must not turn this into a mirror
+        # push, and no tags beyond the pushed refs may travel along.
+        "-c",
+        f"remote.{peer}.mirror=false",
+        "-c",
+        "push.followTags=false",
+        "push",
+        "--porcelain",
+        *[u.lease for u in updates],
+        "--",
+        peer,
+        *[u.refspec for u in updates],
+    ]
+    run = run_bounded(argv, git_dir, env, timeout)
+    statuses = parse_porcelain(run.stdout)
+    return [classify(u, statuses.get(u.ref), run) for u in updates]
+
+
+def _peer_values(
     git_dir: Path, peer: str, refs: Sequence[str], env: Mapping[str, str], timeout: float
-) -> set[str] | None:
+) -> dict[str, str] | None:
+    """The peer's current value of each of ``refs`` it has; None if it cannot be asked."""
     if timeout <= 0:
         return None
     run = run_bounded(["git", "ls-remote", "--", peer, *refs], git_dir, env, timeout)
     if run.timed_out or run.returncode != 0:
         return None
-    return {line.split("\t")[-1] for line in run.stdout.splitlines() if "\t" in line}
+    values = {}
+    for line in run.stdout.splitlines():
+        value, _, ref = line.partition("\t")
+        if ref in refs:
+            values[ref] = value
+    return values
+
+
+def _is_ancestor(
+    git_dir: Path, ancestor: str, descendant: str, env: Mapping[str, str], timeout: float
+) -> bool:
+    if timeout <= 0:
+        return False
+    argv = ["git", "merge-base", "--is-ancestor", ancestor, descendant]
+    run = run_bounded(argv, git_dir, env, timeout)
+    return not run.timed_out and run.returncode == 0
 
 
 def _rejection(outcome: RefOutcome) -> str:
@@ -631,8 +751,10 @@ Emit = Callable[[str], None]
 
 
 def _emit(line: str) -> None:
-    sys.stdout.write(line + "\n")
-    sys.stdout.flush()
+    # A pusher that went away must not stop the queueing that follows.
+    with _ignoring(OSError, ValueError):
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
 
 
 def run_hook(stdin_text: str, environ: Mapping[str, str], emit: Emit = _emit) -> int:
@@ -688,18 +810,24 @@ def _replicate_now(
         env.pop("GIT_SSH_COMMAND", None)
 
     def one_peer(peer: str) -> str:
+        # Written ahead, so that a hook killed halfway still leaves the update queued.
+        started = new_entry_name()
+        ahead: dict[str, QueueEntry] = {}
+        with _ignoring(OSError):
+            for update in updates if len(updates) <= WRITE_AHEAD_MAX else ():
+                entry = make_entry(settings, name, peer, update, "pending", "push in progress")
+                ahead[update.ref] = write_entry(base, entry)
         try:
             if peer in remotes:
                 outcomes = push_to_peer(git_dir, peer, updates, env, settings.timeout)
             else:
                 outcomes = [RefOutcome(u, "no remote") for u in updates]
         except Exception as exc:
-            _queue_quietly(base, settings, name, peer, updates, "pending", str(exc))
+            missing = [u for u in updates if u.ref not in ahead]
+            _queue_quietly(base, settings, name, peer, missing, "pending", str(exc))
             return f"replication hook error: pushing to {peer} failed ({exc}): queued"
-        failed = [o for o in outcomes if not o.ok]
         try:
-            for o in failed:
-                write_entry(base, make_entry(settings, name, peer, o.update, o.reason, o.detail))
+            record_outcomes(base, settings, name, peer, outcomes, ahead, started)
         except OSError as exc:
             return f"{peer} failed and could not be queued: {exc}"
         return peer_line(peer, outcomes, settings.timeout)
@@ -713,6 +841,65 @@ def _replicate_now(
         reported.add(peer)
 
 
+def record_outcomes(
+    base: Path,
+    settings: Settings,
+    repository: str,
+    peer: str,
+    outcomes: Sequence[RefOutcome],
+    ahead: Mapping[str, QueueEntry],
+    started: str,
+) -> None:
+    """Queue what the peer did not take; drop the entries of what it did."""
+    delivered = set()
+    for outcome in outcomes:
+        earlier = ahead.get(outcome.update.ref)
+        if outcome.ok:
+            delivered.add(outcome.update.ref)
+            if earlier is not None:
+                with _ignoring(OSError):
+                    delete_entry(base, earlier.name, sync=False)
+        else:
+            entry = make_entry(
+                settings, repository, peer, outcome.update, outcome.reason, outcome.detail
+            )
+            write_entry(base, entry, name=earlier.name if earlier is not None else "")
+    if ahead:
+        # One directory sync for all the deletions above.
+        with _ignoring(OSError):
+            _fsync_directory(base / QUEUE_PATH)
+    supersede(base, repository, peer, delivered, started)
+
+
+def supersede(base: Path, repository: str, peer: str, refs: set[str], before: str) -> None:
+    """Drop older failed tries of refs whose later value has now reached the peer.
+
+    Only while nobody drains the queue; whoever does will find them moot itself.
+    """
+    if not refs or not (base / QUEUE_PATH).is_dir():
+        return
+    with drain_lock(base) as held:
+        if held:
+            _supersede_locked(base, repository, peer, dict.fromkeys(refs, before))
+
+
+def _supersede_locked(
+    base: Path, repository: str, peer: str, before_by_ref: Mapping[str, str]
+) -> None:
+    entries, _ = read_entries(base)
+    for entry in entries:
+        if (
+            entry.repository == repository
+            and entry.peer == peer
+            and entry.ref in before_by_ref
+            and entry.transient
+            and entry.reason != "pending"
+            and entry.name < before_by_ref[entry.ref]
+        ):
+            with _ignoring(OSError):
+                delete_entry(base, entry.name)
+
+
 def _queue_all(
     base: Path,
     settings: Settings,
@@ -722,16 +909,19 @@ def _queue_all(
     emit: Emit,
     reported: set[str],
 ) -> None:
+    queued = False
     for peer in settings.peers:
         try:
             for update in updates:
                 write_entry(base, make_entry(settings, name, peer, update, "pending", ""))
+                queued = True
         except OSError as exc:
             emit(f"{peer} could not be queued: {exc}")
         else:
             emit(f"{peer}: queued")
         reported.add(peer)
-    start_drainer(base, name, environ)
+    if queued:
+        start_drainer(base, name, environ)
 
 
 def _queue_quietly(
@@ -789,12 +979,31 @@ def drain_lock(base: Path) -> Iterator[bool]:
         os.close(fd)
 
 
-def _pending(base: Path, repository: str | None) -> list[QueueEntry]:
+@dataclass(frozen=True)
+class DrainResult:
+    delivered: int  # entries whose update the peer took (or already had)
+    remaining: int  # entries of the kind drained that are still queued
+    locked: bool  # another drainer held the lock, and has the rest
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "format_version": FORMAT_VERSION,
+            "delivered": self.delivered,
+            "remaining": self.remaining,
+            "locked": self.locked,
+        }
+
+
+def _selected(
+    base: Path, repository: str | None, retry: bool, attempted: set[str]
+) -> list[QueueEntry]:
     entries, _ = read_entries(base)
     return [
         e
         for e in entries
-        if e.reason == "pending" and (repository is None or e.repository == repository)
+        if (retry or e.reason == "pending")
+        and (repository is None or e.repository == repository)
+        and e.name not in attempted
     ]
 
 
@@ -803,8 +1012,13 @@ def drain(
     repository: str | None = None,
     environ: Mapping[str, str] | None = None,
     max_seconds: float = DRAIN_SECONDS,
-) -> int:
-    """Push the queue's pending entries; returns how many were delivered.
+    retry: bool = False,
+) -> DrainResult:
+    """Deliver the queue's pending entries (with ``retry``, every entry).
+
+    Each entry is tried at most once per drain, oldest first per ref; an entry
+    that fails again is rewritten with the new reason. Pushes are the same
+    compare-and-swap as the hook's, so retrying a diverged entry forces nothing.
 
     Entries another drainer is working on are left to it. After letting go of the
     lock the queue is looked at once more: a hook whose drainer found the lock
@@ -815,18 +1029,23 @@ def drain(
     environ = os.environ if environ is None else environ
     deadline = time.monotonic() + max_seconds
     delivered = 0
+    locked = False
+    attempted: set[str] = set()
     while time.monotonic() < deadline:
         with drain_lock(base) as held:
             if not held:
-                return delivered
+                locked = True
+                break
             for _ in range(DRAIN_ROUNDS):
-                pending = _pending(base, repository)
-                if not pending or time.monotonic() >= deadline:
+                todo = _selected(base, repository, retry, attempted)
+                if not todo or time.monotonic() >= deadline:
                     break
-                delivered += _drain_round(base, settings, pending, environ, deadline)
-        if not _pending(base, repository):
+                attempted.update(e.name for e in todo)
+                delivered += _drain_round(base, settings, todo, environ, deadline)
+        if not _selected(base, repository, retry, attempted):
             break
-    return delivered
+    remaining = len(_selected(base, repository, retry, set()))
+    return DrainResult(delivered=delivered, remaining=remaining, locked=locked)
 
 
 def _drain_round(
@@ -890,15 +1109,19 @@ def _drain_group(
                 git_dir, peer, [e.update for e in batch], env, min(settings.timeout, left)
             )
         stop = ""
+        reached: dict[str, str] = {}
         for entry, outcome in zip(batch, outcomes):  # noqa: B905 (strict= needs 3.10)
             if outcome.ok:
                 with _ignoring(OSError):
                     delete_entry(base, entry.name)
                 delivered += 1
+                reached[entry.ref] = entry.name
             else:
                 _fail(base, entry, outcome.reason, outcome.detail)
                 if outcome.reason in TRANSIENT_REASONS or outcome.reason == "missing repository":
                     stop = outcome.reason
+        if reached:
+            _supersede_locked(base, repository, peer, reached)
         if stop:
             # The peer as a whole is not taking pushes now: do not try every entry.
             for entry in later:
@@ -915,16 +1138,24 @@ def _fail(base: Path, entry: QueueEntry, reason: str, detail: str) -> None:
 
 
 def drain_main(args: Sequence[str]) -> int:
-    usage = "usage: post-receive --drain BASE [--repository NAME]"
-    if len(args) not in (1, 3) or (len(args) == 3 and args[1] != "--repository"):
-        sys.stderr.write(usage + "\n")
+    """``--drain BASE [--repository NAME] [--retry]``: prints one JSON line."""
+    usage = "usage: post-receive --drain BASE [--repository NAME] [--retry]\n"
+    rest = list(args)
+    retry = "--retry" in rest
+    rest = [a for a in rest if a != "--retry"]
+    repository = None
+    if len(rest) == 3 and rest[1] == "--repository":
+        repository = rest.pop()
+        rest.pop()
+    if len(rest) != 1 or rest[0].startswith("-"):
+        sys.stderr.write(usage)
         return 2
-    base = Path(args[0])
     try:
-        drain(base, args[2] if len(args) == 3 else None)
+        result = drain(Path(rest[0]), repository, retry=retry)
     except (OSError, SettingsError) as exc:
         sys.stderr.write(f"replication drain error: {exc}\n")
         return 1
+    sys.stdout.write(json.dumps(result.to_json(), sort_keys=True) + "\n")
     return 0
 
 
@@ -932,6 +1163,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] == ["--drain"]:
         return drain_main(args[1:])
+    # The pusher hanging up (^C, a dropped connection) must not cut the hook short
+    # between a peer's push and its queue entry.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:
         stdin_text = sys.stdin.read()
     except (OSError, UnicodeDecodeError) as exc:

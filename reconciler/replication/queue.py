@@ -24,17 +24,29 @@ Entry::
      "transient": true | false,
      "time": 1764089000.25,                  # unix seconds of the push
      "server": "master",                     # the server that holds the queue
-     "detail": "stale info"}                 # git's words, may be ""
+     "detail": "mirror has 4f1c..."}         # why, in a few words; may be ""
 
-``pending`` entries are waiting for the hook's own drainer (async mode) or a
-failed hook. ``rejected`` is a peer refusing for another reason than divergence
+``pending`` entries are waiting for the hook's own drainer (async mode), are a
+sync push still in flight (``detail`` "push in progress", for at most the timeout),
+or were left by a hook that died or failed. A drainer that pushes one of them
+while the hook still does finds the peer "up to date", which is fine.
+``rejected`` is a peer refusing for another reason than divergence
 (for example its own hook declined); ``detail`` names it.
 
 Drain protocol: whoever delivers entries holds ``fcntl.flock`` on
 ``<base>/.reconciler/drain.lock`` (``DRAIN_LOCK_PATH``) while it does, pushes with
 ``--force-with-lease=<ref>:<old>`` (an empty lease when ``old`` is zero), deletes
 the entry when the peer took the update or already had it, and otherwise rewrites
-it with the new reason.
+it with the new reason. Entries of one (repository, peer, ref) are delivered
+oldest first. Once a later value of a ref has reached a peer, that peer's older
+transient entries for the ref are moot and may be deleted.
+
+The installed hook is also the drainer, so a server can drain its own queue:
+``python3 <repository>.git/hooks/post-receive --drain <base> [--repository NAME]
+[--retry]`` delivers the ``pending`` entries (with ``--retry`` every entry, each
+tried once) and prints one JSON line
+``{"format_version": 1, "delivered": N, "remaining": M, "locked": false}``;
+``locked`` true means another drainer holds the lock and has the rest.
 """
 
 from __future__ import annotations

@@ -322,7 +322,8 @@ class SshServer:
 
     def _create(self) -> None:
         self.directory.mkdir(mode=0o700, parents=True)
-        comment = f"{USER_COMMENT_TAG} pid={os.getpid()}"
+        # Lets `cleanup` find users of runs that were killed before they could stop.
+        comment = f"{USER_COMMENT_TAG} pid={os.getpid()} dir={self.cluster.workdir}"
         proc = _retry_locked(
             [
                 _tool("useradd"),
@@ -387,6 +388,7 @@ class SshServer:
         if sshd is None:
             raise ClusterError("sshd is not installed")
         for _attempt in range(5):
+            offset = self.log_path.stat().st_size if self.log_path.exists() else 0
             with self.log_path.open("ab") as log:
                 self._process = subprocess.Popen(
                     [str(sshd), "-D", "-e", "-f", str(self.config_path)],
@@ -397,17 +399,20 @@ class SshServer:
                 )
             self.pid = self._process.pid
             deadline = time.monotonic() + timeout
+            # Our sshd says it is bound (a banner alone could come from another
+            # process's sshd on a port ours failed to get) and then answers.
+            listening = f"Server listening on 127.0.0.1 port {self.port}."
             while time.monotonic() < deadline:
                 if self._process.poll() is not None:
                     break
-                if _ssh_banner(self.port):
+                if listening in self._log_since(offset) and _ssh_banner(self.port):
                     return
                 time.sleep(0.02)
             else:
                 self.stop()
                 raise ClusterError(f"sshd for {self.name} did not answer on port {self.port}")
             self.pid = None
-            log_text = self.log_path.read_text(errors="replace")
+            log_text = self._log_since(offset)
             if "Address already in use" not in log_text and "Cannot bind" not in log_text:
                 raise ClusterError(f"sshd for {self.name} exited: {log_text[-2000:]}")
             # Someone took the port between choosing and binding it: choose another.
@@ -415,6 +420,11 @@ class SshServer:
             self._write_config()
             self.cluster._write_known_hosts()
         raise ClusterError(f"sshd for {self.name} found no free port")
+
+    def _log_since(self, offset: int) -> str:
+        with self.log_path.open("rb") as log:
+            log.seek(offset)
+            return log.read().decode(errors="replace")
 
     def stop(self) -> None:
         """Kill this server's sshd and every session it started (bounded)."""
@@ -665,6 +675,7 @@ class SshCluster:
             self.admin  # noqa: B018 - generate the key now, outside any timing
             for server in self.servers:
                 server.start()
+            self._save_state()
         except BaseException:
             self.stop()
             raise
@@ -686,6 +697,9 @@ class SshCluster:
         atexit.unregister(self.stop)
         for server in self.servers:
             server.stop()
+        # An sshd of this cluster that is not the one recorded (a killed run's).
+        configs = [str(server.config_path) for server in self.servers]
+        _kill([p for p in all_pids() if any(c in a for a in process_cmdline(p) for c in configs)])
         for user in list(self._users):
             _delete_user(user)
             self._users.remove(user)
@@ -698,6 +712,11 @@ class SshCluster:
         """Leave the cluster running after this process exits (see ``attach``)."""
         self.detached = True
         atexit.unregister(self.stop)
+        self._save_state()
+
+    def _save_state(self) -> None:
+        state = {**self.state(), "detached": self.detached}
+        (self.workdir / "state.json").write_text(json.dumps(state, indent=2) + "\n")
 
     def __enter__(self) -> SshCluster:
         return self.start()
@@ -766,19 +785,45 @@ def _delete_user(user: str) -> None:
         raise ClusterError(f"userdel {user} failed: {proc.stderr.strip()}")
 
 
-def stale_users() -> list[str]:
-    """Users made by a cluster whose creating process is gone (killed before cleanup)."""
-    stale = []
+def stale_clusters(only: Path | None = None) -> dict[Path, list[str]]:
+    """workdir -> users of clusters whose creating process died without stopping them.
+
+    Only users whose comment names both the creating process and the cluster's
+    directory, and whose directory still holds a state file saying the cluster was
+    not left running on purpose (``up``), count: anything else may belong to
+    someone else's run on this machine and is never touched. ``only`` restricts
+    the search to one cluster directory.
+    """
+    stale: dict[Path, list[str]] = {}
+    prefix = USER_COMMENT_TAG + " pid="
     for entry in pwd.getpwall():
-        if not entry.pw_name.startswith(USER_PREFIX):
+        if not entry.pw_name.startswith(USER_PREFIX) or not entry.pw_gecos.startswith(prefix):
             continue
-        gecos = entry.pw_gecos
-        if not gecos.startswith(USER_COMMENT_TAG + " pid="):
+        pid_text, sep, directory = entry.pw_gecos[len(prefix) :].partition(" dir=")
+        if not sep or not pid_text.isdigit() or not directory.startswith("/"):
             continue
-        pid = int(gecos.rsplit("=", 1)[1])
-        if not pid_alive(pid) and not _pids_of_uid(entry.pw_uid):
-            stale.append(entry.pw_name)
+        workdir = Path(directory)
+        if only is not None and workdir != only:
+            continue
+        if pid_alive(int(pid_text)):
+            continue
+        try:
+            state = json.loads((workdir / "state.json").read_text())
+        except (OSError, ValueError):
+            continue
+        if state.get("detached") or entry.pw_name not in {s["user"] for s in state["servers"]}:
+            continue
+        stale.setdefault(workdir, []).append(entry.pw_name)
     return stale
+
+
+def cleanup_stale(only: Path | None = None) -> list[str]:
+    """Stop and delete what killed runs left behind; returns the users deleted."""
+    deleted = []
+    for workdir, users in stale_clusters(only).items():
+        SshCluster.attach(json.loads((workdir / "state.json").read_text())).stop()
+        deleted.extend(users)
+    return deleted
 
 
 # --- command line ----------------------------------------------------------------
@@ -812,13 +857,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     env = sub.add_parser("env", help="print export lines for git (GIT_SSH_COMMAND)")
     env.add_argument("--identity", default="admin@operator", help="identity name")
     sub.add_parser("show", help="print the servers of the running cluster")
-    sub.add_parser("cleanup", help="delete users left over by killed test runs")
+    sub.add_parser("cleanup", help="stop and delete clusters of test runs that were killed")
     args = parser.parse_args(argv)
+    try:
+        return _command(args)
+    except ClusterError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+
+
+def _command(args: argparse.Namespace) -> int:
     state_path = _state_path(args.state)
 
     if args.command == "cleanup":
-        for user in stale_users():
-            _delete_user(user)
+        for user in cleanup_stale():
             print(f"deleted {user}")
         return 0
     if args.command == "up":

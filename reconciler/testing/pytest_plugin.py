@@ -10,6 +10,7 @@ cluster (not root, no sshd); CI runs as root with sshd installed.
 
 from __future__ import annotations
 
+import contextlib
 import pwd
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -28,6 +29,25 @@ from reconciler.testing.cluster import (
 STARTED: list[SshCluster] = []
 
 ClusterFactory = Callable[..., SshCluster]
+
+# For tests that start clusters without the fixtures (subprocesses, the CLI).
+requires_ssh_cluster = pytest.mark.skipif(
+    unavailable_reason() is not None, reason=unavailable_reason() or ""
+)
+
+
+@contextlib.contextmanager
+def started_cluster(n: int = 2, **kwargs: Any) -> Iterator[SshCluster]:
+    """A started cluster for fixtures of any scope; skips the test when none can run."""
+    reason = unavailable_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    cluster = SshCluster(n, **kwargs)
+    STARTED.append(cluster)
+    try:
+        yield cluster.start()
+    finally:
+        cluster.stop()
 
 
 @pytest.fixture

@@ -165,12 +165,20 @@ class SshTransport:
             raise
         except paramiko.BadHostKeyException as exc:
             client.close()
-            raise HostKeyError(
-                self.server,
-                f"host key of {lookup} has CHANGED: the server offered {exc.key.get_name()} "
-                f"{fingerprint(exc.key)}, expected {fingerprint(exc.expected_key)}; "
-                "refusing to connect (possible man-in-the-middle)",
-            ) from exc
+            offered = f"{exc.key.get_name()} {fingerprint(exc.key)}"
+            expected = fingerprint(exc.expected_key)
+            if self.target.host_key:
+                message = (
+                    f"host key of {lookup} does not match the host_key pinned in cluster.d/: "
+                    f"the server offered {offered}, the pin is {expected}; refusing to connect"
+                )
+            else:
+                message = (
+                    f"host key of {lookup} has CHANGED: the server offered {offered}, "
+                    f"~/.ssh/known_hosts holds {expected}; refusing to connect "
+                    "(possible man-in-the-middle)"
+                )
+            raise HostKeyError(self.server, message) from exc
         except paramiko.AuthenticationException as exc:
             client.close()
             raise ServerError(self.server, f"authentication as {where} failed: {exc}") from exc

@@ -17,6 +17,7 @@ import pytest
 from reconciler.desired import load
 from reconciler.desired.render import (
     HEADER,
+    remove_orphaned_key_files,
     render_admin_files,
     stale_files,
     write_admin_files,
@@ -134,3 +135,28 @@ def test_project_example_renders(tmp_path: Path) -> None:
     assert access_mode(config, "carol@laptop", "tools/build-scripts") == "writable"
     assert access_mode(config, "admin@desktop", "gitosis-admin") == "writable"
     assert access_mode(config, "bob@laptop", "gitosis-admin") is None
+
+
+def test_key_files_of_users_who_left_are_removed(tmp_path: Path) -> None:
+    root = _copy(CASES / "nested-groups", tmp_path)
+    write_admin_files(load(root))
+    assert (root / "keydir" / "carol@lap.pub").exists()
+    conf = (root / "gitosis.conf").read_text()
+    assert "# rendered from cluster.d/: keydir/carol@lap.pub\n" in conf
+
+    users = root / "cluster.d" / "30-users.yaml"
+    users.write_text("\n".join(x for x in users.read_text().splitlines() if "carol" not in x))
+    groups = root / "cluster.d" / "20-groups.yaml"
+    groups.write_text(groups.read_text().replace(", carol@lap]", "]"))
+
+    desired = load(root)
+    assert "carol@lap" not in desired.users  # the leftover file is not a user any more
+    assert desired.orphaned_key_files == ("keydir/carol@lap.pub",)
+    assert "keydir/carol@lap.pub" in {s.path for s in stale_files(desired)}
+    assert remove_orphaned_key_files(desired) == ["keydir/carol@lap.pub"]
+    write_admin_files(desired)
+    desired = load(root)
+    assert desired.orphaned_key_files == ()
+    assert stale_files(desired) == []
+    # A hand-made key file (not listed as rendered) stays a user.
+    assert "bob@lap" in desired.users

@@ -82,9 +82,7 @@ class Server:
     def queue(self) -> list[QueueEntry]:
         return read_queue(self.base)
 
-    def write_settings(self, peers: Sequence[str], **overrides: object) -> None:
-        mode = str(overrides.get("mode", "sync"))
-        timeout = float(str(overrides.get("timeout", 20)))
+    def write_settings(self, peers: Sequence[str], mode: str = "sync", timeout: float = 20) -> None:
         (self.base / ".reconciler").mkdir(parents=True, exist_ok=True)
         (self.base / ".reconciler/replication.json").write_bytes(
             settings_json(
@@ -195,8 +193,8 @@ def wait_until(condition: object, timeout: float = WAIT_SECONDS, what: str = "")
     raise AssertionError(f"timed out after {timeout}s waiting for {what or condition}")
 
 
-def live_processes(needle: str) -> list[tuple[int, list[str]]]:
-    """Processes (not zombies) whose argv has an element containing ``needle``."""
+def live_processes(*needles: str) -> list[tuple[int, list[str]]]:
+    """Processes (not zombies) with every one of ``needles`` in some argv element."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -208,7 +206,7 @@ def live_processes(needle: str) -> list[tuple[int, list[str]]]:
             continue
         state = stat.rpartition(")")[2].split()[0]
         words = [a.decode(errors="replace") for a in argv if a]
-        if state != "Z" and any(needle in w for w in words):
+        if state != "Z" and all(any(n in w for w in words) for n in needles):
             found.append((int(entry.name), words))
     return found
 

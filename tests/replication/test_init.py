@@ -78,6 +78,8 @@ def test_settings_round_trip_through_the_hook() -> None:
     [
         ({"format_version": 2}, "format_version"),
         ({"server": ""}, "server"),
+        ({"server": "a=b"}, "server"),
+        ({"peers": ["-x"]}, "peers"),
         ({"peers": "mirror"}, "peers"),
         ({"mirror_users": [1]}, "mirror_users"),
         ({"mode": "eventual"}, "mode"),

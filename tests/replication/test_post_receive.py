@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -11,7 +14,14 @@ from pathlib import Path
 import pytest
 
 from reconciler.replication import post_receive
-from reconciler.replication.post_receive import drain, drain_lock, parse_porcelain
+from reconciler.replication.post_receive import (
+    QueueEntry,
+    drain,
+    drain_lock,
+    parse_porcelain,
+    supersede,
+    write_entry,
+)
 from reconciler.replication.queue import read_queue
 
 from .conftest import (
@@ -161,7 +171,7 @@ def test_a_peer_that_moved_elsewhere_is_diverged_and_nothing_is_forced(
         "diverged",
         False,
     )
-    assert entry.detail == "stale info"
+    assert entry.detail == f"mirror has {theirs}"
 
 
 def test_creating_a_ref_a_peer_already_has_elsewhere_is_diverged(cluster: Cluster) -> None:
@@ -206,14 +216,20 @@ def test_unreachable_missing_and_unconfigured_peers_are_queued(
         assert (entry.old, entry.new, entry.ref) == (ZERO, commit, "refs/heads/main")
 
 
+@pytest.mark.parametrize(
+    "ssh_command",
+    ["", "ssh -o BatchMode=yes"],
+    ids=["hook-ssh-options", "ssh-without-connect-timeout"],
+)
 def test_a_silent_peer_times_out_and_leaves_no_process(
-    tmp_path: Path, silent_listener: int
+    tmp_path: Path, silent_listener: int, ssh_command: str
 ) -> None:
     cluster = build_cluster(tmp_path, timeout=2)
     cluster.set_remote("master", "mirror", f"ssh://127.0.0.1:{silent_listener}/product.git")
     cluster.commit("one")
+    extra_env = {"GIT_SSH_COMMAND": ssh_command} if ssh_command else {}
 
-    result, elapsed = cluster.push("master", "main")
+    result, elapsed = cluster.push("master", "main", **extra_env)
 
     assert remote_lines(result.stderr) == [
         "mirror timed out after 2s: queued",
@@ -222,7 +238,7 @@ def test_a_silent_peer_times_out_and_leaves_no_process(
     assert 2 <= elapsed < 8
     [entry] = cluster["master"].queue()
     assert (entry.peer, entry.reason, entry.transient) == ("mirror", "timeout", True)
-    assert live_processes(str(silent_listener)) == []
+    assert live_processes("ssh", str(silent_listener)) == []
 
 
 def test_without_settings_the_push_succeeds_with_one_line(cluster: Cluster) -> None:
@@ -283,26 +299,26 @@ def test_async_mode_queues_returns_and_the_drainer_delivers(tmp_path: Path) -> N
         )
 
     wait_until(delivered, what="the drainer to deliver")
-    wait_until(lambda: not live_processes("--drain"), what="the drainer to exit")
+    wait_until(lambda: not live_processes("--drain", str(tmp_path)), what="the drainer to exit")
     for name in ("mirror", "third"):
         assert cluster[name].queue() == []
 
 
 def test_async_mode_does_not_wait_for_a_silent_peer(tmp_path: Path, silent_listener: int) -> None:
-    cluster = build_cluster(tmp_path, mode="async", timeout=3)
+    cluster = build_cluster(tmp_path, mode="async", timeout=6)
     cluster.set_remote("master", "mirror", f"ssh://127.0.0.1:{silent_listener}/product.git")
     commit = cluster.commit("one")
     result, elapsed = cluster.push("master", "main")
     assert remote_lines(result.stderr) == ["mirror: queued", "third: queued"]
-    assert elapsed < 2.5
+    assert elapsed < 5  # the peer's push alone takes 6
 
     def settled() -> bool:
         return [e.reason for e in cluster["master"].queue()] == ["timeout"]
 
     wait_until(settled, what="the drainer to record the timeout")
     assert cluster.refs("third") == {"refs/heads/main": commit}
-    wait_until(lambda: not live_processes("--drain"), what="the drainer to exit")
-    assert live_processes(str(silent_listener)) == []
+    wait_until(lambda: not live_processes("--drain", str(tmp_path)), what="the drainer to exit")
+    assert live_processes("ssh", str(silent_listener)) == []
 
 
 def test_the_drainer_leaves_the_queue_to_whoever_holds_the_lock(tmp_path: Path) -> None:
@@ -313,11 +329,13 @@ def test_the_drainer_leaves_the_queue_to_whoever_holds_the_lock(tmp_path: Path) 
         # The hook's own drainer finds the lock taken and leaves at once.
         commit = cluster.commit("one")
         cluster.push("master", "main")
-        wait_until(lambda: not live_processes("--drain"), what="the drainer to give up")
+        wait_until(
+            lambda: not live_processes("--drain", str(tmp_path)), what="the drainer to give up"
+        )
         assert {e.reason for e in read_queue(base)} == {"pending"}
-        assert drain(base, environ=cluster.env) == 0
+        assert drain(base, environ=cluster.env) == post_receive.DrainResult(0, 2, locked=True)
         assert cluster.refs("mirror") == {}
-    assert drain(base, "product", environ=cluster.env) == 2
+    assert drain(base, "product", environ=cluster.env).delivered == 2
     assert read_queue(base) == []
     assert cluster.refs("mirror") == {"refs/heads/main": commit}
 
@@ -333,7 +351,7 @@ def test_the_drainer_delivers_updates_of_one_ref_in_order(tmp_path: Path) -> Non
         cluster.push("master", "main:gone")
         cluster.push("master", ":gone")
         assert len(read_queue(base)) == 4
-    assert drain(base, environ=cluster.env) == 4
+    assert drain(base, environ=cluster.env).delivered == 4
     assert read_queue(base) == []
     assert cluster.refs("mirror") == {"refs/heads/main": second}
     assert first != second
@@ -348,7 +366,7 @@ def test_a_queued_deletion_the_peer_already_made_is_done(tmp_path: Path) -> None
         cluster.push("master", ":topic")
     [entry] = read_queue(base)
     assert entry.reason == "pending"
-    assert drain(base, environ=cluster.env) == 1
+    assert drain(base, environ=cluster.env).delivered == 1
     assert read_queue(base) == []
 
 
@@ -364,9 +382,10 @@ def test_the_drainer_records_why_a_peer_did_not_take_an_update(tmp_path: Path) -
     cluster.commit("ours")
     with drain_lock(base):
         cluster.push("master", "main")
-    assert drain(base, environ=cluster.env) == 0
+    assert drain(base, environ=cluster.env).delivered == 0
     [entry] = read_queue(base)
-    assert (entry.reason, entry.transient, entry.detail) == ("diverged", False, "stale info")
+    assert (entry.reason, entry.transient) == ("diverged", False)
+    assert entry.detail == f"mirror has {theirs}"
     assert cluster.refs("mirror") == {"refs/heads/main": theirs}
 
 
@@ -383,6 +402,7 @@ def test_the_hook_file_runs_on_its_own(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert result.stderr.startswith("usage: post-receive --drain BASE")
+    assert result.stdout == ""
 
 
 def test_porcelain_statuses_are_parsed_per_destination_ref() -> None:
@@ -414,3 +434,316 @@ def test_a_peer_hook_declining_is_rejected_for_review(cluster: Cluster) -> None:
     ]
     [entry] = cluster["master"].queue()
     assert (entry.reason, entry.transient) == ("rejected", False)
+
+
+def test_a_peer_that_missed_a_push_is_fast_forwarded_by_the_next(cluster: Cluster) -> None:
+    first = cluster.commit("one")
+    cluster.push("master", "main")
+    cluster.set_remote("master", "mirror", str(cluster.root / "away.git"))
+    cluster.commit("two")
+    result, _ = cluster.push("master", "main")
+    assert (
+        remote_lines(result.stderr)[0] == "mirror does not have the repository: queued for review"
+    )
+    cluster.set_remote("master", "mirror", str(cluster["mirror"].repository()))
+    git(cluster["master"].repository(), "remote", "remove", "third", env=cluster.env)
+    cluster.commit("three")
+    result, _ = cluster.push("master", "main")
+    third = cluster.refs("master")["refs/heads/main"]
+    assert remote_lines(result.stderr) == [
+        "replicated to mirror",
+        "third has no remote configured: queued",
+    ]
+    assert cluster.refs("mirror") == {"refs/heads/main": third}
+    # The permanent entry stays for review; the transient one for third is current.
+    assert sorted((e.peer, e.reason, e.old) for e in cluster["master"].queue()) == [
+        ("mirror", "missing repository", first),
+        ("third", "no remote", cluster.refs("third")["refs/heads/main"]),
+    ]
+
+    git(
+        cluster["master"].repository(),
+        "config",
+        "remote.third.url",
+        str(cluster["third"].repository()),
+        env=cluster.env,
+    )
+    cluster.commit("four")
+    result, _ = cluster.push("master", "main")
+    assert remote_lines(result.stderr) == ["replicated to mirror", "replicated to third"]
+    assert [e.reason for e in cluster["master"].queue()] == ["missing repository"]
+
+
+def test_a_remote_left_from_a_mirror_clone_pushes_only_the_given_refs(cluster: Cluster) -> None:
+    git(cluster["master"].repository(), "config", "remote.mirror.mirror", "true", env=cluster.env)
+    git(cluster["master"].repository(), "config", "push.followTags", "true", env=cluster.env)
+    cluster.commit("one")
+    cluster.push("master", "main")
+    git(cluster.work, "tag", "-a", "-m", "t", "v1", env=cluster.env)
+    git(cluster.work, "branch", "side", env=cluster.env)
+    cluster.push("master", "side", "v1", RECONCILER_REPLICA="test")  # master only
+    commit = cluster.commit("two")
+    result, _ = cluster.push("master", "main")
+    assert remote_lines(result.stderr) == ["replicated to mirror", "replicated to third"]
+    assert cluster.refs("mirror") == {"refs/heads/main": commit}
+
+
+def test_the_update_is_queued_before_the_push_to_a_peer_starts(
+    tmp_path: Path, silent_listener: int
+) -> None:
+    cluster = build_cluster(tmp_path, names=("master", "mirror"), timeout=4)
+    cluster.set_remote("master", "mirror", f"ssh://127.0.0.1:{silent_listener}/product.git")
+    cluster.commit("one")
+    push = subprocess.Popen(
+        ["git", "push", str(cluster["master"].repository()), "main"],
+        cwd=cluster.work,
+        env=cluster.env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_until(lambda: len(cluster["master"].queue()) == 1, timeout=10, what="an entry")
+        [entry] = cluster["master"].queue()
+        assert entry.reason == "pending"
+        assert push.poll() is None  # the hook is still waiting for the peer
+        assert push.wait(timeout=20) == 0
+    finally:
+        if push.poll() is None:
+            push.kill()
+            push.wait(timeout=10)
+    [entry] = cluster["master"].queue()
+    assert entry.reason == "timeout"
+
+
+def test_only_older_failed_tries_of_a_delivered_ref_are_superseded(tmp_path: Path) -> None:
+    def entry(ref: str, reason: str, peer: str = "mirror") -> QueueEntry:
+        return QueueEntry(
+            repository="product",
+            ref=ref,
+            old="1" * 40,
+            new="2" * 40,
+            peer=peer,
+            reason=reason,
+            transient=reason != "diverged",
+            time=1.0,
+            server="master",
+        )
+
+    moot = write_entry(tmp_path, entry("refs/heads/main", "unreachable"))
+    kept = [
+        write_entry(tmp_path, entry("refs/heads/main", "pending")),  # another hook's, in flight
+        write_entry(tmp_path, entry("refs/heads/main", "diverged")),  # for review
+        write_entry(tmp_path, entry("refs/heads/main", "timeout", peer="third")),
+        write_entry(tmp_path, entry("refs/heads/other", "timeout")),
+    ]
+    before = write_entry(tmp_path, entry("refs/heads/main", "pending")).name
+    newer = write_entry(tmp_path, entry("refs/heads/main", "timeout"))
+    with drain_lock(tmp_path):
+        supersede(tmp_path, "product", "mirror", {"refs/heads/main"}, before)  # lock taken
+    assert moot in read_queue(tmp_path)
+    supersede(tmp_path, "product", "mirror", {"refs/heads/main"}, before)
+    names = {e.name for e in read_queue(tmp_path)}
+    assert moot.name not in names
+    assert {e.name for e in kept} | {before, newer.name} == names
+
+
+def test_an_internal_error_is_one_line_and_the_updates_stay_queued(cluster: Cluster) -> None:
+    commit = cluster.commit("one")
+    cluster.push("master", "main", RECONCILER_REPLICA="test")
+    said: list[str] = []
+
+    def emit(line: str) -> None:
+        said.append(line)
+        if len(said) == 1:
+            raise RuntimeError("the terminal went away")
+
+    environ = {**cluster.env, "GIT_DIR": str(cluster["master"].repository())}
+    assert post_receive.run_hook(f"{ZERO} {commit} refs/heads/main\n", environ, emit) == 0
+    assert said == ["replicated to mirror", "replication hook error: the terminal went away"]
+    queued = cluster["master"].queue()
+    assert sorted((e.peer, e.reason) for e in queued) == [
+        ("mirror", "pending"),
+        ("third", "pending"),
+    ]
+    # Queued twice is harmless: the lease makes the second delivery "up to date".
+    assert drain(cluster["master"].base, environ=cluster.env).delivered == 2
+    assert cluster.refs("third") == {"refs/heads/main": commit}
+
+
+def test_input_that_is_not_ref_updates_is_one_error_line(cluster: Cluster) -> None:
+    result = run_hook_file(cluster, "master", "this is not an update\n")
+    assert result.stdout.startswith("replication hook error: unexpected update line")
+    assert len(result.stdout.splitlines()) == 1
+    assert cluster["master"].queue() == []
+
+
+def _python_3_9() -> str | None:
+    candidates = [shutil.which("python3.9")]
+    candidates += sorted(str(p) for p in Path.home().glob(".pyenv/versions/3.9*/bin/python3.9"))
+    for candidate in candidates:
+        if not candidate:
+            continue
+        probe = subprocess.run(
+            [candidate, "-c", "import sys; print(sys.version_info[:2] == (3, 9))"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        if probe.stdout.strip() == "True":
+            return candidate
+    return None
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_the_hook_runs_on_python_3_9(tmp_path: Path, mode: str) -> None:
+    python = _python_3_9()
+    if python is None:
+        pytest.skip("no Python 3.9 on this machine")
+    cluster = build_cluster(tmp_path, mode=mode)
+    shims = tmp_path / "bin"
+    shims.mkdir()
+    (shims / "python3").symlink_to(python)
+    path = f"{shims}{os.pathsep}{cluster.env['PATH']}"
+    commit = cluster.commit("one")
+    result, _ = cluster.push("master", "main", PATH=path)
+    expected = {
+        "sync": ["replicated to mirror", "replicated to third"],
+        "async": ["mirror: queued", "third: queued"],
+    }
+    assert remote_lines(result.stderr) == expected[mode]
+
+    def delivered() -> bool:
+        return all(cluster.refs(n) == {"refs/heads/main": commit} for n in ("mirror", "third"))
+
+    wait_until(delivered, what="both peers to have the commit")
+    wait_until(lambda: cluster["master"].queue() == [], what="an empty queue")
+    wait_until(lambda: not live_processes("--drain", str(tmp_path)), what="the drainer to exit")
+
+
+def test_a_push_of_more_refs_than_one_command_takes(cluster: Cluster) -> None:
+    count = post_receive.PUSH_CHUNK + 1
+    commit = cluster.commit("one")
+    lines = "".join(f"create refs/heads/b{i:04d} {commit}\n" for i in range(count))
+    subprocess.run(
+        ["git", "update-ref", "--stdin"],
+        cwd=cluster.work,
+        env=cluster.env,
+        input=lines,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    result, _ = cluster.push("master", "refs/heads/*:refs/heads/*")
+    assert remote_lines(result.stderr) == ["replicated to mirror", "replicated to third"]
+    for name in ("mirror", "third"):
+        assert len(cluster.refs(name)) == count + 1  # and main
+    assert cluster["master"].queue() == []
+
+
+def test_a_retry_drain_delivers_what_a_peer_missed_and_keeps_what_diverged(
+    tmp_path: Path,
+) -> None:
+    cluster = build_cluster(tmp_path)
+    first = cluster.commit("one")
+    cluster.push("master", "main")
+    cluster.set_remote("master", "mirror", str(tmp_path / "away.git"))
+    cluster.set_remote("master", "third", str(tmp_path / "away.git"))
+    second = cluster.commit("two")
+    git(cluster.work, "branch", "topic", first, env=cluster.env)
+    cluster.push("master", "main", "topic")
+    assert len(cluster["master"].queue()) == 4
+    theirs = cluster.commit("theirs", branch="elsewhere")
+    cluster.push("third", "elsewhere:topic", RECONCILER_REPLICA="test")  # third has its own
+    cluster.set_remote("master", "mirror", str(cluster["mirror"].repository()))
+    cluster.set_remote("master", "third", str(cluster["third"].repository()))
+
+    hook = cluster["master"].repository() / "hooks" / "post-receive"
+    drained = subprocess.run(
+        [str(hook), "--drain", str(cluster["master"].base), "--retry"],
+        env=cluster.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert json.loads(drained.stdout) == {
+        "format_version": 1,
+        "delivered": 3,
+        "remaining": 1,
+        "locked": False,
+    }
+    assert cluster.refs("mirror") == {"refs/heads/main": second, "refs/heads/topic": first}
+    assert cluster.refs("third") == {"refs/heads/main": second, "refs/heads/topic": theirs}
+    [entry] = cluster["master"].queue()
+    assert (entry.peer, entry.ref, entry.reason) == ("third", "refs/heads/topic", "diverged")
+
+
+def test_split_brain_keeps_both_commits_and_replicates_the_rest(cluster: Cluster) -> None:
+    base = cluster.commit("base")
+    cluster.push("master", "main")
+    other = cluster.root / "other-work"
+    git(
+        cluster.root,
+        "clone",
+        "-q",
+        str(cluster["mirror"].repository()),
+        str(other),
+        env=cluster.env,
+    )
+    ours = cluster.commit("ours")
+    (other / "file.txt").write_text("theirs\n")
+    git(other, "commit", "-q", "-am", "theirs", env=cluster.env)
+    theirs = git(other, "rev-parse", "HEAD", env=cluster.env).stdout.strip()
+    git(other, "branch", "unrelated", base, env=cluster.env)
+
+    pushes = {
+        "master": subprocess.Popen(
+            ["git", "push", str(cluster["master"].repository()), "main"],
+            cwd=cluster.work,
+            env=cluster.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        ),
+        "mirror": subprocess.Popen(
+            ["git", "push", str(cluster["mirror"].repository()), "main", "unrelated"],
+            cwd=other,
+            env=cluster.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        ),
+    }
+    accepted = {}
+    said = {}
+    for name, push in pushes.items():
+        try:
+            said[name] = push.communicate(timeout=60)[1]
+        finally:
+            if push.poll() is None:
+                push.kill()
+                push.wait(timeout=10)
+        accepted[name] = push.returncode == 0
+    pushed = {"master": ours, "mirror": theirs}
+
+    assert any(accepted.values())
+    for name in ("master", "mirror", "third"):
+        assert cluster.refs(name)["refs/heads/main"] in (ours, theirs), name
+    for name, commit in pushed.items():
+        if accepted[name]:
+            # What a server accepted from a person is never overwritten by a peer.
+            assert cluster.refs(name)["refs/heads/main"] == commit, name
+    if all(accepted.values()):
+        # Both sides were told, and each recorded the other for review.
+        for name, other_name in (("master", "mirror"), ("mirror", "master")):
+            assert f"{other_name} rejected refs/heads/main (diverged)" in said[name], said
+            entries = [e for e in cluster[name].queue() if e.ref == "refs/heads/main"]
+            assert {e.reason for e in entries} == {"diverged"}, [
+                (e.peer, e.reason, e.detail) for e in entries
+            ]
+            assert other_name in {e.peer for e in entries}
+    # The other branch pushed meanwhile is replicated normally.
+    if accepted["mirror"]:
+        for name in ("master", "third"):
+            assert cluster.refs(name)["refs/heads/unrelated"] == base, name

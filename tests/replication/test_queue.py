@@ -72,12 +72,15 @@ def test_bad_files_are_reported_and_temporary_files_skipped(tmp_path: Path) -> N
     (directory / "00000000000000000003-1-new.json").write_text(json.dumps(newer))
     odd = json.loads((directory / good.name).read_text()) | {"reason": "bored"}
     (directory / "00000000000000000004-1-odd.json").write_text(json.dumps(odd))
+    away = json.loads((directory / good.name).read_text()) | {"repository": "../etc"}
+    (directory / "00000000000000000005-1-away.json").write_text(json.dumps(away))
     problems: list[QueueProblem] = []
     assert read_queue(tmp_path, problems.append) == [good]
     assert [p.path.name for p in problems] == [
         "00000000000000000002-1-bad.json",
         "00000000000000000003-1-new.json",
         "00000000000000000004-1-odd.json",
+        "00000000000000000005-1-away.json",
     ]
     assert "format_version 2" in problems[1].message
     assert "bored" in str(problems[2])
