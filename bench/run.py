@@ -442,7 +442,15 @@ def write_profiles(scenario: Scenario, directory: Path, label: str) -> None:
         "pyinstrument reconcile plan",
     )
     source = program_source("gather")
-    request = json.dumps({"repositories": "repositories", "admin": "gitosis-admin"}).encode()
+    from reconciler.replication import hook_source
+
+    request = json.dumps(
+        {
+            "repositories": "repositories",
+            "admin": "gitosis-admin",
+            "hook": hook_source().decode("utf-8"),
+        }
+    ).encode()
     server = scenario.cluster.servers[0]
     done = check(
         run_timed(
@@ -475,6 +483,7 @@ def ratio_row(
 ) -> Row:
     row = Row(id, measurement, median(values), median(floors), "s", target, None, values, floors)
     row.met = (row.ratio or float("inf")) <= limit
+    log(f"{id}: {measurement}: {row.median:.3f}s, floor {row.floor:.3f}s, {row.ratio:.2f}x")
     return row
 
 
