@@ -326,15 +326,20 @@ class Scenario:
         body = ["repositories:", *(f"  {name}: {{}}" for name in repositories)]
         (directory / "20-repositories.yaml").write_text("\n".join(body) + "\n")
 
-    def reconcile(self, *args: str) -> Timed:
+    def reconcile(self, *args: str, extra_env: Mapping[str, str] | None = None) -> Timed:
         return run_timed(
             [*reconcile_argv(), *args, "-C", str(self.operator.checkout)],
-            env=self.operator.env(),
+            env=self.operator.env(extra_env),
             timeout=SETUP_TIMEOUT,
         )
 
-    def must(self, *args: str, codes: tuple[int, ...] = (0,)) -> Timed:
-        done = self.reconcile(*args)
+    def must(
+        self,
+        *args: str,
+        codes: tuple[int, ...] = (0,),
+        extra_env: Mapping[str, str] | None = None,
+    ) -> Timed:
+        done = self.reconcile(*args, extra_env=extra_env)
         if done.returncode not in codes:
             raise RuntimeError(
                 f"reconcile {' '.join(args)} exited {done.returncode}\n"
