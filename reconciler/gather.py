@@ -63,6 +63,12 @@ def run_json_program(
         ) from exc
 
 
+def _hook_text() -> str:
+    from reconciler.replication import hook_source
+
+    return hook_source().decode("utf-8")
+
+
 def gather_server(
     desired: Desired, transport: Transport, *, want_refs: bool = False
 ) -> ServerFacts:
@@ -74,6 +80,8 @@ def gather_server(
             "repositories": server.repositories,
             "admin": desired.cluster.admin_repository,
             "refs": want_refs,
+            # Hooks equal to the current one need no hashing on the server.
+            "hook": _hook_text(),
         },
     )
     return parse_server_facts(transport.server, data, host_key=transport.host_key_line())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from rich.console import Console
@@ -19,7 +20,7 @@ def run(directory: Path) -> int:
         result = import_gitosis(directory)
         written = write_import(directory, result)
     except ConfigErrors as exc:
-        print_problems(err, exc.errors)
+        print_problems(sys.stderr, exc.errors)
         return 1
     except ReconcilerError as exc:
         err.print(str(exc), markup=False)

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
-
-from rich.console import Console
 
 from reconciler.errors import ConfigErrors
 
@@ -14,8 +13,8 @@ def run(directory: Path) -> int:
     from reconciler.desired import load
     from reconciler.desired.render import remove_orphaned_key_files, write_admin_files
 
-    out = Console(soft_wrap=True, highlight=False)
-    err = Console(stderr=True, soft_wrap=True, highlight=False)
+    out = sys.stdout
+    err = sys.stderr
     try:
         desired = load(directory)
     except ConfigErrors as exc:
@@ -23,11 +22,11 @@ def run(directory: Path) -> int:
         return 1
     changed = write_admin_files(desired, directory)
     for path in changed:
-        out.print(f"wrote {directory / path}", markup=False)
+        out.write(f"wrote {directory / path}\n")
     removed = remove_orphaned_key_files(desired, directory)
     for path in removed:
-        out.print(f"removed {directory / path} (the user left cluster.d/)", markup=False)
+        out.write(f"removed {directory / path} (the user left cluster.d/)\n")
     changed += removed
     if not changed:
-        out.print("gitosis.conf and keydir/ are already up to date.", markup=False)
+        out.write("gitosis.conf and keydir/ are already up to date.\n")
     return 0

@@ -2,30 +2,29 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
-
-from rich.console import Console
+from typing import TextIO
 
 from reconciler.errors import ConfigErrors, Location, ReconcilerError
 
+# Plain text, no markup: written straight to the streams, without importing rich
+# (validate runs as a pre-push hook; its start-up time is felt on every push).
 
-def print_problems(console: Console, errors: list[ReconcilerError]) -> None:
+
+def print_problems(stream: TextIO, errors: list[ReconcilerError]) -> None:
     for error in errors:
-        console.print(str(error), markup=False, highlight=False)
+        stream.write(f"{error}\n")
     count = len(errors)
-    console.print(
-        f"{count} problem{'s' if count != 1 else ''} found; nothing was changed.",
-        markup=False,
-        highlight=False,
-    )
+    stream.write(f"{count} problem{'s' if count != 1 else ''} found; nothing was changed.\n")
 
 
 def run(directory: Path) -> int:
     from reconciler.desired import load
     from reconciler.desired.render import stale_files
 
-    out = Console(soft_wrap=True, highlight=False)
-    err = Console(stderr=True, soft_wrap=True, highlight=False)
+    out = sys.stdout
+    err = sys.stderr
     try:
         desired = load(directory)
     except ConfigErrors as exc:
@@ -45,10 +44,9 @@ def run(directory: Path) -> int:
             ],
         )
         return 1
-    out.print(
+    out.write(
         f"cluster.d/ is valid ({len(desired.servers)} servers, "
         f"{len(desired.repositories)} repositories, {len(desired.groups)} groups, "
-        f"{len(desired.users)} users) and gitosis.conf and keydir/ are up to date.",
-        markup=False,
+        f"{len(desired.users)} users) and gitosis.conf and keydir/ are up to date.\n"
     )
     return 0

@@ -233,11 +233,6 @@ def read_yaml(path: Path, file: str) -> YamlDocument:
     Raises ``ReconcilerError`` for a file that is not sane YAML, or ``ConfigErrors``
     for several values of types cluster.d/ does not accept.
     """
-    from ruamel.yaml import YAML
-    from ruamel.yaml.error import YAMLError
-
-    from reconciler.errors import ConfigErrors
-
     try:
         size = path.stat().st_size
         if size > MAX_FILE_BYTES:
@@ -250,6 +245,14 @@ def read_yaml(path: Path, file: str) -> YamlDocument:
         raise ReconcilerError(
             f"cannot read the file: {exc.strerror or exc}", Location(file)
         ) from None
+    cached = _cached_document(raw, file)
+    if cached is not None:
+        return cached
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import YAMLError
+
+    from reconciler.errors import ConfigErrors
+
     text = _decode(raw, file)
     yaml = YAML(typ="rt")
     yaml.allow_duplicate_keys = False
@@ -268,4 +271,102 @@ def read_yaml(path: Path, file: str) -> YamlDocument:
     converter.document.data = converter.convert(node, ())
     if converter.errors:
         raise ConfigErrors(converter.errors)
+    _store_document(raw, converter.document)
     return converter.document
+
+
+# -- a cache of parsed files, keyed by their exact bytes ---------------------------
+#
+# ruamel's round-trip parser is pure Python: parsing a cluster.d/ of 10,000
+# repositories takes seconds, on every plan. A file whose bytes were parsed before
+# gives the same document again, so the result is kept under the sha256 of those
+# bytes (and of the parser's version). Only files that parsed without problems are
+# kept; the cache holds nothing about servers, so it cannot make a plan stale.
+
+CACHE_FORMAT = 1
+CACHE_ENV = "RECONCILER_YAML_CACHE"  # a directory, or "off"
+CACHE_MAX_AGE = 14 * 24 * 3600
+
+
+def _cache_dir() -> Path | None:
+    import os
+
+    setting = os.environ.get(CACHE_ENV, "")
+    if setting == "off":
+        return None
+    if setting:
+        return Path(setting)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "reconciler" / "yaml"
+
+
+def _parser_identity() -> str:
+    """Which ruamel.yaml parsed the file, found without importing it (that alone
+    costs a fifth of a second): its module file, size and modification time."""
+    import importlib.util
+    import os
+
+    spec = importlib.util.find_spec("ruamel.yaml")
+    origin = spec.origin if spec is not None else None
+    if not origin:
+        raise OSError("ruamel.yaml not found")
+    info = os.stat(origin)
+    return f"{origin}:{info.st_size}:{info.st_mtime_ns}"
+
+
+def _cache_file(raw: bytes) -> Path | None:
+    import hashlib
+    import sys
+
+    directory = _cache_dir()
+    if directory is None:
+        return None
+    salt = f"{CACHE_FORMAT}\0{_parser_identity()}\0{sys.version_info[:2]}\0".encode()
+    return directory / (hashlib.sha256(salt + raw).hexdigest() + ".marshal")
+
+
+def _cached_document(raw: bytes, file: str) -> YamlDocument | None:
+    import marshal
+
+    try:
+        path = _cache_file(raw)
+        if path is None:
+            return None
+        # Our own file in a 0700 directory; marshal builds values and never runs code.
+        stored = marshal.loads(path.read_bytes())  # noqa: S302
+    except (OSError, ValueError, EOFError, TypeError):
+        return None
+    if (
+        not isinstance(stored, tuple)
+        or len(stored) != 3
+        or not isinstance(stored[1], dict)
+        or not isinstance(stored[2], dict)
+    ):
+        return None
+    data, keys, values = stored
+    return YamlDocument(file, data, keys, values)
+
+
+def _store_document(raw: bytes, document: YamlDocument) -> None:
+    import marshal
+    import os
+    import tempfile
+    import time
+
+    try:
+        path = _cache_file(raw)
+        if path is None:
+            return
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        blob = marshal.dumps((document.data, document.key_positions, document.value_positions))
+        fd, temp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(blob)
+        os.replace(temp, path)
+        # Forget files of old versions of cluster.d/.
+        cutoff = time.time() - CACHE_MAX_AGE
+        for old in path.parent.glob("*.marshal"):
+            if old.stat().st_mtime < cutoff:
+                old.unlink()
+    except (OSError, ValueError):
+        pass  # a cache that cannot be written only costs time

@@ -74,7 +74,8 @@ def fsync_dir(directory: str) -> None:
 
 def make_dirs(directory: str, mode: int) -> None:
     if not os.path.isdir(directory):
-        os.makedirs(directory, mode=mode)
+        # exist_ok: repositories are created in parallel, maybe under one new parent.
+        os.makedirs(directory, mode=mode, exist_ok=True)
 
 
 def remove_stale(directory: str, prefix: str) -> None:
@@ -240,6 +241,23 @@ def git_dir(op: Op) -> str:
     return full
 
 
+def local_config(repo: str) -> list[tuple[str, str]] | None:
+    """The repository's own config as (key, value) pairs, in one git call; None if unreadable."""
+    done = subprocess.run(
+        ["git", "--git-dir", repo, "config", "--local", "-z", "--list"],
+        capture_output=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        return None
+    entries = []
+    for item in done.stdout.split(b"\0"):
+        if item:
+            key, _, value = item.partition(b"\n")
+            entries.append((key.decode("utf-8", "replace"), value.decode("utf-8", "replace")))
+    return entries
+
+
 def op_set_remote(op: Op) -> None:
     repo = git_dir(op)
     name = op["name"]
@@ -249,14 +267,25 @@ def op_set_remote(op: Op) -> None:
             capture_output=True,
             check=False,
         )
+    # Read the config once and touch only what differs: every git call is a process,
+    # and apply sets two remotes in each of thousands of repositories.
+    entries = local_config(repo)
+    prefix = f"remote.{name}."
+    seen: dict[str, list[str]] = {}
+    for key, value in entries or []:
+        if key.startswith(prefix):
+            seen.setdefault(key[len(prefix) :], []).append(value)
     for key in ("fetch", "mirror", "pushurl"):
-        subprocess.run(
-            ["git", "--git-dir", repo, "config", "--unset-all", f"remote.{name}.{key}"],
-            capture_output=True,
-            check=False,
-        )
-    run(["git", "--git-dir", repo, "config", f"remote.{name}.url", op["url"]])
-    run(["git", "--git-dir", repo, "config", f"remote.{name}.reconcilerManaged", "true"])
+        if entries is None or key in seen:
+            subprocess.run(
+                ["git", "--git-dir", repo, "config", "--unset-all", f"remote.{name}.{key}"],
+                capture_output=True,
+                check=False,
+            )
+    if entries is None or seen.get("url") != [op["url"]]:
+        run(["git", "--git-dir", repo, "config", f"remote.{name}.url", op["url"]])
+    if entries is None or seen.get("reconcilermanaged") != ["true"]:
+        run(["git", "--git-dir", repo, "config", f"remote.{name}.reconcilerManaged", "true"])
 
 
 def op_remove_remote(op: Op) -> None:
@@ -401,22 +430,54 @@ OPS = {
 }
 
 
+# Independent operations on distinct paths: a run of actions made only of these
+# (one repository each, as the plan makes them) is carried out a few at a time.
+# Cloning is mostly waiting for the peer; one after another, adding a server with
+# hundreds of repositories took several times as long as the clones themselves.
+PARALLEL_OPS = frozenset({"clone_mirror", "init_bare"})
+PARALLEL_WORKERS = 4
+
+
+def run_action(action: list[Op]) -> dict[str, Any]:
+    for op in action:
+        try:
+            handler = OPS.get(str(op.get("op")))
+            if handler is None:
+                raise OpError(f"unknown operation {op.get('op')!r}")
+            handler(op)
+        except (OpError, OSError, KeyError, ValueError) as exc:
+            return {"ok": False, "error": str(exc) or type(exc).__name__}
+    return {"ok": True, "error": ""}
+
+
+def parallel(action: list[Op]) -> bool:
+    return bool(action) and all(op.get("op") in PARALLEL_OPS for op in action)
+
+
 def main() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
     os.umask(0o022)
     request = json.loads(sys.stdin.read() or "{}")
-    results = []
-    for action in request.get("actions", []):
-        result = {"ok": True, "error": ""}
-        for op in action:
-            try:
-                handler = OPS.get(op.get("op"))
-                if handler is None:
-                    raise OpError(f"unknown operation {op.get('op')!r}")
-                handler(op)
-            except (OpError, OSError, KeyError, ValueError) as exc:
-                result = {"ok": False, "error": str(exc) or type(exc).__name__}
+    actions = request.get("actions", [])
+    results: list[dict[str, Any]] = []
+    start = 0
+    while start < len(actions):
+        end = start
+        paths: set[Any] = set()
+        while end < len(actions) and parallel(actions[end]):
+            targets = {op.get("path") for op in actions[end]}
+            if paths & targets:
                 break
-        results.append(result)
+            paths |= targets
+            end += 1
+        if end - start > 1:
+            with ThreadPoolExecutor(max_workers=min(PARALLEL_WORKERS, end - start)) as pool:
+                results += pool.map(run_action, actions[start:end])
+            start = end
+        else:
+            results.append(run_action(actions[start]))
+            start += 1
     json.dump({"results": results}, sys.stdout)
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.testing.recipe import commit, server_ref, user_clone, user_git
 from tests.e2e.scenario import start_scenario
 
 pytestmark = pytest.mark.e2e
@@ -77,3 +78,12 @@ def test_foreign_hook_and_remote(ssh_cluster_factory, tmp_path: Path) -> None:  
     # A remote with no peer's name is not the reconciler's to replace or remove.
     assert remote_url(beta, "tools/build-scripts", "backup") == "/srv/backup.git"
     scenario.assert_converged()
+
+    # beta replicates again through the hook that replaced the foreign one.
+    work = tmp_path / "alice-product"
+    user_clone(cluster, scenario.alice, beta, "product", work)
+    pushed = commit(work, "after the hook was replaced")
+    push = user_git(cluster, scenario.alice, work, "push", "origin", "HEAD:refs/heads/main")
+    assert "replicated to alpha" in push.stderr, push.stderr
+    for server in cluster.servers:
+        assert server_ref(server, "product", "refs/heads/main") == pushed, server.name

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.testing.recipe import commit, server_ref, user_clone, user_git
 from tests.e2e.scenario import fingerprint, home_snapshot, start_scenario
 
 pytestmark = pytest.mark.e2e
@@ -40,10 +41,20 @@ def test_wrong_pinned_host_key_is_refused(ssh_cluster_factory, tmp_path: Path) -
         assert (server.home / ".ssh/id_ed25519").exists()
         assert (server.home / "repositories/product.git/hooks/post-receive").exists()
 
-    # The right pin: gamma joins.
+    # The right pin: gamma joins, and the peers reach it (their known_hosts is right).
     scenario.declare(cluster.servers, pin_host_keys=True)
     scenario.apply_twice()
     assert (gamma.home / ".ssh/id_ed25519").exists()
+    for server in (alpha, beta):
+        known = (server.home / ".ssh/known_hosts").read_text().splitlines()
+        for_gamma = [line for line in known if line.startswith(f"[127.0.0.1]:{gamma.port} ")]
+        assert len(for_gamma) == 1 and for_gamma[0].startswith(gamma.known_hosts_line), known
+    work = tmp_path / "alice-product"
+    user_clone(cluster, scenario.alice, alpha, "product", work)
+    pushed = commit(work, "first")
+    push = user_git(cluster, scenario.alice, work, "push", "origin", "HEAD:refs/heads/main")
+    assert "replicated to gamma" in push.stderr, push.stderr
+    assert server_ref(gamma, "product", "refs/heads/main") == pushed
 
 
 def test_unknown_host_needs_trust(ssh_cluster_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -109,3 +120,34 @@ def test_changed_host_key_is_never_accepted(ssh_cluster_factory, tmp_path: Path)
         )
     assert known_hosts.read_text() == recorded
     assert home_snapshot(gamma) == before
+
+
+def test_known_hosts_markers(ssh_cluster_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """An operator's known_hosts with ``@cert-authority`` and ``@revoked`` lines (as
+    organisations keep them): the first is skipped, the second refuses that key even
+    with --trust-new-host-keys; the other servers work normally."""
+    cluster = ssh_cluster_factory(2, names=["alpha", "beta"])
+    _alpha, beta = cluster.servers
+    scenario = start_scenario(cluster, tmp_path)
+    known_hosts = scenario.operator.home / ".ssh/known_hosts"
+    text = known_hosts.read_text()
+    known_hosts.write_text(
+        f"@cert-authority *.example.com {beta.host_key}\n"
+        "# a comment, and a line that is no entry at all\n"
+        "garbage-without-a-key\n"
+        f"{text}@revoked [127.0.0.1]:{beta.port} {beta.host_key}\n"
+    )
+    recorded = known_hosts.read_text()
+    before = home_snapshot(beta)
+    seen = fingerprint(beta.host_key)
+
+    for args in (("plan",), ("apply", "--yes", "--trust-new-host-keys")):
+        done = scenario.reconcile(*args)
+        assert done.returncode == 1, done.stdout + done.stderr
+        assert "Traceback" not in done.stdout + done.stderr, done.stderr
+        errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+        assert errors and all("server beta" in line for line in errors), done.stderr
+        assert any(seen in line and "revoked" in line for line in errors), done.stderr
+    assert known_hosts.read_text() == recorded
+    assert home_snapshot(beta) == before
+    assert (cluster.servers[0].home / ".ssh/id_ed25519").exists()

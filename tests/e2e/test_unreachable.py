@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -49,3 +50,35 @@ def test_unreachable_server(ssh_cluster_factory, tmp_path: Path) -> None:  # typ
     gamma.start()
     scenario.apply_twice()
     assert (gamma.home / docs / "HEAD").is_file()
+
+
+def test_server_that_never_answers(ssh_cluster_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A server that accepts the connection but never speaks SSH (its sshd stopped
+    with SIGSTOP): one clear sentence after the connect timeout, no traceback, and
+    apply does not wait for it again in every phase."""
+    from reconciler.transport.ssh import CONNECT_TIMEOUT
+
+    cluster = ssh_cluster_factory(2, names=["alpha", "beta"])
+    alpha, beta = cluster.servers
+    scenario = start_scenario(cluster, tmp_path)
+    beta.pause()
+    try:
+        plan = scenario.reconcile("plan")
+        started = time.monotonic()
+        applied = scenario.reconcile("apply", "--yes")
+        elapsed = time.monotonic() - started
+    finally:
+        beta.resume()
+    for done in (plan, applied):
+        assert done.returncode == 1, done.stdout + done.stderr
+        assert "Traceback" not in done.stdout + done.stderr, done.stderr
+        errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+        assert errors and all("server beta" in line for line in errors), done.stderr
+        assert any(f"no answer within {CONNECT_TIMEOUT:.0f}s" in line for line in errors)
+    # apply gathers after each of its phases; waiting for beta each time took 4 x 15 s.
+    assert elapsed < 3 * CONNECT_TIMEOUT, elapsed
+    assert (alpha.home / ".ssh/id_ed25519").exists()
+    assert not (beta.home / ".ssh/id_ed25519").exists()
+
+    scenario.apply_twice()
+    assert (beta.home / ".ssh/id_ed25519").exists()
