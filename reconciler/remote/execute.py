@@ -15,6 +15,7 @@ import contextlib
 import hashlib
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -175,18 +176,21 @@ def op_keygen(op: Op) -> None:
     key = os.path.join(directory, "id_ed25519")
     if os.path.exists(key):
         return
-    # Made aside and moved in private key first, public key last: a run killed while
-    # ssh-keygen writes leaves no half a key pair under the real names.
+    # Made under a temporary name and moved in, private key first, public key last:
+    # a run killed while ssh-keygen writes leaves no half a key pair under the real
+    # names, and once both are moved nothing is left to clean up.
     remove_stale(directory, KEYGEN_PREFIX)
-    aside = tempfile.mkdtemp(prefix=KEYGEN_PREFIX, dir=directory)
+    made = os.path.join(directory, f"{KEYGEN_PREFIX}{os.getpid()}-{secrets.token_hex(4)}")
     try:
-        made = os.path.join(aside, "id_ed25519")
         run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", op["comment"], "-f", made])
         os.rename(made, key)
         os.rename(made + ".pub", key + ".pub")
-        fsync_dir(directory)
-    finally:
-        shutil.rmtree(aside, ignore_errors=True)
+    except BaseException:
+        for leftover in (made, made + ".pub"):
+            with contextlib.suppress(OSError):
+                os.unlink(leftover)
+        raise
+    fsync_dir(directory)
 
 
 def _temporary_sibling(full: str) -> str:
