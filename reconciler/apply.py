@@ -19,7 +19,7 @@ from typing import Any
 from reconciler import git
 from reconciler.admin_checkout import COMMITTED_WITH_RENDERING, gather_checkout
 from reconciler.desired import Desired
-from reconciler.errors import ReconcilerError
+from reconciler.errors import HostKeyError, ReconcilerError
 from reconciler.facts import Facts
 from reconciler.gather import gather_facts, run_json_program
 from reconciler.planning import Action, Plan, PlanContext, PlanOptions, make_plan
@@ -160,7 +160,11 @@ def apply_cluster(
     confirm: Callable[[Plan], bool] | None = None,
 ) -> Outcome:
     reporter = reporter or Reporter()
-    plan, _facts = plan_cluster(desired, transports, options, reporter)
+    plan, facts = plan_cluster(desired, transports, options, reporter)
+    refused = [str(e) for e in facts.errors.values() if isinstance(e, HostKeyError)]
+    if refused:
+        # Whoever answered in that server's place must not steer changes anywhere.
+        raise ReconcilerError(f"{'; '.join(refused)}; nothing was changed on any server")
     outcome = Outcome(first_plan=plan)
     if not plan.actions:
         outcome.final_plan = plan
