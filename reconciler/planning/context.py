@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -58,14 +59,20 @@ class PlanContext:
 
 def repository_url(server: Server, repository: str) -> str:
     """How the other servers reach ``repository`` on ``server`` (its peer_url)."""
+    return f"{repository_base_url(server)}/{repository}.git"
+
+
+@functools.lru_cache(maxsize=1024)
+def repository_base_url(server: Server) -> str:
+    """The part of every repository URL on ``server`` before ``/NAME.git``."""
     url = server.peer_url
     if url.kind == "local":
-        return f"{url.path}/{server.repositories}/{repository}.git"
+        return f"{url.path}/{server.repositories}"
     user = f"{url.user}@" if url.user else ""
     host = f"[{url.host}]" if url.host and ":" in url.host else url.host
     port = f":{url.port}" if url.port else ""
     # Through gitosis-serve, which takes the path relative to its repository base.
-    return f"ssh://{user}{host}{port}/{repository}.git"
+    return f"ssh://{user}{host}{port}"
 
 
 def settings_text(desired: Desired, server: str) -> str:

@@ -8,10 +8,22 @@ from __future__ import annotations
 
 import hashlib
 
+from reconciler.facts import HookFacts
 from reconciler.planning.context import PlanContext
 from reconciler.planning.model import Action, Note, Phase
 
 HOOK_MODE = 0o755
+
+
+def _current(hook: HookFacts | None, digest: str, uid: int) -> bool:
+    return (
+        hook is not None
+        and hook.managed
+        and not hook.symlink
+        and hook.sha256 == digest
+        and hook.mode == HOOK_MODE
+        and hook.uid == uid
+    )
 
 
 def plan_hooks(ctx: PlanContext) -> tuple[list[Action], list[Note]]:
@@ -22,9 +34,11 @@ def plan_hooks(ctx: PlanContext) -> tuple[list[Action], list[Note]]:
     content = source.decode("utf-8")
     for name, facts in ctx.reachable().items():
         for repository in ctx.desired.mirrored_repositories():
-            path = f"{ctx.repository_path(name, repository)}/hooks/post-receive"
             existing = facts.repositories.get(repository)
             hook = existing.hook if existing else None
+            if _current(hook, digest, facts.uid):
+                continue  # the common case, decided before building anything
+            path = f"{ctx.repository_path(name, repository)}/hooks/post-receive"
             op = {"op": "write_file", "path": path, "content": content, "mode": HOOK_MODE}
             target = f"{repository} post-receive"
             if hook is None:

@@ -32,8 +32,10 @@ def plan_remotes(ctx: PlanContext) -> tuple[list[Action], list[Note]]:
                 remotes = {}
             for peer in peers:
                 url = repository_url(ctx.desired.servers[peer], repository)
-                op = {"op": "set_remote", "repo": path, "name": peer, "url": url}
                 remote = remotes.get(peer)
+                if remote is not None and remote.managed and _clean(remote, url):
+                    continue  # the common case, decided before building anything
+                op = {"op": "set_remote", "repo": path, "name": peer, "url": url}
                 target = f"{repository} remote {peer}"
                 if remote is None:
                     description = f"{repository}: add remote {peer} -> {url}"
@@ -48,8 +50,6 @@ def plan_remotes(ctx: PlanContext) -> tuple[list[Action], list[Note]]:
                             (op,),
                         )
                     )
-                elif remote.managed and _clean(remote, url):
-                    continue
                 elif remote.managed or remote.url == url:
                     verb = "set remote" if remote.managed else "adopt remote"
                     description = f"{repository}: {verb} {peer} -> {url}"

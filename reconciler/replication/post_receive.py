@@ -1021,9 +1021,9 @@ def drain(
     compare-and-swap as the hook's, so retrying a diverged entry forces nothing.
 
     Entries another drainer is working on are left to it. After letting go of the
-    lock the queue is looked at once more: a hook whose drainer found the lock
-    taken wrote its entries before that, so they are seen here or by the next
-    holder.
+    lock the whole queue (every repository) is looked at once more: a hook whose
+    drainer found the lock taken wrote its entries before that, so they are seen
+    here or by the next holder.
     """
     settings = load_settings(base)
     environ = os.environ if environ is None else environ
@@ -1042,6 +1042,9 @@ def drain(
                     break
                 attempted.update(e.name for e in todo)
                 delivered += _drain_round(base, settings, todo, environ, deadline)
+        # A hook of another repository may have found the lock taken while this
+        # drainer held it and left its pending entries to the holder: take them too.
+        repository = None
         if not _selected(base, repository, retry, attempted):
             break
     remaining = len(_selected(base, repository, retry, set()))

@@ -122,7 +122,13 @@ class SshTransport:
         user = self.target.user or config.get("user") or _local_user()
         identities: list[str] = []
         if self.target.identity:
-            identities.append(os.path.expanduser(self.target.identity))
+            identity = os.path.expanduser(self.target.identity)
+            if not os.path.isfile(identity):
+                # Falling back to other keys silently would hide a typo in cluster.d/.
+                raise ServerError(
+                    self.server, f"the identity file {identity} given in cluster.d/ does not exist"
+                )
+            identities.append(identity)
         identities += [os.path.expanduser(p) for p in config.get("identityfile", [])]
         identities = [p for p in identities if os.path.isfile(p)]
 

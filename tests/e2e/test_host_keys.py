@@ -36,10 +36,10 @@ def test_wrong_pinned_host_key_is_refused(ssh_cluster_factory, tmp_path: Path) -
 
     assert home_snapshot(gamma) == before
     assert not (gamma.home / ".ssh/id_ed25519").exists()
-    # The servers whose pins are right were reconciled all the same.
+    # A server that may be impersonated stops the whole run: nothing changed anywhere.
     for server in (alpha, beta):
-        assert (server.home / ".ssh/id_ed25519").exists()
-        assert (server.home / "repositories/product.git/hooks/post-receive").exists()
+        assert not (server.home / ".ssh/id_ed25519").exists()
+        assert not (server.home / "repositories/product.git").exists()
 
     # The right pin: gamma joins, and the peers reach it (their known_hosts is right).
     scenario.declare(cluster.servers, pin_host_keys=True)
@@ -150,4 +150,5 @@ def test_known_hosts_markers(ssh_cluster_factory, tmp_path: Path) -> None:  # ty
         assert any(seen in line and "revoked" in line for line in errors), done.stderr
     assert known_hosts.read_text() == recorded
     assert home_snapshot(beta) == before
-    assert (cluster.servers[0].home / ".ssh/id_ed25519").exists()
+    # A refused host key stops the run before anything changes on any server.
+    assert not (cluster.servers[0].home / ".ssh/id_ed25519").exists()

@@ -378,6 +378,8 @@ def test_unreachable_server_is_an_error_and_peers_still_planned(desired: Any) ->
     lines = plan_lines(plan)
     assert "b: error: server b: cannot connect to git@b.example:22: Connection refused" in lines
     assert "a: + create empty repository product" in lines
+    # a's known_hosts line for b stays; no warning about b's unknown key.
+    assert not any("host key" in line for line in lines), lines
     assert plan.exit_code() == 1
 
 

@@ -119,3 +119,31 @@ def test_concurrent_writers_never_collide(tmp_path: Path) -> None:
     assert problems == []
     assert len({e.ref for e in entries}) == 200
     assert len(list(queue_directory(tmp_path).iterdir())) == 200
+
+
+def test_a_drainer_also_takes_pending_entries_of_other_repositories(tmp_path: Path) -> None:
+    """A hook of another repository that found the lock taken left its entries to the
+    holder: the holder's drainer must not leave them behind (found by the benchmarks)."""
+    from reconciler.replication.post_receive import QueueEntry, drain, write_entry
+    from tests.replication.conftest import build_cluster
+
+    cluster = build_cluster(tmp_path, mode="async")
+    base = cluster["master"].base
+    stranded = write_entry(
+        base,
+        QueueEntry(
+            repository="other",
+            ref="refs/heads/main",
+            old="0" * 40,
+            new="1" * 40,
+            peer="mirror",
+            reason="pending",
+            transient=True,
+            time=1.0,
+            server="master",
+        ),
+    )
+    drain(base, "product", max_seconds=30)
+    after = {entry.name: entry for entry in cluster["master"].queue()}
+    # Tried (it cannot be delivered: no such repository), so no longer "pending".
+    assert stranded.name not in after or after[stranded.name].reason != "pending"
