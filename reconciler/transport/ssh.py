@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 import os
 import shlex
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,11 @@ import paramiko
 
 from reconciler.errors import HostKeyError, ServerError
 from reconciler.transport import CommandResult, TransportStats
+
+# paramiko logs a failed handshake (a server that accepts but never answers) with
+# a traceback; without a handler Python's last-resort handler would print it. The
+# failure reaches the user as a ServerError instead.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 __all__ = ["HostKeyError", "SshTarget", "SshTransport", "fingerprint", "parse_public_key"]
 
@@ -63,15 +70,56 @@ class SshTarget:
     identity: str | None = None
 
 
+def load_known_hosts(keys: paramiko.HostKeys, texts: list[str]) -> set[str]:
+    """Add the entries of known_hosts files to ``keys``, as OpenSSH reads them.
+
+    Returns the base64 of the keys marked ``@revoked``, which are never added.
+    ``@cert-authority`` lines (host certificates are not supported here) and lines
+    that are not valid entries are skipped, as OpenSSH skips them; paramiko's own
+    loader raises on them instead.
+    """
+    revoked: set[str] = set()
+    entries: list[paramiko.hostkeys.HostKeyEntry] = []
+    for text in texts:
+        for number, raw in enumerate(text.splitlines(), 1):
+            line = raw.strip()
+            if not line or line.startswith("#"):
+                continue
+            if line.startswith("@"):
+                marker, _, rest = line.partition(" ")
+                fields = rest.split()
+                if marker == "@revoked" and len(fields) >= 3:
+                    revoked.add(fields[2])
+                continue
+            try:
+                entry = paramiko.hostkeys.HostKeyEntry.from_line(line, number)
+            except (paramiko.hostkeys.InvalidHostKey, paramiko.SSHException, ValueError):
+                continue
+            if entry is not None and entry.key is not None:
+                entries.append(entry)
+    for entry in entries:
+        if entry.key.get_base64() not in revoked:
+            for name in entry.hostnames:
+                keys.add(name, entry.key.get_name(), entry.key)
+    return revoked
+
+
 class _UnknownHostKeyPolicy(paramiko.MissingHostKeyPolicy):
-    def __init__(self, server: str, trust_new: bool, known_hosts: Path) -> None:
+    def __init__(self, server: str, trust_new: bool, known_hosts: Path, revoked: set[str]) -> None:
         self.server = server
         self.trust_new = trust_new
         self.known_hosts = known_hosts
+        self.revoked = revoked
 
     def missing_host_key(
         self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey
     ) -> None:
+        if key.get_base64() in self.revoked:
+            raise HostKeyError(
+                self.server,
+                f"host key of {hostname} ({key.get_name()} {fingerprint(key)}) is marked "
+                "@revoked in known_hosts; refusing to connect",
+            )
         if not self.trust_new:
             raise HostKeyError(
                 self.server,
@@ -103,6 +151,9 @@ class SshTransport:
         self.connect_timeout = connect_timeout
         self.stats = TransportStats()
         self._client: paramiko.SSHClient | None = None
+        # A failed connection is not tried again in the same run: apply gathers
+        # several times, and a server that hangs would cost the timeout each time.
+        self._failure: ServerError | None = None
         self._lock = threading.Lock()
 
     # -- connecting ---------------------------------------------------------
@@ -135,23 +186,32 @@ class SshTransport:
         client = paramiko.SSHClient()
         known_hosts = Path(os.path.expanduser("~/.ssh/known_hosts"))
         lookup = known_hosts_name(hostname, port)
+        revoked: set[str] = set()
         if self.target.host_key:
             # A pin replaces known_hosts for this server: only that key is accepted.
             key = parse_public_key(self.target.host_key)
             client.get_host_keys().add(lookup, key.get_name(), key)
         else:
+            texts = []
             for path in (Path("/etc/ssh/ssh_known_hosts"), known_hosts):
                 if path.is_file():
                     try:
-                        client.get_host_keys().load(str(path))
-                    except (OSError, paramiko.SSHException) as exc:
+                        texts.append(path.read_text(encoding="utf-8", errors="replace"))
+                    except OSError as exc:
                         raise ServerError(self.server, f"cannot read {path}: {exc}") from exc
+            # A revoked key is not among the known ones: it reaches the policy, which
+            # refuses it.
+            revoked = load_known_hosts(client.get_host_keys(), texts)
         client.set_missing_host_key_policy(
             _UnknownHostKeyPolicy(
-                self.server, self.trust_new_host_keys and not self.target.host_key, known_hosts
+                self.server,
+                self.trust_new_host_keys and not self.target.host_key,
+                known_hosts,
+                revoked,
             )
         )
         where = f"{user}@{hostname}:{port}"
+        started = time.monotonic()
         try:
             client.connect(
                 hostname,
@@ -160,7 +220,10 @@ class SshTransport:
                 key_filename=identities or None,  # type: ignore[arg-type]
                 allow_agent=True,
                 look_for_keys=True,
-                timeout=self.connect_timeout,
+                # The handshake's own wait is a little longer than the banner's, so
+                # a server that accepts but never answers fails as "no banner"
+                # rather than as a confusing authentication error afterwards.
+                timeout=self.connect_timeout + 5,
                 banner_timeout=self.connect_timeout,
                 auth_timeout=self.connect_timeout,
             )
@@ -189,16 +252,23 @@ class SshTransport:
         except (OSError, paramiko.SSHException, EOFError) as exc:
             client.close()
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            raise ServerError(
-                self.server, f"cannot connect to {where}: {reason or type(exc).__name__}"
-            ) from exc
+            reason = reason or type(exc).__name__
+            if time.monotonic() - started >= self.connect_timeout:
+                reason = f"no answer within {self.connect_timeout:.0f}s ({reason})"
+            raise ServerError(self.server, f"cannot connect to {where}: {reason}") from exc
         self.stats.connections += 1
         return client
 
     def _client_or_connect(self) -> paramiko.SSHClient:
         with self._lock:
+            if self._failure is not None:
+                raise self._failure
             if self._client is None:
-                self._client = self._connect()
+                try:
+                    self._client = self._connect()
+                except ServerError as exc:
+                    self._failure = exc
+                    raise
             return self._client
 
     # -- running ------------------------------------------------------------
@@ -210,6 +280,8 @@ class SshTransport:
         if transport is None or not transport.is_active():
             raise ServerError(self.server, "the connection was closed")
         limit = timeout or DEFAULT_COMMAND_TIMEOUT
+        deadline = time.monotonic() + limit
+        timed_out = f"{argv[0]} timed out after {limit:.0f}s"
         self.stats.commands += 1
         try:
             channel = transport.open_session(timeout=self.connect_timeout)
@@ -228,14 +300,18 @@ class SshTransport:
                 channel.sendall(stdin)
             channel.shutdown_write()
             for reader in readers:
-                reader.join(limit)
-            if any(reader.is_alive() for reader in readers):
+                reader.join(max(0.0, deadline - time.monotonic()))
+            # A reader also stops when its recv times out, so the command has
+            # finished only once its exit status has arrived, within the limit.
+            while not channel.exit_status_ready() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            if not channel.exit_status_ready() or any(r.is_alive() for r in readers):
                 channel.close()
-                raise ServerError(self.server, f"{argv[0]} timed out after {limit:.0f}s")
+                raise ServerError(self.server, timed_out)
             status = channel.recv_exit_status()
             channel.close()
         except TimeoutError as exc:
-            raise ServerError(self.server, f"{argv[0]} timed out after {limit:.0f}s") from exc
+            raise ServerError(self.server, timed_out) from exc
         except (OSError, paramiko.SSHException, EOFError) as exc:
             raise ServerError(self.server, f"running {argv[0]} failed: {exc}") from exc
         return CommandResult(status, b"".join(out), b"".join(err))
