@@ -15,6 +15,7 @@ import os
 import platform
 import shlex
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -145,8 +146,11 @@ def python_floor() -> float:
 # -- measurements -------------------------------------------------------------------
 
 
-def plan_time(scenario: Scenario) -> Timed:
-    done = scenario.must("plan", "--detailed-exitcode")
+def plan_time(scenario: Scenario, *, cold: bool = False) -> Timed:
+    """``reconcile plan``; ``cold``: without the cluster.d/ parse cache (as the first
+    plan after an edit of cluster.d/)."""
+    extra = {"RECONCILER_YAML_CACHE": "off"} if cold else None
+    done = scenario.must("plan", "--detailed-exitcode", extra_env=extra)
     if "No changes" not in done.stdout:
         raise RuntimeError(f"the cluster is not converged:\n{done.stdout[-2000:]}")
     return done
@@ -154,9 +158,10 @@ def plan_time(scenario: Scenario) -> Timed:
 
 def measure_plan(
     scenario: Scenario, runs: int, row: str, count: int
-) -> tuple[list[float], list[float], list[float]]:
+) -> tuple[list[float], list[float], list[float], list[float]]:
     servers = scenario.cluster.servers
     plans: list[float] = []
+    colds: list[float] = []
     floors: list[float] = []
     memory: list[float] = []
     plan_time(scenario)  # warm the page cache like every later run
@@ -165,8 +170,25 @@ def measure_plan(
         done = plan_time(scenario)
         plans.append(done.seconds)
         memory.append(done.max_rss_mb)
+        colds.append(plan_time(scenario, cold=True).seconds)
     log(f"{row}: plan {median(plans):.3f}s, floor {median(floors):.3f}s at {count} repositories")
-    return plans, floors, memory
+    return plans, floors, memory, colds
+
+
+def cold_row(id: str, count: int, colds: list[float], floors: list[float]) -> Row:
+    row = Row(
+        id,
+        f"plan at 3 x {count} right after cluster.d/ changed (parsed afresh: no YAML cache)",
+        median(colds),
+        median(floors),
+        "s",
+        "(for information)",
+        None,
+        colds,
+        floors,
+    )
+    log(f"{id}: cold plan {row.median:.3f}s, {row.ratio:.2f}x")
+    return row
 
 
 def measure_apply_noop(scenario: Scenario, runs: int) -> tuple[list[float], list[float]]:
@@ -507,7 +529,7 @@ def run_all(
             write_profiles(scenario, profiles, str(size.small))
 
         if "P1" in want or "P2" in want:
-            plans, floors, _ = measure_plan(scenario, size.runs, "P1", size.small)
+            plans, floors, _, colds = measure_plan(scenario, size.runs, "P1", size.small)
             p1 = ratio_row(
                 "P1",
                 f"reconcile plan, converged, 3 x {size.small}",
@@ -518,6 +540,7 @@ def run_all(
             )
             p1.met = bool(p1.met) and median(plans) < 1.2
             rows.append(p1)
+            rows.append(cold_row("P1", size.small, colds, floors))
 
         if "P3" in want:
             applies, plan_floor = measure_apply_noop(scenario, size.runs)
@@ -567,7 +590,10 @@ def run_all(
             log(f"converged at {size.large} repositories")
             if profiles:
                 write_profiles(scenario, profiles, str(size.large))
-            large, large_floors, memory = measure_plan(scenario, size.large_runs, "P2", size.large)
+            large, large_floors, memory, large_colds = measure_plan(
+                scenario, size.large_runs, "P2", size.large
+            )
+            rows.append(cold_row("P2", size.large, large_colds, large_floors))
             rows.append(
                 ratio_row(
                     "P2",
@@ -729,6 +755,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if os.geteuid() != 0:
         print("the benchmarks need root (they start sshd servers)", file=sys.stderr)
         return 1
+
+    # SIGTERM (and SIGINT, which a background job ignores) end the run through its
+    # finally blocks, which stop the clusters and delete their users.
+    def stop(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     prepare_bytecode()
     started = time.perf_counter()
     workdir = Path(tempfile.mkdtemp(prefix="rcl-bench-"))

@@ -45,8 +45,8 @@ def test_tiny_benchmark_measures_every_row(tmp_path: Path) -> None:
     try:
         stdout, stderr = process.communicate(timeout=300)
     except subprocess.TimeoutExpired:
-        # SIGINT, so that the benchmark's finally blocks stop its clusters.
-        process.send_signal(signal.SIGINT)
+        # SIGTERM: the benchmark's finally blocks stop its clusters.
+        process.send_signal(signal.SIGTERM)
         stdout, stderr = process.communicate(timeout=120)
         raise AssertionError("the tiny benchmark took more than 300 s") from None
     assert process.returncode == 0, stdout[-3000:] + stderr[-3000:]
