@@ -9,8 +9,10 @@ is adopted; a server whose admin history is unknown to the checkout is refused.
 
 from __future__ import annotations
 
+from typing import Any
+
 from reconciler.planning.context import PlanContext
-from reconciler.planning.model import ADMIN_CHECKOUT, Action, Note, Phase
+from reconciler.planning.model import ADMIN_CHECKOUT, Action, Kind, Note, Phase
 
 # Placeholders filled in by apply once the checkout's commit exists.
 HEAD = "@HEAD"
@@ -81,102 +83,74 @@ def plan_admin(ctx: PlanContext) -> tuple[list[Action], list[Note]]:
             key = first_admin_key(ctx)
             if key is None:
                 notes.append(
-                    Note(
+                    _error(
                         name,
-                        "admin",
                         admin,
-                        "error",
                         f"no {admin} repository and no user key to run gitosis-init with",
                     )
                 )
                 continue
             actions.append(
-                Action(
+                _action(
                     name,
-                    "admin",
                     "create",
                     admin,
                     f"initialise {admin} (gitosis-init) and send the admin commit",
-                    Phase.ADMIN,
-                    (
-                        {"op": "gitosis_init", "pubkey": key},
-                        {**update, "old": "@INIT", "branch": "master"},
-                    ),
+                    {"op": "gitosis_init", "pubkey": key},
+                    {**update, "old": "@INIT", "branch": "master"},
                 )
             )
             continue
         relation = checkout.relations.get(name, "unknown")
+        at = state.head[:12] if state.head else ""
         if state.head is None:
             actions.append(
-                Action(
+                _action(
                     name,
-                    "admin",
                     "create",
                     admin,
                     f"send the admin commit to {admin}",
-                    Phase.ADMIN,
-                    ({**update, "old": None},),
+                    {**update, "old": None},
                 )
             )
         elif relation == "same" and not new_commit and state.post_update_pending:
+            description = (
+                f"finish {admin} at {at}: run gitosis's post-update hook "
+                "(an earlier apply was interrupted)"
+            )
             actions.append(
-                Action(
-                    name,
-                    "admin",
-                    "change",
-                    admin,
-                    f"finish {admin} at {state.head[:12]}: run gitosis's post-update hook "
-                    "(an earlier apply was interrupted)",
-                    Phase.ADMIN,
-                    ({**update, "old": state.head},),
-                )
+                _action(name, "change", admin, description, {**update, "old": state.head})
             )
         elif relation == "same" and not new_commit:
             continue
         elif relation in ("same", "behind"):
+            description = f"fast-forward {admin} from {at}"
             actions.append(
-                Action(
-                    name,
-                    "admin",
-                    "change",
-                    admin,
-                    f"fast-forward {admin} from {state.head[:12]}",
-                    Phase.ADMIN,
-                    ({**update, "old": state.head},),
-                )
+                _action(name, "change", admin, description, {**update, "old": state.head})
             )
         elif state.only_init_commit:
+            description = f"adopt {admin}: replace gitosis-init's single commit {at}"
             actions.append(
-                Action(
-                    name,
-                    "admin",
-                    "change",
-                    admin,
-                    f"adopt {admin}: replace gitosis-init's single commit {state.head[:12]}",
-                    Phase.ADMIN,
-                    ({**update, "old": state.head},),
-                )
+                _action(name, "change", admin, description, {**update, "old": state.head})
             )
         elif relation == "ahead":
-            notes.append(
-                Note(
-                    name,
-                    "admin",
-                    admin,
-                    "error",
-                    f"{admin} on {name} is ahead of the admin checkout (at {state.head[:12]}); "
-                    "pull it into the checkout and run again",
-                )
+            message = (
+                f"{admin} on {name} is ahead of the admin checkout (at {at}); "
+                "pull it into the checkout and run again"
             )
+            notes.append(_error(name, admin, message))
         else:
-            notes.append(
-                Note(
-                    name,
-                    "admin",
-                    admin,
-                    "error",
-                    f"{admin} on {name} holds history unrelated to the admin checkout "
-                    f"(at {state.head[:12]}); refusing to overwrite it",
-                )
+            message = (
+                f"{admin} on {name} holds history unrelated to the admin checkout "
+                f"(at {at}); refusing to overwrite it"
             )
+            notes.append(_error(name, admin, message))
     return actions, notes
+
+
+def _action(server: str, kind: Kind, admin: str, description: str, *ops: dict[str, Any]) -> Action:
+    return Action(server, "admin", kind, admin, description, Phase.ADMIN, ops)
+
+
+def _error(server: str, admin: str, message: str) -> Note:
+    return Note(server, "admin", admin, "error", message)
