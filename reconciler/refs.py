@@ -14,7 +14,7 @@ one ``ancestry`` program per server.
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from reconciler.desired import Desired
@@ -44,9 +44,6 @@ class RefState:
             return "missing"
         return "behind"
 
-    def holders(self, value: str) -> list[str]:
-        return [server for server, v in self.values.items() if v == value]
-
     def to_json(self) -> dict[str, Any]:
         return {
             "repository": self.repository,
@@ -60,14 +57,6 @@ class RefState:
 @dataclass(frozen=True)
 class RefReport:
     states: tuple[RefState, ...] = ()  # only refs that are not in sync
-    examined: tuple[str, ...] = ()  # repositories read ref by ref
-    missing_repositories: dict[str, tuple[str, ...]] = field(default_factory=dict)
-
-    def state(self, repository: str, ref: str) -> RefState | None:
-        for state in self.states:
-            if state.repository == repository and state.ref == ref:
-                return state
-        return None
 
 
 def differing_repositories(desired: Desired, facts: Facts) -> list[str]:
@@ -123,15 +112,8 @@ def gather_ref_report(
     desired: Desired, facts: Facts, transports: dict[str, Transport]
 ) -> RefReport:
     names = differing_repositories(desired, facts)
-    missing = {
-        repository: tuple(
-            s for s in facts.servers if repository not in facts.servers[s].repositories
-        )
-        for repository in desired.mirrored_repositories()
-    }
-    missing = {r: servers for r, servers in missing.items() if servers}
     if not names:
-        return RefReport(missing_repositories=missing)
+        return RefReport()
     holders = {
         server: [n for n in names if n in facts.servers[server].repositories]
         for server in facts.servers
@@ -196,4 +178,4 @@ def gather_ref_report(
         classify(repository, ref, seen, ancestor)
         for (repository, ref), seen in sorted(values.items())
     )
-    return RefReport(states=states, examined=tuple(names), missing_repositories=missing)
+    return RefReport(states=states)

@@ -19,19 +19,3 @@ class Reporter:
 
     def progress(self, message: str) -> None:
         """Long work under way (gathering, cloning); may be shown transiently."""
-
-
-class CollectingReporter(Reporter):
-    """Keeps every message; for tests and for ``--json`` output."""
-
-    def __init__(self) -> None:
-        self.messages: list[tuple[str, str]] = []
-
-    def info(self, message: str) -> None:
-        self.messages.append(("info", message))
-
-    def warning(self, message: str) -> None:
-        self.messages.append(("warning", message))
-
-    def progress(self, message: str) -> None:
-        self.messages.append(("progress", message))
