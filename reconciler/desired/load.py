@@ -237,14 +237,10 @@ class _Loader:
                         f"cluster: is also defined at {first}; define it in one file only",
                     )
                     continue
-                if value is None:
-                    self.error(
-                        document.location(("cluster",), key=True),
-                        "cluster: must be a mapping with at least name:",
-                    )
-                    spec, valid = None, False
-                else:
-                    spec, valid = self.validate_value(document, ("cluster",), ClusterSpec, value)
+                # An empty cluster: (None) means every default, as no cluster: at all does.
+                spec, valid = self.validate_value(
+                    document, ("cluster",), ClusterSpec, {} if value is None else value
+                )
                 self.cluster_entry = (spec, valid, document)
                 continue
             if value is None:
@@ -280,17 +276,11 @@ class _Loader:
 
     def cluster(self) -> Cluster:
         if self.cluster_entry is None:
-            if self.unreadable:
-                return Cluster(name="unnamed")
-            self.error(
-                Location(self.display(CLUSTER_DIR)),
-                "no file in cluster.d/ defines cluster: with the cluster's name",
-            )
-            return Cluster(name="unnamed")
+            return Cluster(name=self.default_cluster_name())
         spec, valid, document = self.cluster_entry
         if not valid:
-            return Cluster(name="unnamed")
-        if not _is_cluster_name(spec.name):
+            return Cluster(name=self.default_cluster_name())
+        if spec.name is not None and not _is_cluster_name(spec.name):
             self.error(
                 document.location(("cluster", "name")),
                 f"the cluster name {spec.name!r} must start with a letter or digit and hold "
@@ -308,11 +298,16 @@ class _Loader:
                 f"the mirror group name {spec.mirror_group!r} is not a safe gitosis group name",
             )
         return Cluster(
-            name=spec.name,
+            name=spec.name if spec.name is not None else self.default_cluster_name(),
             admin_repository=admin,
             mirror_group=spec.mirror_group,
             replication=Replication(mode=spec.replication.mode, timeout=spec.replication.timeout),
         )
+
+    def default_cluster_name(self) -> str:
+        """The checkout's directory name (usually gitosis-admin), when it is a valid name."""
+        name = self.root.absolute().name
+        return name if _is_cluster_name(name) else "cluster"
 
     def keydir_users(self) -> dict[str, tuple[tuple[str, ...], Location]]:
         directory = self.root / KEYDIR

@@ -33,9 +33,13 @@ class ReplicationSpec(Spec):
 
 
 class ClusterSpec(Spec):
-    """The cluster as a whole; defined in exactly one file."""
+    """The cluster as a whole; optional, defined in at most one file."""
 
-    name: str = Field(description="A name for the cluster, used in messages.")
+    name: str | None = Field(
+        None,
+        description="A name for the cluster, used in messages; default: the checkout's "
+        "directory name.",
+    )
     admin_repository: str = Field(
         "gitosis-admin", description="The gitosis admin repository; always mirrored."
     )
