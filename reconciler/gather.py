@@ -53,14 +53,32 @@ def run_json_program(
     """Run a server-side program and decode its JSON answer."""
     result = run_program(transport, name, [], payload, timeout=timeout)
     if result.returncode != 0:
-        last = result.stderr_text.splitlines()[-1:] or [f"exit status {result.returncode}"]
-        raise ServerError(transport.server, f"the {name} program failed: {last[0]}")
+        raise ServerError(
+            transport.server, program_failure(name, result.returncode, result.stderr_text)
+        )
     try:
         return json.loads(result.stdout)
     except ValueError as exc:
         raise ServerError(
             transport.server, f"the {name} program's answer is not JSON: {result.stdout[:80]!r}"
         ) from exc
+
+
+def program_failure(name: str, returncode: int, stderr: str) -> str:
+    """Why a server-side program failed, in one sentence plus its whole stderr."""
+    text = stderr.strip()
+    if "gitosis.serve" in text and "denied" in text:
+        # sshd ran the forced command of a gitosis user's key instead of python3.
+        return (
+            f"the key the reconciler logged in with is a gitosis user's key: sshd ran "
+            f"gitosis-serve instead of the {name} program, and gitosis answered "
+            f"{text.splitlines()[-1]!r}; give the reconciler a key of its own as a plain "
+            "line (no command=) above gitosis's marker in the git user's "
+            "~/.ssh/authorized_keys, and name it with identity: or in ~/.ssh/config"
+        )
+    if not text:
+        return f"the {name} program failed with exit status {returncode} and printed nothing"
+    return f"the {name} program failed (exit status {returncode}): {text}"
 
 
 def _hook_text() -> str:
