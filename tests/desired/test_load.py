@@ -188,7 +188,9 @@ def test_missing_directory_is_one_clear_error(tmp_path: Path) -> None:
 @pytest.mark.parametrize("cluster_section", ["", "cluster:\n", "cluster: {}\n"])
 def test_cluster_section_is_optional(tmp_path: Path, cluster_section: str) -> None:
     root = tmp_path / "gitosis-admin"
-    write(root, {"cluster.d/10.yaml": cluster_section + 'servers:\n  one: {url: "local:/srv/one"}\n'})
+    write(
+        root, {"cluster.d/10.yaml": cluster_section + 'servers:\n  one: {url: "local:/srv/one"}\n'}
+    )
     desired = load(root)
     assert desired.cluster.name == "gitosis-admin"  # the checkout's directory name
     assert desired.cluster.admin_repository == "gitosis-admin"
