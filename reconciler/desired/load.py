@@ -8,6 +8,7 @@ counts as defined, so references to it do not produce follow-on errors.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from reconciler.desired.model import (
     Repository,
     Server,
     ServerURL,
+    is_login_name,
     parse_server_url,
 )
 from reconciler.desired.source import DocPath, YamlDocument, read_yaml
@@ -406,6 +408,22 @@ class _Loader:
             spec = entry.spec
             url = self.url(entry, "url", spec.url)
             peer_url = self.url(entry, "peer_url", spec.peer_url) if spec.peer_url else url
+            if spec.user is not None:
+                if not is_login_name(spec.user):
+                    self.error(
+                        entry.at("user"),
+                        f"user of server {name!r}: {spec.user!r} is not a valid user name "
+                        "(a letter or '_' first, then letters, digits, '_', '.' or '-')",
+                    )
+                elif url is not None and url.kind != "ssh":
+                    self.error(
+                        entry.at("user"),
+                        f"user of server {name!r} needs an ssh:// url (a local: server is "
+                        "already the git user's home)",
+                    )
+                elif not spec.peer_url and url is not None:
+                    # The peers reach the git user, not the admin the operator logs in as.
+                    peer_url = dataclasses.replace(url, user=spec.user)
             if url is not None:
                 key = str(url)
                 if key in seen_urls:
@@ -435,6 +453,7 @@ class _Loader:
                 repositories=spec.repositories,
                 host_key=spec.host_key.strip() if spec.host_key else None,
                 identity=spec.identity,
+                user=spec.user,
             )
         return servers
 
