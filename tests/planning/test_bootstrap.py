@@ -11,7 +11,7 @@ from reconciler.facts import Facts
 from reconciler.gitosis_runtime import RUNTIME_BIN, install_runtime_op, runtime_version
 from reconciler.planning import Phase, PlanContext, make_plan
 from reconciler.planning.model import Action
-from tests.planning.test_planner import HOST_B, build_context, desired  # noqa: F401
+from tests.planning.test_planner import HOST_B, build_context
 
 
 def ops_of(actions: list[Action], server: str, subject: str) -> list[dict[str, Any]]:
