@@ -54,8 +54,9 @@ def plan_bootstrap(ctx: PlanContext) -> tuple[list[Action], list[Note]]:
                 ADMIN_SUBJECT,
                 user,
                 "info",
-                "the rest of this server (gitosis, key, repositories, hooks) is planned "
-                "once its git user exists",
+                f"then, planned once {user} exists: the gitosis runtime (unless a "
+                "gitosis-serve is on its PATH), gitosis-init with the admin key, the "
+                "server key, the admin commit, repositories, remotes, hooks and refs",
             )
         )
     version = runtime_version()
