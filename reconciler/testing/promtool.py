@@ -50,12 +50,14 @@ def run_promtool(*args: str, stdin: str | None = None) -> subprocess.CompletedPr
 def check_metrics(text: str) -> None:
     """``promtool check metrics`` (parse and lint) must pass on ``text``."""
     done = run_promtool("check", "metrics", stdin=text)
-    assert done.returncode == 0, f"promtool check metrics:\n{done.stdout}{done.stderr}\n{text}"
+    if done.returncode != 0:
+        raise AssertionError(f"promtool check metrics:\n{done.stdout}{done.stderr}\n{text}")
 
 
 def check_rules(path: Path) -> str:
     done = run_promtool("check", "rules", str(path))
-    assert done.returncode == 0, f"promtool check rules {path}:\n{done.stdout}{done.stderr}"
+    if done.returncode != 0:
+        raise AssertionError(f"promtool check rules {path}:\n{done.stdout}{done.stderr}")
     return done.stdout
 
 
@@ -70,7 +72,8 @@ def parse_samples(text: str) -> Samples:
         if not line or line.startswith("#"):
             continue
         match = _SAMPLE.match(line)
-        assert match, f"not a sample line: {line!r}"
+        if match is None:
+            raise AssertionError(f"not a sample line: {line!r}")
         name, labels, value = match.groups()
         pairs = frozenset((k, _unescape(v)) for k, v in _LABEL.findall(labels or ""))
         samples[(name, pairs)] = float(value)
