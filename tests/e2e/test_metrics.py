@@ -61,7 +61,7 @@ def logfmt(line: str) -> dict[str, str]:
 
 def test_metrics_through_a_peer_outage_and_its_repair(ssh_cluster_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     cluster, alice, operator = converged_cluster(ssh_cluster_factory, tmp_path)
-    alpha, beta, gamma = cluster.servers
+    alpha, _beta, gamma = cluster.servers
     textfile = tmp_path / "textfile"
     textfile.mkdir()
     work = tmp_path / "work"
