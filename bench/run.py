@@ -215,6 +215,29 @@ def measure_status(scenario: Scenario, runs: int) -> tuple[list[float], list[flo
     return statuses, floors, ""
 
 
+def measure_metrics(scenario: Scenario, runs: int) -> tuple[list[float], list[float], str]:
+    """``status --format prometheus`` against ``status`` itself, interleaved; the
+    exposition must pass ``promtool check metrics`` (when promtool is installed)."""
+    from reconciler.testing.promtool import run_promtool, unavailable_reason
+
+    exports: list[float] = []
+    statuses: list[float] = []
+    output = ""
+    for _ in range(runs):
+        statuses.append(check(scenario.reconcile("status"), "reconcile status").seconds)
+        done = check(scenario.reconcile("status", "--format", "prometheus"), "status --format")
+        exports.append(done.seconds)
+        output = done.stdout
+    why = unavailable_reason()
+    if why is not None:
+        return exports, statuses, f"not checked: {why}"
+    checked = run_promtool("check", "metrics", stdin=output)
+    if checked.returncode != 0:
+        raise RuntimeError(f"promtool check metrics failed:\n{checked.stdout}{checked.stderr}")
+    series = sum(1 for line in output.splitlines() if line and not line.startswith("#"))
+    return exports, statuses, f"promtool check metrics passed; {series} series"
+
+
 def measure_startup(workdir: Path, runs: int) -> tuple[list[float], list[float], list[float]]:
     """``reconcile --help`` and ``reconcile validate`` on the example cluster.d/."""
     example = workdir / "example"
@@ -509,7 +532,7 @@ def ratio_row(
     return row
 
 
-ALL_ROWS = ("P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8")
+ALL_ROWS = ("P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8", "P9")
 
 
 def run_all(
@@ -567,6 +590,20 @@ def run_all(
                 rows.append(
                     Row("P7", "reconcile status", None, None, "s", "<= 3x floor", None, note=why)
                 )
+
+        if "P9" in want:
+            exports, export_floors, note = measure_metrics(scenario, size.runs)
+            p9 = ratio_row(
+                "P9",
+                f"reconcile status --format prometheus, converged, 3 x {size.small} "
+                "(floor: reconcile status)",
+                exports,
+                export_floors,
+                "<= 1.1x status",
+                1.1,
+            )
+            p9.note = note
+            rows.append(p9)
 
         if "P8" in want:
             helps, validates, py_floors = measure_startup(workdir, size.runs)

@@ -26,7 +26,7 @@ from reconciler.planning import Action, Plan, PlanContext, PlanOptions, make_pla
 from reconciler.planning.admin import BUNDLE, HEAD
 from reconciler.planning.bootstrap import ADMIN_SUBJECT
 from reconciler.planning.model import ADMIN_CHECKOUT
-from reconciler.refs import gather_ref_report
+from reconciler.refs import RefReport, gather_ref_report
 from reconciler.report import Reporter
 from reconciler.transport import Transport
 
@@ -48,6 +48,9 @@ class Outcome:
     final_plan: Plan | None = None
     results: list[ActionResult] = field(default_factory=list)
     declined: bool = False
+    # What the final plan was made from (the servers as apply left them): for status.
+    facts: Facts | None = None
+    refs: RefReport | None = None
 
     @property
     def failed(self) -> list[ActionResult]:
@@ -71,10 +74,20 @@ def plan_cluster(
     reporter: Reporter | None = None,
 ) -> tuple[Plan, Facts]:
     """Gather facts and plan. The checkout facts come from the operator's side."""
+    plan, facts, _refs = _plan(desired, transports, options, reporter)
+    return plan, facts
+
+
+def _plan(
+    desired: Desired,
+    transports: dict[str, Transport],
+    options: PlanOptions,
+    reporter: Reporter | None = None,
+) -> tuple[Plan, Facts, RefReport]:
     facts = gather_facts(desired, transports, reporter)
     checkout = gather_checkout(desired, facts)
     refs = gather_ref_report(desired, facts, {n: transports[n] for n in facts.servers})
-    return make_plan(PlanContext(desired, facts, checkout, options, refs)), facts
+    return make_plan(PlanContext(desired, facts, checkout, options, refs)), facts, refs
 
 
 def _key(action: Action) -> tuple[str, str, str, str]:
@@ -174,12 +187,12 @@ def apply_cluster(
     confirm: Callable[[Plan], bool] | None = None,
 ) -> Outcome:
     reporter = reporter or Reporter()
-    plan, facts = plan_cluster(desired, transports, options, reporter)
+    plan, facts, refs = _plan(desired, transports, options, reporter)
     refused = [str(e) for e in facts.errors.values() if isinstance(e, HostKeyError)]
     if refused:
         # Whoever answered in that server's place must not steer changes anywhere.
         raise ReconcilerError(f"{'; '.join(refused)}; nothing was changed on any server")
-    outcome = Outcome(first_plan=plan)
+    outcome = Outcome(first_plan=plan, facts=facts, refs=refs)
     if not plan.actions:
         outcome.final_plan = plan
         return outcome
@@ -197,11 +210,7 @@ def apply_cluster(
         for result in executor.execute(batch):
             attempted.add(_key(result.action))
             outcome.results.append(result)
-            line = f"{result.action.server}: {result.action.symbol} {result.action.description}"
-            if result.ok:
-                reporter.info(line)
-            else:
-                reporter.warning(f"{line}: FAILED: {result.error}")
-        plan, _facts = plan_cluster(desired, transports, options, reporter)
+            reporter.action_done(result.action, result.ok, result.error)
+        plan, outcome.facts, outcome.refs = _plan(desired, transports, options, reporter)
     outcome.final_plan = plan
     return outcome

@@ -9,6 +9,7 @@ Every implementation returns an exit code (DESIGN.md section 4): 0 nothing to do
 from __future__ import annotations
 
 import sys
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -53,7 +54,30 @@ PruneOption = Annotated[
         help="Remove the reconciler's hook and remotes from repositories no longer in cluster.d/.",
     ),
 ]
+
+
+class StatusFormat(StrEnum):
+    text = "text"
+    json = "json"
+    prometheus = "prometheus"
+
+
+class LogFormatChoice(StrEnum):
+    logfmt = "logfmt"
+    json = "json"
+
+
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+TextfileOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--textfile",
+        help="Also write Prometheus metrics atomically to DIR/reconcile.prom "
+        "(node_exporter's textfile collector).",
+        file_okay=False,
+        metavar="DIR",
+    ),
+]
 
 
 @app.command()
@@ -117,6 +141,14 @@ def apply(
     ] = False,
     replace_foreign: ReplaceForeignOption = False,
     prune: PruneOption = False,
+    textfile: TextfileOption = None,
+    log_format: Annotated[
+        LogFormatChoice,
+        typer.Option(
+            "--log-format",
+            help="With --cron: one line per change or error as logfmt (key=value) or json.",
+        ),
+    ] = LogFormatChoice.logfmt,
 ) -> int:
     """Change every server to match cluster.d/."""
     from reconciler.commands import apply as command
@@ -130,15 +162,31 @@ def apply(
         trust_new_host_keys=trust_new_host_keys,
         replace_foreign=replace_foreign,
         prune=prune,
+        textfile=textfile,
+        log_format="json" if log_format is LogFormatChoice.json else "logfmt",
     )
 
 
 @app.command()
-def status(directory: DirOption = Path("."), json_output: JsonOption = False) -> int:
+def status(
+    directory: DirOption = Path("."),
+    json_output: JsonOption = False,
+    output_format: Annotated[
+        StatusFormat | None,
+        typer.Option(
+            "--format",
+            help="text (default), json, or prometheus (the text exposition format).",
+        ),
+    ] = None,
+    textfile: TextfileOption = None,
+) -> int:
     """Replication health, ref by ref."""
     from reconciler.commands import status as command
 
-    return command.run(directory, json_output=json_output)
+    chosen = None if output_format is None else output_format.value
+    if json_output and chosen not in (None, "json"):
+        raise ReconcilerError(f"--json and --format {chosen} ask for two formats; choose one")
+    return command.run(directory, json_output=json_output, output_format=chosen, textfile=textfile)
 
 
 @app.command("import")

@@ -81,6 +81,16 @@ class GitosisFacts:
 
 
 @dataclass(frozen=True)
+class PushStats:
+    """The replication hook's pushes to one peer (reconciler/replication/pushes.py)."""
+
+    count: int  # every push recorded, ever (while the record file lives)
+    sum: float  # their seconds, summed
+    results: dict[str, int]  # "ok" or the reason a push failed -> pushes
+    recent: tuple[float, ...] = ()  # durations of the pushes of the last hour
+
+
+@dataclass(frozen=True)
 class ServerFacts:
     server: str
     home: str
@@ -102,6 +112,7 @@ class ServerFacts:
     host_key: str | None = None  # as seen by the operator's connection
     seconds: float = 0.0
     gitosis: GitosisFacts = field(default_factory=GitosisFacts)
+    pushes: dict[str, PushStats] = field(default_factory=dict)  # peer -> its pushes
 
 
 @dataclass(frozen=True)
@@ -199,6 +210,15 @@ def parse_server_facts(
                 runtime=data.get("gitosis", {}).get("runtime"),
                 on_path=bool(data.get("gitosis", {}).get("on_path", True)),
             ),
+            pushes={
+                str(peer): PushStats(
+                    count=int(value["count"]),
+                    sum=float(value["sum"]),
+                    results={str(k): int(v) for k, v in value["results"].items()},
+                    recent=tuple(float(s) for s in value["recent"]),
+                )
+                for peer, value in (data.get("pushes") or {}).items()
+            },
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ReconcilerError(

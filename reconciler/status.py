@@ -1,4 +1,9 @@
-"""Replication health: refs that differ, queues, hooks — as a value (no I/O here)."""
+"""Replication health: refs that differ, queues, hooks — as a value (no I/O here).
+
+A report never claims more than was read: a server that could not be reached
+has no queue, refs or hooks in it (``None`` in JSON, no series in metrics), and
+the summary says which servers its counts are about.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +12,23 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from reconciler.desired import Desired
-from reconciler.facts import Facts
+from reconciler.facts import Facts, PushStats
 from reconciler.refs import RefReport, RefState
 
 STATUS_FORMAT_VERSION = 1
+# Each ref's state on one server (metrics label values: no spaces).
+REF_STATES = ("in_sync", "behind", "missing", "diverged")
+# Queue reasons that wait for a person, not for a peer to come back.
+REVIEW_REASONS = ("diverged", "missing repository", "rejected")
+
+
+@dataclass(frozen=True)
+class PeerQueue:
+    """The queue on one server of updates one peer has not taken."""
+
+    entries: int = 0
+    oldest: float | None = None  # unix time of the oldest entry
+    needs_review: int = 0  # entries no retry will deliver (diverged, rejected, ...)
 
 
 @dataclass(frozen=True)
@@ -23,6 +41,10 @@ class ServerHealth:
     queue_problems: int = 0
     stale_hooks: tuple[str, ...] = ()  # repositories whose hook is missing or not current
     missing_repositories: tuple[str, ...] = ()
+    foreign_hooks: tuple[str, ...] = ()  # a post-receive the reconciler did not write
+    queues: dict[str, PeerQueue] = field(default_factory=dict)  # peer -> its queue here
+    refs: dict[str, int] = field(default_factory=dict)  # REF_STATES -> refs on this server
+    pushes: dict[str, PushStats] = field(default_factory=dict)  # peer -> the hook's pushes
 
 
 @dataclass(frozen=True)
@@ -31,6 +53,8 @@ class StatusReport:
     refs: tuple[RefState, ...]
     servers: tuple[ServerHealth, ...]
     generated: float = field(default_factory=time.time)
+    # Declared repositories missing on some server that was read.
+    missing_somewhere: tuple[str, ...] = ()
 
     def count(self, status: str) -> int:
         return sum(1 for state in self.refs if state.status == status)
@@ -38,6 +62,26 @@ class StatusReport:
     @property
     def out_of_sync_repositories(self) -> int:
         return len({state.repository for state in self.refs})
+
+    @property
+    def read(self) -> list[str]:
+        return [s.server for s in self.servers if s.reachable]
+
+    @property
+    def unknown(self) -> list[str]:
+        return [s.server for s in self.servers if not s.reachable]
+
+    @property
+    def complete(self) -> bool:
+        return not self.unknown
+
+    @property
+    def in_sync_repositories(self) -> int:
+        """In sync on every server read (all of them only when ``complete``)."""
+        if not self.read:
+            return 0
+        differing = {state.repository for state in self.refs} | set(self.missing_somewhere)
+        return max(0, self.repositories - len(differing))
 
     def exit_code(self) -> int:
         """1 error, 3 diverged, 2 something to repair, 0 all in sync."""
@@ -52,44 +96,120 @@ class StatusReport:
         return 0
 
     def summary(self) -> str:
-        in_sync = self.repositories - self.out_of_sync_repositories
-        parts = [f"{self.repositories} repositories, {in_sync} in sync"]
+        read, unknown = self.read, self.unknown
+        if not read:
+            return (
+                f"{self.repositories} repositories; nothing is known: "
+                f"{', '.join(unknown)} unreachable"
+            )
+        where = f" on {', '.join(read)}" if unknown else ""
+        parts = [f"{self.repositories} repositories, {self.in_sync_repositories} in sync{where}"]
+        if self.missing_somewhere:
+            parts.append(f"{len(self.missing_somewhere)} missing on some server")
         for status in ("behind", "missing", "diverged"):
             if self.count(status):
                 parts.append(f"{self.count(status)} ref(s) {status}")
-        queued = sum(s.queue_depth for s in self.servers)
-        parts.append(f"{queued} queued update{'s' if queued != 1 else ''}")
-        down = [s.server for s in self.servers if not s.reachable]
-        if down:
-            parts.append(f"unreachable: {', '.join(down)}")
+        queued = sum(s.queue_depth for s in self.servers if s.reachable)
+        parts.append(f"{queued} queued update{'s' if queued != 1 else ''}{where}")
+        if unknown:
+            parts.append(
+                f"unknown: {', '.join(unknown)} (unreachable: its refs, queue and hooks "
+                "were not read)"
+            )
         return "; ".join(parts)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "format_version": STATUS_FORMAT_VERSION,
             "summary": self.summary(),
+            "complete": self.complete,
+            "servers_read": self.read,
+            "servers_unknown": self.unknown,
             "repositories": self.repositories,
+            "in_sync_repositories": self.in_sync_repositories,
             "refs": [state.to_json() for state in self.refs],
-            "servers": [
-                {
-                    "server": s.server,
-                    "reachable": s.reachable,
-                    "error": s.error,
-                    "queue_depth": s.queue_depth,
-                    "oldest_entry": s.oldest_entry,
-                    "queue_problems": s.queue_problems,
-                    "stale_hooks": list(s.stale_hooks),
-                    "missing_repositories": list(s.missing_repositories),
-                }
-                for s in self.servers
-            ],
+            "servers": [_server_json(s) for s in self.servers],
             "exit_code": self.exit_code(),
         }
 
 
+def _server_json(s: ServerHealth) -> dict[str, Any]:
+    if not s.reachable:
+        # Unknown, not zero: nothing of this server was read.
+        return {
+            "server": s.server,
+            "reachable": False,
+            "error": s.error,
+            **dict.fromkeys(
+                (
+                    "queue_depth",
+                    "oldest_entry",
+                    "queue_problems",
+                    "stale_hooks",
+                    "missing_repositories",
+                    "foreign_hooks",
+                    "queues",
+                    "refs",
+                    "pushes",
+                )
+            ),
+        }
+    return {
+        "server": s.server,
+        "reachable": True,
+        "error": s.error,
+        "queue_depth": s.queue_depth,
+        "oldest_entry": s.oldest_entry,
+        "queue_problems": s.queue_problems,
+        "stale_hooks": list(s.stale_hooks),
+        "missing_repositories": list(s.missing_repositories),
+        "foreign_hooks": list(s.foreign_hooks),
+        "queues": {
+            peer: {"entries": q.entries, "oldest": q.oldest, "needs_review": q.needs_review}
+            for peer, q in s.queues.items()
+        },
+        "refs": dict(s.refs),
+        "pushes": {
+            peer: {"count": p.count, "sum": p.sum, "results": dict(p.results)}
+            for peer, p in s.pushes.items()
+        },
+    }
+
+
+def ref_state_on(state: RefState, server: str) -> str | None:
+    """What ``state`` means for one server: one of REF_STATES, or None when that
+    server's value was not read (it does not hold the repository, or was not reached)."""
+    if server not in state.values:
+        return None
+    value = state.values[server]
+    if state.status == "diverged":
+        return "diverged"
+    if value is None:
+        return "missing"
+    return "in_sync" if value == state.tip else "behind"
+
+
+def _queues(entries: tuple[dict[str, Any], ...], peers: list[str]) -> dict[str, PeerQueue]:
+    counts: dict[str, list[Any]] = {peer: [0, None, 0] for peer in peers}
+    for entry in entries:
+        peer = str(entry.get("peer", ""))
+        item = counts.setdefault(peer, [0, None, 0])
+        item[0] += 1
+        when = entry.get("time")
+        if isinstance(when, int | float) and not isinstance(when, bool):
+            item[1] = when if item[1] is None else min(item[1], when)
+        if entry.get("reason") in REVIEW_REASONS or entry.get("transient") is False:
+            item[2] += 1
+    return {
+        peer: PeerQueue(n, None if o is None else float(o), r) for peer, (n, o, r) in counts.items()
+    }
+
+
 def build_status(desired: Desired, facts: Facts, refs: RefReport, hook_digest: str) -> StatusReport:
     mirrored = desired.mirrored_repositories()
+    admin = desired.cluster.admin_repository
     servers = []
+    missing_anywhere: set[str] = set()
     for name in desired.servers:
         if name in facts.errors or name not in facts.servers:
             error = str(facts.errors.get(name, "not gathered"))
@@ -102,15 +222,32 @@ def build_status(desired: Desired, facts: Facts, refs: RefReport, hook_digest: s
             continue
         server = facts.servers[name]
         times = [float(e["time"]) for e in server.queue if isinstance(e.get("time"), int | float)]
+        present = [r for r in mirrored if r in server.repositories]
         stale = tuple(
             r
-            for r in mirrored
-            if r in server.repositories
-            and (
-                server.repositories[r].hook is None
-                or server.repositories[r].hook.sha256 != hook_digest  # type: ignore[union-attr]
-            )
+            for r in present
+            if server.repositories[r].hook is None
+            or server.repositories[r].hook.sha256 != hook_digest  # type: ignore[union-attr]
         )
+        foreign = tuple(
+            r
+            for r in present
+            if (hook := server.repositories[r].hook) is not None and not hook.managed
+        )
+        missing = tuple(r for r in mirrored if r not in server.repositories)
+        missing_anywhere.update(missing)
+        # Refs differ only in the repositories the ref report examined; every other ref
+        # this server holds is the same on every server that holds its repository.
+        counts = dict.fromkeys(REF_STATES, 0)
+        held = sum(server.repositories[r].ref_count for r in present if r != admin)
+        for state in refs.states:
+            where = ref_state_on(state, name)
+            if where is None or where == "in_sync":
+                continue
+            counts[where] += 1
+            if state.values.get(name) is not None:
+                held -= 1
+        counts["in_sync"] = max(0, held)
         servers.append(
             ServerHealth(
                 name,
@@ -119,7 +256,16 @@ def build_status(desired: Desired, facts: Facts, refs: RefReport, hook_digest: s
                 oldest_entry=min(times) if times else None,
                 queue_problems=len(server.queue_errors),
                 stale_hooks=stale,
-                missing_repositories=tuple(r for r in mirrored if r not in server.repositories),
+                missing_repositories=missing,
+                foreign_hooks=foreign,
+                queues=_queues(server.queue, [p for p in desired.servers if p != name]),
+                refs=counts,
+                pushes=dict(server.pushes),
             )
         )
-    return StatusReport(repositories=len(mirrored), refs=refs.states, servers=tuple(servers))
+    return StatusReport(
+        repositories=len(mirrored),
+        refs=refs.states,
+        servers=tuple(servers),
+        missing_somewhere=tuple(sorted(missing_anywhere)),
+    )

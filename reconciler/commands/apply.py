@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.markup import escape
 
@@ -15,12 +17,21 @@ from reconciler.commands.common import (
 )
 from reconciler.commands.output import (
     ConsoleReporter,
+    LogReporter,
     print_errors,
     print_json,
     print_plan,
     stderr,
+    stdout,
 )
+from reconciler.errors import ReconcilerError
+from reconciler.logline import LogFormat
 from reconciler.planning import Plan
+
+if TYPE_CHECKING:
+    from reconciler.apply import Outcome
+    from reconciler.commands.textfile import RunClock
+    from reconciler.desired import Desired
 
 
 def run(
@@ -33,12 +44,59 @@ def run(
     trust_new_host_keys: bool,
     replace_foreign: bool,
     prune: bool = False,
+    textfile: Path | None = None,
+    log_format: LogFormat = "logfmt",
 ) -> int:
+    from reconciler.commands.textfile import RunClock, check_directory
+
+    clock = RunClock()
+    if textfile is not None:
+        check_directory(textfile)
+    log = LogReporter(log_format) if cron and not json_output else None
+    desired: Desired | None = None
+    try:
+        desired, outcome = _apply(
+            directory,
+            servers=servers,
+            yes=yes,
+            json_output=json_output,
+            cron=cron,
+            trust_new_host_keys=trust_new_host_keys,
+            replace_foreign=replace_foreign,
+            prune=prune,
+            log=log,
+        )
+    except ReconcilerError as exc:
+        if textfile is not None:
+            _write_metrics(textfile, clock, exc.exit_code, desired, None)
+        if log is not None:
+            # The same one sentence, as a line log shippers can index.
+            log.error(str(exc))
+            return exc.exit_code
+        raise
+    code = _report(outcome, json_output=json_output, cron=cron, log=log)
+    if textfile is not None:
+        _write_metrics(textfile, clock, code, desired, outcome)
+    return code
+
+
+def _apply(
+    directory: Path,
+    *,
+    servers: list[str],
+    yes: bool,
+    json_output: bool,
+    cron: bool,
+    trust_new_host_keys: bool,
+    replace_foreign: bool,
+    prune: bool,
+    log: LogReporter | None,
+) -> tuple[Desired, Outcome]:
     from reconciler.apply import apply_cluster
 
     quiet = json_output or cron
     # In cron mode each change is one log line; nothing is printed when nothing changed.
-    reporter = ConsoleReporter(quiet=json_output, progress=not quiet)
+    reporter = log or ConsoleReporter(quiet=json_output, progress=not quiet)
 
     def confirm(plan: Plan) -> bool:
         if not quiet:
@@ -70,6 +128,10 @@ def run(
             )
         finally:
             close_all(transports)
+    return desired, outcome
+
+
+def _report(outcome: Outcome, *, json_output: bool, cron: bool, log: LogReporter | None) -> int:
     final = outcome.final_plan or outcome.first_plan
     if json_output:
         print_json(
@@ -84,6 +146,10 @@ def run(
             }
         )
         print_errors(final)
+        return outcome.exit_code()
+    if log is not None:
+        # Each change and each failure was logged as it happened; what is left follows.
+        log.remaining(final)
         return outcome.exit_code()
     if outcome.declined:
         stderr().print("Nothing changed.")
@@ -104,7 +170,29 @@ def run(
         print_plan(final, stderr())
         print_errors(final)
     elif not cron:
-        reporter.out.print(
-            f"Applied {len(outcome.results)} change(s); the cluster matches cluster.d/."
-        )
+        stdout().print(f"Applied {len(outcome.results)} change(s); the cluster matches cluster.d/.")
     return outcome.exit_code()
+
+
+def _write_metrics(
+    directory: Path, clock: RunClock, code: int, desired: Desired | None, outcome: Outcome | None
+) -> None:
+    from reconciler.commands.textfile import read_previous, write_textfile
+
+    report = None
+    conflicts: Counter[str] = Counter()
+    applied = failed = 0
+    if outcome is not None and desired is not None and outcome.facts is not None:
+        from reconciler.refs import RefReport
+        from reconciler.replication import hook_digest
+        from reconciler.status import build_status
+
+        report = build_status(desired, outcome.facts, outcome.refs or RefReport(), hook_digest())
+        final = outcome.final_plan or outcome.first_plan
+        conflicts.update(note.server for note in final.conflicts)
+        failed = len(outcome.failed)
+        applied = len(outcome.results) - failed
+    run = clock.finish(
+        code, read_previous(directory), applied=applied, failed=failed, conflicts=conflicts
+    )
+    write_textfile(directory, report, run)

@@ -4,11 +4,21 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
 
+from reconciler.logline import (
+    LogEvent,
+    LogFormat,
+    action_event,
+    format_event,
+    message_event,
+    note_event,
+    pending_event,
+)
 from reconciler.planning.model import Action, Note, Plan
 from reconciler.report import Reporter
 
@@ -89,3 +99,37 @@ def _note_text(note: Note) -> str:
 
 def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+class LogReporter(Reporter):
+    """Cron mode: one log line per change or error (``reconciler.logline``); changes
+    on stdout, errors and warnings on stderr; nothing at all when nothing happened."""
+
+    def __init__(self, log_format: LogFormat = "logfmt") -> None:
+        self.log_format = log_format
+
+    def emit(self, event: LogEvent) -> None:
+        stream = sys.stdout if event.level == "info" else sys.stderr
+        stream.write(format_event(event, self.log_format) + "\n")
+        stream.flush()
+
+    def info(self, message: str) -> None:
+        self.emit(message_event("info", message, time.time()))
+
+    def warning(self, message: str) -> None:
+        self.emit(message_event("warning", message, time.time()))
+
+    def error(self, message: str) -> None:
+        self.emit(message_event("error", message, time.time()))
+
+    def action_done(self, action: Action, ok: bool, error: str = "") -> None:
+        self.emit(action_event(action, ok, error, time.time()))
+
+    def remaining(self, plan: Plan) -> None:
+        """What apply left: conflicts, errors, and actions that are still planned."""
+        now = time.time()
+        for note in plan.notes:
+            if note.level in ("conflict", "error"):
+                self.emit(note_event(note, now))
+        for action in sorted(plan.actions, key=Action.sort_key):
+            self.emit(pending_event(action, now))

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.markup import escape
 
 from reconciler.commands.common import close_all, load_and_connect
 from reconciler.commands.output import print_json, stdout
+from reconciler.errors import ReconcilerError
+
+if TYPE_CHECKING:
+    from reconciler.status import StatusReport
 
 STYLES = {"behind": "yellow", "missing": "yellow", "diverged": "bold red"}
 
@@ -21,7 +27,53 @@ def _age(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def run(directory: Path, *, json_output: bool) -> int:
+def run(
+    directory: Path,
+    *,
+    json_output: bool = False,
+    output_format: str | None = None,
+    textfile: Path | None = None,
+) -> int:
+    """``output_format`` text, json or prometheus; with ``textfile`` alone nothing is
+    printed (the metrics go to the file; the exit code says the rest)."""
+    from reconciler.commands.textfile import (
+        RunClock,
+        check_directory,
+        read_previous,
+        write_textfile,
+    )
+
+    clock = RunClock()
+    if json_output:
+        output_format = "json"
+    explicit_format = output_format is not None
+    if textfile is not None:
+        check_directory(textfile)
+    try:
+        report = _gather_status(directory)
+    except ReconcilerError as exc:
+        if textfile is not None:
+            write_textfile(textfile, None, clock.finish(exc.exit_code, read_previous(textfile)))
+        raise
+    code = report.exit_code()
+    run_info = clock.finish(code, read_previous(textfile))
+    if textfile is not None:
+        write_textfile(textfile, report, run_info)
+        if not explicit_format:
+            return code
+    if output_format == "prometheus":
+        from reconciler.metrics import exposition
+
+        sys.stdout.write(exposition(report, run_info))
+        return code
+    if output_format == "json":
+        print_json(report.to_json())
+        return code
+    print_report(report)
+    return code
+
+
+def _gather_status(directory: Path) -> StatusReport:
     from reconciler.gather import gather_facts
     from reconciler.refs import gather_ref_report
     from reconciler.replication import hook_digest
@@ -33,10 +85,10 @@ def run(directory: Path, *, json_output: bool) -> int:
         refs = gather_ref_report(desired, facts, {n: transports[n] for n in facts.servers})
     finally:
         close_all(transports)
-    report = build_status(desired, facts, refs, hook_digest())
-    if json_output:
-        print_json(report.to_json())
-        return report.exit_code()
+    return build_status(desired, facts, refs, hook_digest())
+
+
+def print_report(report: StatusReport) -> None:
     console = stdout()
     for state in report.refs:
         style = STYLES.get(state.status, "")
@@ -69,4 +121,3 @@ def run(directory: Path, *, json_output: bool) -> int:
         if problems:
             console.print(f"[yellow]attention[/] {server.server}: {escape('; '.join(problems))}")
     console.print(f"Status: {escape(report.summary())}")
-    return report.exit_code()

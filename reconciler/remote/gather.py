@@ -4,21 +4,25 @@ Input (stdin, JSON): {"repositories": "repositories", "admin": "gitosis-admin",
 "hook": the current replication hook's text (optional: a hook equal to it is not
 hashed again)}.
 Output (stdout, JSON): see ``main``. Reads files only; the single process it spawns
-is one ``git log`` in the admin repository. It never reads a private key.
+is one ``git log`` in the admin repository. It never reads a private key. The one
+file it may write is the replication hook's push record file, which it compacts.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import pwd
+import re
 import shutil
 import stat
 import subprocess
 import sys
 import time
+from typing import Any
 
 FORMAT_VERSION = 1
 REPLICATED_PREFIXES = ("refs/heads/", "refs/tags/", "refs/notes/")
@@ -27,6 +31,23 @@ MAX_DEPTH = 12
 MAX_REF_DEPTH = 512  # only a guard against recursion; os.walk had none
 MAX_QUEUE = 100000
 POST_UPDATE_PENDING = "reconciler-post-update-pending"  # written by execute.py
+# The replication hook's push records (format: reconciler/replication/pushes.py).
+PUSHES_PATH = os.path.join(".reconciler", "pushes.jsonl")
+PUSHES_READ_LIMIT = 4 << 20
+PUSH_WINDOW_SECONDS = 3600.0
+PUSH_WINDOW_RECORDS = 128
+PUSH_RESULTS = (
+    "ok",
+    "unreachable",
+    "timeout",
+    "pending",
+    "no remote",
+    "diverged",
+    "missing repository",
+    "rejected",
+)
+PUSHES_LOCK_TRIES = 100  # 10 ms apart
+SERVER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
 def read_bytes(path, limit):
@@ -314,6 +335,139 @@ def read_queue(base):
     return entries, errors
 
 
+def _number(value):
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and value >= 0
+
+
+def parse_push_lines(text, now):
+    """Per peer: folded totals, records still in the window, and whether the file
+    should be rewritten (records left the window, or lines did not parse)."""
+    peers: dict[str, dict[str, Any]] = {}
+    dirty = False
+    for line in text.splitlines():
+        try:
+            item = json.loads(line)
+        except ValueError:
+            dirty = True
+            continue
+        peer = item.get("peer") if isinstance(item, dict) else None
+        if not isinstance(peer, str) or not SERVER_NAME.fullmatch(peer):
+            dirty = True
+            continue
+        state = peers.setdefault(peer, {"count": 0, "sum": 0.0, "results": {}, "records": []})
+        if "count" in item:  # a totals line of an earlier compaction
+            results = item.get("results")
+            if not _number(item["count"]) or not _number(item.get("sum")):
+                dirty = True
+                continue
+            if state["count"]:
+                dirty = True  # two totals lines: fold them into one
+            state["count"] += int(item["count"])
+            state["sum"] += float(item["sum"])
+            for result, count in (results if isinstance(results, dict) else {}).items():
+                if result in PUSH_RESULTS and _number(count):
+                    state["results"][result] = state["results"].get(result, 0) + int(count)
+            continue
+        result = item.get("result")
+        if (
+            not _number(item.get("seconds"))
+            or not _number(item.get("time"))
+            or result not in PUSH_RESULTS
+        ):
+            dirty = True
+            continue
+        state["records"].append(item)
+    for state in peers.values():
+        records = sorted(state["records"], key=lambda r: r["time"])
+        recent = [r for r in records if r["time"] >= now - PUSH_WINDOW_SECONDS]
+        recent = recent[-PUSH_WINDOW_RECORDS:]
+        kept = {id(r) for r in recent}
+        for record in records:
+            if id(record) not in kept:
+                dirty = True
+                state["count"] += 1
+                state["sum"] += float(record["seconds"])
+                results = state["results"]
+                results[record["result"]] = results.get(record["result"], 0) + 1
+        state["records"] = recent
+    return peers, dirty
+
+
+def compacted_push_lines(peers):
+    lines = []
+    for peer in sorted(peers):
+        state = peers[peer]
+        if state["count"]:
+            total = {
+                "peer": peer,
+                "count": state["count"],
+                "sum": round(state["sum"], 4),
+                "results": state["results"],
+            }
+            lines.append(json.dumps(total, sort_keys=True))
+        lines += [json.dumps(r, sort_keys=True) for r in state["records"]]
+    return "".join(line + "\n" for line in lines)
+
+
+def read_pushes(base, now):
+    """The hook's push records per peer: cumulative count, sum and results, and the
+    durations of the pushes in the window. Compacts the file when records left the
+    window (under flock on it: the hook appends under the same lock)."""
+    path = os.path.join(base, PUSHES_PATH)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return {}
+    try:
+        locked = False
+        for _ in range(PUSHES_LOCK_TRIES):
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                locked = True
+                break
+            except BlockingIOError:
+                time.sleep(0.01)
+            except OSError:
+                break
+        text = read_text(path, PUSHES_READ_LIMIT) or ""
+        peers, dirty = parse_push_lines(text, now)
+        if dirty and locked:
+            with contextlib.suppress(OSError):
+                write_replacing(path, compacted_push_lines(peers).encode("utf-8"))
+    finally:
+        os.close(fd)  # releases the lock, after the rename
+    answer = {}
+    for peer, state in peers.items():
+        results = dict(state["results"])
+        for record in state["records"]:
+            results[record["result"]] = results.get(record["result"], 0) + 1
+        answer[peer] = {
+            "count": state["count"] + len(state["records"]),
+            "sum": round(state["sum"] + sum(float(r["seconds"]) for r in state["records"]), 4),
+            "results": results,
+            "recent": [float(r["seconds"]) for r in state["records"]],
+        }
+    return answer
+
+
+def write_replacing(path, data):
+    temporary = f"{path}.{os.getpid()}.tmp"
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.replace(temporary, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+
+
 def answer_refs(base, names):
     """Mode "refs": every replicated ref of the named repositories."""
     refs = {}
@@ -410,6 +564,7 @@ def main():
         "queue_errors": queue_errors,
         "repositories": walk_repositories(base, want_refs, known) if os.path.isdir(base) else {},
         "admin": admin_facts(base, request.get("admin", "gitosis-admin")),
+        "pushes": read_pushes(base, time.time()),
     }
     result["gitosis"] = gitosis_facts(home, request.get("runtime_dir"))
     result["seconds"] = round(time.monotonic() - started, 4)

@@ -76,6 +76,12 @@ FORMAT_VERSION = 1
 SETTINGS_PATH = ".reconciler/replication.json"
 QUEUE_PATH = ".reconciler/queue"
 DRAIN_LOCK_PATH = ".reconciler/drain.lock"
+# One line per peer push (its duration and outcome), appended here and folded
+# into per-peer totals by the gather program (reconciler/replication/pushes.py).
+PUSHES_PATH = ".reconciler/pushes.jsonl"
+# The file stays small between two gathers: past this size a push is not recorded.
+PUSHES_MAX_BYTES = 256 << 10
+PUSHES_LOCK_TRIES = 50  # 10 ms apart: the gather program holds the lock for milliseconds
 
 MODES = ("sync", "async")
 TRANSIENT_REASONS = ("unreachable", "timeout", "pending", "no remote")
@@ -443,6 +449,56 @@ def _ignoring(*errors: type[BaseException]) -> Iterator[None]:
         yield
     except errors:
         return
+
+
+# --- push records -------------------------------------------------------------------
+
+
+def push_result(outcomes: Sequence[RefOutcome]) -> str:
+    """ "ok" when the peer took every update, otherwise the first reason it did not."""
+    return next((o.reason for o in outcomes if not o.ok), "ok")
+
+
+def record_push(base: Path, peer: str, seconds: float, result: str) -> None:
+    """Append one push's duration and outcome to ``PUSHES_PATH``; best effort.
+
+    The gather program folds old lines into totals by renaming a compacted file
+    over this one while holding ``flock`` on it, so the line is written under the
+    same lock, into the file that is at the path once the lock is held.
+    """
+    line = json.dumps(
+        {
+            "peer": peer,
+            "time": round(time.time(), 3),
+            "seconds": round(seconds, 4),
+            "result": result,
+        },
+        sort_keys=True,
+    )
+    path = base / PUSHES_PATH
+    with _ignoring(OSError):
+        for _ in range(3):
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            try:
+                if not _lock_briefly(fd):
+                    return
+                if os.fstat(fd).st_ino != os.stat(path).st_ino:
+                    continue  # compacted meanwhile: write into the new file
+                if os.fstat(fd).st_size < PUSHES_MAX_BYTES:
+                    os.write(fd, (line + "\n").encode("utf-8"))
+                return
+            finally:
+                os.close(fd)
+
+
+def _lock_briefly(fd: int) -> bool:
+    for _ in range(PUSHES_LOCK_TRIES):
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            time.sleep(0.01)
+    return False
 
 
 # --- running git, bounded ----------------------------------------------------------
@@ -819,7 +875,9 @@ def _replicate_now(
                 ahead[update.ref] = write_entry(base, entry)
         try:
             if peer in remotes:
+                pushing = time.monotonic()
                 outcomes = push_to_peer(git_dir, peer, updates, env, settings.timeout)
+                record_push(base, peer, time.monotonic() - pushing, push_result(outcomes))
             else:
                 outcomes = [RefOutcome(u, "no remote") for u in updates]
         except Exception as exc:
@@ -1108,9 +1166,11 @@ def _drain_group(
         if peer not in remotes:
             outcomes = [RefOutcome(e.update, "no remote") for e in batch]
         else:
+            pushing = time.monotonic()
             outcomes = push_to_peer(
                 git_dir, peer, [e.update for e in batch], env, min(settings.timeout, left)
             )
+            record_push(base, peer, time.monotonic() - pushing, push_result(outcomes))
         stop = ""
         reached: dict[str, str] = {}
         for entry, outcome in zip(batch, outcomes):  # noqa: B905 (strict= needs 3.10)

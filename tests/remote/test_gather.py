@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 from reconciler.remote import gather
@@ -42,3 +43,65 @@ def test_hook_digests_with_and_without_known_content(tmp_path: Path) -> None:
         assert found[name]["hook"]["managed"] is True
     assert found["none"]["hook"] is None
     assert found == plain
+
+
+def record(peer: str, when: float, seconds: float, result: str = "ok") -> str:
+    return json.dumps({"peer": peer, "time": when, "seconds": seconds, "result": result})
+
+
+def write_pushes(base: Path, lines: list[str]) -> Path:
+    path = base / gather.PUSHES_PATH
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(line + "\n" for line in lines))
+    return path
+
+
+def test_push_records_are_folded_into_totals_and_the_file_compacted(tmp_path: Path) -> None:
+    now = 1_800_000_000.0
+    old = now - gather.PUSH_WINDOW_SECONDS - 10
+    lines = [record("mirror", old + i, 1.0) for i in range(3)]
+    lines += [record("mirror", now - 5, 0.25, "timeout"), record("third", now - 1, 0.5)]
+    lines += ["not json", json.dumps({"peer": "../x", "time": now, "seconds": 1, "result": "ok"})]
+    path = write_pushes(tmp_path, lines)
+
+    first = gather.read_pushes(str(tmp_path), now)
+    assert first == {
+        "mirror": {
+            "count": 4,
+            "sum": 3.25,
+            "results": {"ok": 3, "timeout": 1},
+            "recent": [0.25],
+        },
+        "third": {"count": 1, "sum": 0.5, "results": {"ok": 1}, "recent": [0.5]},
+    }
+    compacted = path.read_text().splitlines()
+    assert len(compacted) == 3  # mirror's totals line, its recent record, third's record
+    assert json.loads(compacted[0]) == {
+        "peer": "mirror",
+        "count": 3,
+        "sum": 3.0,
+        "results": {"ok": 3},
+    }
+    inode = path.stat().st_ino
+    # Nothing left the window since: the same answer, and the file is not rewritten.
+    assert gather.read_pushes(str(tmp_path), now) == first
+    assert path.stat().st_ino == inode
+    # An hour later the recent records are folded too; the totals only grow.
+    later = gather.read_pushes(str(tmp_path), now + 2 * gather.PUSH_WINDOW_SECONDS)
+    assert later["mirror"] == {**first["mirror"], "recent": []}
+    assert len(path.read_text().splitlines()) == 2
+    assert not [p for p in path.parent.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_push_window_keeps_the_latest_records_per_peer(tmp_path: Path) -> None:
+    now = 1_800_000_000.0
+    count = gather.PUSH_WINDOW_RECORDS + 20
+    write_pushes(tmp_path, [record("mirror", now - count + i, float(i)) for i in range(count)])
+    answer = gather.read_pushes(str(tmp_path), now)["mirror"]
+    assert answer["count"] == count
+    assert answer["recent"] == [float(i) for i in range(20, count)]
+
+
+def test_no_push_record_file_is_no_pushes(tmp_path: Path) -> None:
+    assert gather.read_pushes(str(tmp_path), 0.0) == {}
+    assert not (tmp_path / gather.PUSHES_PATH).exists()

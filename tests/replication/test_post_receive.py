@@ -747,3 +747,88 @@ def test_split_brain_keeps_both_commits_and_replicates_the_rest(cluster: Cluster
     if accepted["mirror"]:
         for name in ("master", "third"):
             assert cluster.refs(name)["refs/heads/unrelated"] == base, name
+
+
+def push_records(server_base: Path) -> list[dict[str, object]]:
+    path = server_base / post_receive.PUSHES_PATH
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_each_peer_push_is_recorded_with_its_duration_and_outcome(
+    tmp_path: Path, closed_port: int
+) -> None:
+    cluster = build_cluster(tmp_path)
+    cluster.set_remote("master", "third", f"ssh://127.0.0.1:{closed_port}/product.git")
+    cluster.commit("one")
+    started = time.time()
+    cluster.push("master", "main")
+    cluster.commit("two")
+    cluster.push("master", "main")
+
+    records = push_records(cluster["master"].base)
+    by_peer: dict[object, list[dict[str, object]]] = {}
+    for record in records:
+        by_peer.setdefault(record["peer"], []).append(record)
+    assert [r["result"] for r in by_peer["mirror"]] == ["ok", "ok"]
+    assert [r["result"] for r in by_peer["third"]] == ["unreachable", "unreachable"]
+    for record in records:
+        assert 0 < float(record["seconds"]) < 20  # type: ignore[arg-type]
+        assert started - 1 <= float(record["time"]) <= time.time() + 1  # type: ignore[arg-type]
+    # The peers took the pushes from a peer and recorded nothing themselves.
+    assert push_records(cluster["mirror"].base) == []
+
+
+def test_async_drainer_pushes_are_recorded(tmp_path: Path) -> None:
+    cluster = build_cluster(tmp_path, mode="async")
+    cluster.commit("one")
+    cluster.push("master", "main")
+
+    def recorded() -> bool:
+        return {r["peer"] for r in push_records(cluster["master"].base)} == {"mirror", "third"}
+
+    wait_until(recorded, what="the drainer to record its pushes")
+    wait_until(lambda: not live_processes("--drain", str(tmp_path)), what="the drainer to exit")
+    assert {r["result"] for r in push_records(cluster["master"].base)} == {"ok"}
+
+
+def test_push_records_stop_at_their_bound(tmp_path: Path) -> None:
+    base = tmp_path / "repositories"
+    (base / ".reconciler").mkdir(parents=True)
+    path = base / post_receive.PUSHES_PATH
+    path.write_bytes(b"x" * post_receive.PUSHES_MAX_BYTES)
+    post_receive.record_push(base, "mirror", 0.5, "ok")
+    assert path.stat().st_size == post_receive.PUSHES_MAX_BYTES
+    path.write_bytes(b"")
+    post_receive.record_push(base, "mirror", 0.5, "ok")
+    assert push_records(base)[0]["seconds"] == 0.5
+
+
+def test_a_record_waiting_for_the_lock_lands_in_the_compacted_file(tmp_path: Path) -> None:
+    """The gather program renames a compacted file over the record file while it holds
+    the lock: a hook that waited for the lock writes into the new file, not the old."""
+    import fcntl
+
+    from reconciler.remote import gather
+
+    base = tmp_path / "repositories"
+    (base / ".reconciler").mkdir(parents=True)
+    old = time.time() - 2 * gather.PUSH_WINDOW_SECONDS
+    path = base / post_receive.PUSHES_PATH
+    path.write_text(
+        json.dumps({"peer": "mirror", "time": old, "seconds": 1.0, "result": "ok"}) + "\n"
+    )
+    with open(path, "rb") as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)
+        writer = threading.Thread(
+            target=post_receive.record_push, args=(base, "mirror", 2.0, "timeout")
+        )
+        writer.start()
+        time.sleep(0.1)  # the writer now waits for the lock on the old file
+        peers, dirty = gather.parse_push_lines(path.read_text(), time.time())
+        assert dirty
+        gather.write_replacing(str(path), gather.compacted_push_lines(peers).encode())
+    writer.join(timeout=10)
+    answer = gather.read_pushes(str(base), time.time())
+    assert answer["mirror"]["count"] == 2
+    assert answer["mirror"]["results"] == {"ok": 1, "timeout": 1}
+    assert answer["mirror"]["recent"] == [2.0]
