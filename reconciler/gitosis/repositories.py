@@ -3,7 +3,7 @@
 - ``NAME.git/description`` from ``description``;
 - ``projects.list`` (gitweb's list) from ``gitweb`` and ``owner``;
 - ``NAME.git/git-daemon-export-ok`` from ``daemon``;
-- ``git init --bare --quiet`` for repositories created on first push.
+- ``git init --bare --quiet`` for repositories gitosis-serve creates on first access.
 """
 
 from __future__ import annotations
