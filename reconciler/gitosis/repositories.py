@@ -20,7 +20,6 @@ from collections.abc import Callable
 from reconciler.gitosis.config import (
     REPO_PREFIX,
     generated_files_dir,
-    get,
     get_bool,
     repository_dir,
 )
@@ -70,6 +69,12 @@ def _repo_sections(config: configparser.RawConfigParser) -> list[tuple[str, str]
     return found
 
 
+def _present(config: configparser.RawConfigParser, section: str, option: str) -> str | None:
+    """An option of an existing section, or None; without the raised lookups of
+    ``get``, which cost a third of a second over 10,000 sections."""
+    return config.get(section, option) if config.has_option(section, option) else None
+
+
 def repo_section_names(config: configparser.RawConfigParser) -> list[str]:
     return [name for _section, name in _repo_sections(config)]
 
@@ -92,7 +97,7 @@ def descriptions(config: configparser.RawConfigParser) -> list[tuple[str, str]]:
     """
     found = []
     for section, name in _repo_sections(config):
-        description = get(config, section, "description")
+        description = _present(config, section, "description")
         if description:
             found.append((name, description))
     return found
@@ -114,27 +119,46 @@ def quote_plus_python2(text: str) -> str:
     return urllib.parse.quote_plus(text).replace("~", "%7E")
 
 
+def gitweb_entries(config: configparser.RawConfigParser) -> list[tuple[str, str | None]]:
+    """(NAME, owner or None) of every repository gitweb lists, in file order.
+
+    A repository is listed when its ``gitweb`` (default: ``[gitosis] gitweb``, else
+    off) is on.
+    """
+    global_enable = get_bool(config, "gitosis", "gitweb")
+    entries = []
+    for section, name in _repo_sections(config):
+        if config.has_option(section, "gitweb"):
+            enable = config.getboolean(section, "gitweb")
+        else:
+            enable = global_enable
+        if enable:
+            entries.append((name, _present(config, section, "owner")))
+    return entries
+
+
+def project_list_lines(
+    entries: list[tuple[str, str | None]],
+    locate: Locate,
+    quote: Callable[[str], str] = urllib.parse.quote_plus,
+) -> str:
+    """gitweb's ``projects.list``: ``NAME[.git] [OWNER]`` per entry, URL-quoted; gitosis
+    lists a repository it cannot find under its configured name."""
+    lines = []
+    for name, owner in entries:
+        fields = [locate(name) or name]
+        if owner is not None:
+            fields.append(owner)
+        lines.append(" ".join(quote(f) for f in fields) + "\n")
+    return "".join(lines)
+
+
 def project_list_text(
     config: configparser.RawConfigParser,
     locate: Locate,
     quote: Callable[[str], str] = urllib.parse.quote_plus,
 ) -> str:
-    """gitweb's ``projects.list``: ``NAME[.git] [OWNER]`` per listed repository, URL-quoted.
-
-    A repository is listed when its ``gitweb`` (default: ``[gitosis] gitweb``, else
-    off) is on; gitosis lists one it cannot find under its configured name.
-    """
-    global_enable = get_bool(config, "gitosis", "gitweb")
-    lines = []
-    for section, name in _repo_sections(config):
-        if not get_bool(config, section, "gitweb", global_enable):
-            continue
-        fields = [locate(name) or name]
-        owner = get(config, section, "owner")
-        if owner is not None:
-            fields.append(owner)
-        lines.append(" ".join(quote(f) for f in fields) + "\n")
-    return "".join(lines)
+    return project_list_lines(gitweb_entries(config), locate, quote)
 
 
 def project_list(config: configparser.RawConfigParser) -> str:
@@ -149,17 +173,27 @@ def write_project_list(config: configparser.RawConfigParser) -> None:
     )
 
 
-def daemon_enabled(config: configparser.RawConfigParser, name: str) -> bool:
-    """Whether gitosis gives repository ``name`` (without ``.git``) ``git-daemon-export-ok``:
+def daemon_flags(config: configparser.RawConfigParser) -> Callable[[str], bool]:
+    """Whether gitosis gives repository NAME (without ``.git``) ``git-daemon-export-ok``:
     its ``[repo NAME] daemon``, else ``[gitosis] daemon``, else off. Every repository
-    under the base gets the flag or loses it, with or without a ``[repo]`` section."""
-    return get_bool(config, f"{REPO_PREFIX}{name}", "daemon", get_bool(config, "gitosis", "daemon"))
+    under the base gets the flag or loses it, with or without a ``[repo]`` section.
+
+    The sections are read once, not per repository under the base.
+    """
+    global_enable = get_bool(config, "gitosis", "daemon")
+    explicit = {
+        section: config.getboolean(section, "daemon")
+        for section, _name in _repo_sections(config)
+        if config.has_option(section, "daemon")
+    }
+    return lambda name: explicit.get(f"{REPO_PREFIX}{name}", global_enable)
 
 
 def set_export_ok(config: configparser.RawConfigParser) -> None:
     """Create or remove ``git-daemon-export-ok`` in every repository under the base."""
     log = logging.getLogger("gitosis.gitdaemon.set_export_ok")
     repositories = repository_dir(config)
+    enabled = daemon_flags(config)
     for dirpath, dirnames, _filenames in os.walk(repositories):
         reldir = os.path.relpath(dirpath, repositories)
         repos = [d for d in dirnames if d.endswith(".git")]
@@ -170,7 +204,7 @@ def set_export_ok(config: configparser.RawConfigParser) -> None:
             if reldir != ".":
                 name = os.path.join(reldir, name)
             flag = os.path.join(dirpath, repo, EXPORT_OK)
-            if daemon_enabled(config, name):
+            if enabled(name):
                 log.debug("Allow %r", name)
                 with open(flag, "a", encoding="utf-8"):
                     pass

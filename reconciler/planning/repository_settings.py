@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import configparser
 import functools
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from reconciler.desired.render import render_gitosis_conf
@@ -31,9 +32,10 @@ from reconciler.gitosis.repositories import (
     DESCRIPTION,
     EXPORT_OK,
     PROJECTS_LIST,
-    daemon_enabled,
+    daemon_flags,
     descriptions,
-    project_list_text,
+    gitweb_entries,
+    project_list_lines,
     quote_plus_python2,
     repo_section_names,
 )
@@ -105,11 +107,11 @@ def _action(
 
 
 def _descriptions(
-    ctx: PlanContext, server: str, layout: _Layout, config: configparser.RawConfigParser
+    ctx: PlanContext, server: str, layout: _Layout, described: list[tuple[str, str]]
 ) -> list[Action]:
     base = ctx.desired.servers[server].repositories
     actions = []
-    for name, text in descriptions(config):
+    for name, text in described:
         where = layout.locate(name)
         if where is None:
             continue  # gitosis skips it ("Cannot find"); no plan creates it
@@ -130,7 +132,7 @@ def _descriptions(
 
 
 def _export_flags(
-    ctx: PlanContext, server: str, layout: _Layout, config: configparser.RawConfigParser
+    ctx: PlanContext, server: str, layout: _Layout, enabled: Callable[[str], bool]
 ) -> list[Action]:
     base = ctx.desired.servers[server].repositories
     managed = set(ctx.desired.mirrored_repositories())
@@ -138,7 +140,7 @@ def _export_flags(
     for name in sorted(layout.repositories):
         repository = layout.facts.repositories.get(name)
         present = repository is not None and repository.export_ok
-        wanted = daemon_enabled(config, name)
+        wanted = enabled(name)
         if present == wanted:
             continue
         path = f"{base}/{name}.git/{EXPORT_OK}"
@@ -170,15 +172,15 @@ def _export_flags(
 
 
 def _projects_list(
-    server: str, layout: _Layout, config: configparser.RawConfigParser
+    server: str, layout: _Layout, entries: list[tuple[str, str | None]]
 ) -> list[Action]:
-    wanted = project_list_text(config, layout.locate)
+    wanted = project_list_lines(entries, layout.locate)
     current = layout.facts.projects_list
+    if current == wanted or (current is None and wanted == ""):
+        return []
     # gitosis 0.3 quotes with Python 2's rules: what it writes at the next admin
     # push is as good as ours, and rewriting it after every such push would be noise.
-    if current in (wanted, project_list_text(config, layout.locate, quote_plus_python2)):
-        return []
-    if current is None and wanted == "":
+    if current == project_list_lines(entries, layout.locate, quote_plus_python2):
         return []
     count = wanted.count("\n")
     return [
@@ -195,10 +197,14 @@ def _projects_list(
 def plan_repository_settings(ctx: PlanContext) -> tuple[list[Action], list[Note]]:
     config = rendered_config(ctx.desired)
     mirrored = ctx.desired.mirrored_repositories()
+    # Read from the configuration once per plan, not once per server.
+    described = descriptions(config)
+    enabled = daemon_flags(config)
+    entries = gitweb_entries(config)
     actions: list[Action] = []
     for server, facts in ctx.reachable().items():
         layout = _Layout(facts, mirrored)
-        actions += _descriptions(ctx, server, layout, config)
-        actions += _export_flags(ctx, server, layout, config)
-        actions += _projects_list(server, layout, config)
+        actions += _descriptions(ctx, server, layout, described)
+        actions += _export_flags(ctx, server, layout, enabled)
+        actions += _projects_list(server, layout, entries)
     return actions, []
