@@ -43,6 +43,15 @@ class RepositoryFacts:
     refs_digest: str
     ref_count: int
     refs: dict[str, str] | None = None
+    export_ok: bool = False  # git-daemon-export-ok exists
+
+
+@dataclass(frozen=True)
+class RepoSectionFacts:
+    """How gitosis finds a ``[repo NAME]`` of the rendered gitosis.conf on this server."""
+
+    plain: bool = False  # repositories/NAME exists (gitosis tries it before NAME.git)
+    description: str | None = None  # the description file gitosis would replace
 
 
 @dataclass(frozen=True)
@@ -113,6 +122,8 @@ class ServerFacts:
     seconds: float = 0.0
     gitosis: GitosisFacts = field(default_factory=GitosisFacts)
     pushes: dict[str, PushStats] = field(default_factory=dict)  # peer -> its pushes
+    repo_sections: dict[str, RepoSectionFacts] = field(default_factory=dict)
+    projects_list: str | None = None  # gitweb's list as gitosis writes it; None: absent
 
 
 @dataclass(frozen=True)
@@ -160,6 +171,7 @@ def _repository(name: str, data: dict[str, Any]) -> RepositoryFacts:
         refs_digest=str(data["refs_digest"]),
         ref_count=int(data.get("ref_count", 0)),
         refs=dict(data["refs"]) if data.get("refs") is not None else None,
+        export_ok=bool(data.get("export_ok")),
     )
 
 
@@ -219,6 +231,13 @@ def parse_server_facts(
                 )
                 for peer, value in (data.get("pushes") or {}).items()
             },
+            repo_sections={
+                name: RepoSectionFacts(
+                    plain=bool(value.get("plain")), description=value.get("description")
+                )
+                for name, value in (data.get("repo_sections") or {}).items()
+            },
+            projects_list=data.get("projects_list"),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ReconcilerError(

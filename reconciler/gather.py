@@ -118,6 +118,8 @@ def _hook_text() -> str:
 def gather_server(
     desired: Desired, transport: Transport, *, want_refs: bool = False
 ) -> ServerFacts:
+    from reconciler.planning.repository_settings import gather_request
+
     server = desired.servers[transport.server]
     data = run_json_program(
         transport,
@@ -129,6 +131,7 @@ def gather_server(
             "refs": want_refs,
             # Hooks equal to the current one need no hashing on the server.
             "hook": _hook_text(),
+            **gather_request(desired),
         },
     )
     return parse_server_facts(transport.server, data, host_key=transport.host_key_line())

@@ -2,8 +2,9 @@
 
 It reads the command git's ssh sent (``SSH_ORIGINAL_COMMAND``), decides whether
 USER may run it on that repository (``decide``, a pure function of the
-configuration and the command), creates a repository that a writable user pushes
-to for the first time, and then replaces itself with
+configuration and the command), creates the repository if it does not exist yet
+(for any command that was allowed, reads included, as gitosis does), and then
+replaces itself with
 ``git shell -c "VERB 'PATH'"``, with ``GITOSIS_USER=USER`` in the environment so
 the repository's hooks know who pushed.
 """
@@ -127,11 +128,13 @@ def decide(config: configparser.RawConfigParser, user: str, command: str) -> Dec
 
 
 def create_if_missing(config: configparser.RawConfigParser, decision: Decision) -> bool:
-    """Create the repository a writable user pushes to for the first time.
+    """Create the repository of an allowed command if it does not exist yet.
 
+    gitosis checks only that the repository is missing, whatever the verb: a
+    fetch by a user with read access (write access included) creates it too.
     Parent directories get mode 0750, like the repository itself.
     """
-    if not decision.write or os.path.exists(decision.path):
+    if os.path.exists(decision.path):
         return False
     parent = decision.base
     for segment in f"{decision.relpath}.git".split("/")[:-1]:

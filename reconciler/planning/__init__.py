@@ -12,6 +12,7 @@ from reconciler.planning.model import Action, Note, Phase, Plan
 from reconciler.planning.refs import plan_refs
 from reconciler.planning.remotes import plan_remotes
 from reconciler.planning.repositories import plan_repositories
+from reconciler.planning.repository_settings import plan_repository_settings
 from reconciler.planning.settings import plan_settings
 
 SUBJECTS = (
@@ -21,6 +22,7 @@ SUBJECTS = (
     plan_known_hosts,
     plan_settings,
     plan_repositories,
+    plan_repository_settings,
     plan_remotes,
     plan_hooks,
     plan_refs,

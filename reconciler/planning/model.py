@@ -44,6 +44,8 @@ SUBJECT_ORDER = {
     "hook": 6,
     "queue": 7,
     "ref": 8,
+    # After the repositories whose files they are, in the same phase.
+    "repository-settings": 9,
 }
 
 

@@ -2,7 +2,9 @@
 
 Input (stdin, JSON): {"repositories": "repositories", "admin": "gitosis-admin",
 "hook": the current replication hook's text (optional: a hook equal to it is not
-hashed again)}.
+hashed again), "repo_sections": the names of gitosis.conf's [repo NAME] sections,
+"descriptions": those of them with a description, "projects_list": gitweb's list,
+relative to the home}.
 Output (stdout, JSON): see ``main``. Reads files only; the single process it spawns
 is one ``git log`` in the admin repository. It never reads a private key. The one
 file it may write is the replication hook's push record file, which it compacts.
@@ -30,6 +32,7 @@ HOOK_MARKER = b"# reconciler replication hook"
 MAX_DEPTH = 12
 MAX_REF_DEPTH = 512  # only a guard against recursion; os.walk had none
 MAX_QUEUE = 100000
+EXPORT_OK = "git-daemon-export-ok"
 POST_UPDATE_PENDING = "reconciler-post-update-pending"  # written by execute.py
 # The replication hook's push records (format: reconciler/replication/pushes.py).
 PUSHES_PATH = os.path.join(".reconciler", "pushes.jsonl")
@@ -248,6 +251,9 @@ def repository_facts(gitdir, want_refs, known=NO_KNOWN_CONTENT):
         "refs_digest": refs_digest(refs),
         "ref_count": len(refs),
     }
+    # Absent means false: a stat per repository, and most repositories are not exported.
+    if os.path.exists(os.path.join(gitdir, EXPORT_OK)):
+        facts["export_ok"] = True
     if want_refs:
         facts["refs"] = refs
     return facts
@@ -310,6 +316,28 @@ def admin_facts(base, admin):
         # Left by an apply killed before gitosis's post-update hook finished.
         "post_update_pending": os.path.exists(os.path.join(gitdir, POST_UPDATE_PENDING)),
     }
+
+
+def safe_relative(name):
+    return bool(name) and not name.startswith("/") and ".." not in name.split("/")
+
+
+def repo_section_facts(base, names, described):
+    """How gitosis finds each [repo NAME] now: ``base/NAME`` if anything is there (it
+    is tried first), else ``base/NAME.git``; and the description it would replace."""
+    found = {}
+    for name in names:
+        if not isinstance(name, str) or not safe_relative(name):
+            continue
+        entry = {}
+        plain = os.path.exists(os.path.join(base, name))
+        if plain:
+            entry["plain"] = True
+        if name in described:
+            directory = name if plain else name + ".git"
+            entry["description"] = read_text(os.path.join(base, directory, "description"))
+        found[name] = entry
+    return found
 
 
 def read_queue(base):
@@ -565,8 +593,14 @@ def main():
         "repositories": walk_repositories(base, want_refs, known) if os.path.isdir(base) else {},
         "admin": admin_facts(base, request.get("admin", "gitosis-admin")),
         "pushes": read_pushes(base, time.time()),
+        "repo_sections": repo_section_facts(
+            base, request.get("repo_sections") or [], set(request.get("descriptions") or [])
+        ),
     }
     result["gitosis"] = gitosis_facts(home, request.get("runtime_dir"))
+    projects_list = request.get("projects_list")
+    if isinstance(projects_list, str) and safe_relative(projects_list):
+        result["projects_list"] = read_text(os.path.join(home, projects_list), 64 << 20)
     result["seconds"] = round(time.monotonic() - started, 4)
     # One write of the C encoder's output: json.dump streams through the slow
     # pure-Python encoder in tens of thousands of small writes.

@@ -35,6 +35,19 @@ description = The product
 owner = alice
 gitweb = yes
 daemon = yes
+
+[group first-fetch]
+members = alice@desk
+writable = cloned-first
+readonly = read-first
+
+[group first-read]
+members = bob@lap
+readonly = read-first
+
+[repo cloned-first]
+description = Made by a clone
+daemon = yes
 """
 
 
@@ -241,6 +254,37 @@ def test_readonly_user_clones_but_cannot_push(site: Site) -> None:
     # git archive --remote is a read, too (git-upload-archive)
     archive = site.git(bob, "archive", f"--remote={site.url('product')}", "master", cwd=clone)
     assert "README" in archive.stdout
+
+
+def test_clone_of_a_declared_missing_repository_creates_it(site: Site) -> None:
+    """gitosis creates a declared repository on any allowed access, a clone too."""
+    repositories = site.server.home / "repositories"
+    alice, bob, eve = site.who("alice@desk"), site.who("bob@lap"), site.who("eve@x")
+    assert not (repositories / "cloned-first.git").exists()
+    nobody = site.git(eve, "clone", site.url("cloned-first"), str(site.work / "e1"), check=False)
+    assert nobody.returncode != 0
+    assert "ERROR:gitosis.serve.main:Repository read access denied" in nobody.stderr
+    assert not (repositories / "cloned-first.git").exists()
+
+    clone = site.git(alice, "clone", site.url("cloned-first.git"), str(site.work / "cf"))
+    assert "cloned an empty repository" in clone.stderr
+    repo = repositories / "cloned-first.git"
+    assert repo.stat().st_mode & 0o777 == 0o750
+    assert repo.stat().st_uid == site.server.uid
+    bare = site.server.run(["git", "--git-dir", str(repo), "rev-parse", "--is-bare-repository"])
+    assert bare.stdout == "true\n"
+    assert (repo / "description").read_text() == "Made by a clone\n"
+    assert (repo / "git-daemon-export-ok").exists()
+    # the clone is a working remote: alice can push to it at once
+    (site.work / "cf" / "README").write_text("first\n")
+    site.git(alice, "add", "README", cwd=site.work / "cf")
+    site.git(alice, "commit", "--quiet", "-m", "first", cwd=site.work / "cf")
+    site.git(alice, "push", "--quiet", "origin", "HEAD:refs/heads/master", cwd=site.work / "cf")
+
+    # a read-only user's clone passes the access check, so it creates the repository too
+    assert not (repositories / "read-first.git").exists()
+    site.git(bob, "clone", "--quiet", site.url("read-first"), str(site.work / "rf"))
+    assert (repositories / "read-first.git" / "HEAD").is_file()
 
 
 @pytest.mark.parametrize(

@@ -287,10 +287,66 @@ def test_push_refreshes_descriptions_project_list_and_export_flags(home: Path) -
     assert (home / "gitosis" / "projects.list").read_text() == "product.git alice\n"
 
 
-def test_read_does_not_create(home: Path) -> None:
-    proc = serve(home, "alice@desk", "git-upload-pack 'product'")
-    assert proc.returncode != 0
-    assert not (home / "repositories" / "product.git").exists()
+# Whether a missing repository is created: gitosis checks only that it does not
+# exist once access was granted, whatever the verb (gitosis/serve.py in 0.3 and
+# its Python 3 fork). A read-only user's fetch passes the access check, so it
+# creates the repository as well; a user without access creates nothing.
+CREATE = "created"
+CREATION_TABLE: list[tuple[str, str, str, str]] = [
+    # user, command, repository on disk, outcome (CREATE or gitosis's error line)
+    ("alice@desk", "git-receive-pack 'product'", "product.git", CREATE),
+    ("alice@desk", "git-upload-pack 'product'", "product.git", CREATE),
+    ("alice@desk", "git upload-pack '/product.git'", "product.git", CREATE),
+    ("alice@desk", "git-upload-archive 'tools/build'", "tools/build.git", CREATE),
+    ("alice@desk", "git-upload-pack 'docs'", "docs.git", CREATE),
+    ("bob@lap", "git-upload-pack 'product.git'", "product.git", CREATE),
+    ("bob@lap", "git upload-archive 'product'", "product.git", CREATE),
+    ("eve@x", "git-upload-pack 'open'", "open.git", CREATE),
+    ("bob@lap", "git-receive-pack 'product'", "product.git", "Repository write access denied"),
+    ("eve@x", "git-upload-pack 'product'", "product.git", "Repository read access denied"),
+    ("eve@x", "git-receive-pack 'product'", "product.git", "Repository read access denied"),
+    ("eve@x", "git upload-archive 'product'", "product.git", "Repository read access denied"),
+    ("alice@desk", "git-upload-pack 'unlisted'", "unlisted.git", "Repository read access denied"),
+    ("bob@lap", "git-upload-pack 'docs'", "docs.git", "Repository read access denied"),
+]
+
+
+@pytest.mark.parametrize(("user", "command", "repository", "outcome"), CREATION_TABLE)
+def test_missing_repository_creation(
+    home: Path, user: str, command: str, repository: str, outcome: str
+) -> None:
+    proc = serve(home, user, command)
+    repo = home / "repositories" / repository
+    if outcome != CREATE:
+        assert (proc.returncode, proc.stdout) == (1, "")
+        assert proc.stderr == f"ERROR:gitosis.serve.main:{outcome}\n"
+        assert list((home / "repositories").iterdir()) == []
+        assert list((home / "gitosis").iterdir()) == []
+        return
+    assert "ERROR:" not in proc.stderr, proc.stderr
+    bare = subprocess.run(
+        ["git", "--git-dir", str(repo), "rev-parse", "--is-bare-repository"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert bare.stdout == "true\n"
+    assert repo.stat().st_mode & 0o777 == 0o750
+    # ... and descriptions, projects.list and export flags were refreshed after it.
+    listed = "product.git alice\n" if repository == "product.git" else "product alice\n"
+    assert (home / "gitosis" / "projects.list").read_text() == listed
+    if repository == "product.git":
+        assert (repo / "description").read_text() == "The product\n"
+        assert (repo / "git-daemon-export-ok").exists()
+
+
+def test_existing_repository_is_not_touched(home: Path) -> None:
+    repo = home / "repositories" / "product.git"
+    subprocess.run(["git", "init", "--bare", "--quiet", str(repo)], check=True)
+    (repo / "description").write_text("by hand\n")
+    proc = serve(home, "bob@lap", "git-upload-pack 'product'")
+    assert proc.returncode == 0, proc.stderr
+    assert (repo / "description").read_text() == "by hand\n"
     assert not (home / "gitosis" / "projects.list").exists()
 
 

@@ -1,11 +1,15 @@
-"""The gather program's hook facts: known content is not hashed again, anything else is."""
+"""The gather program's facts: known hooks are not hashed again; repository settings."""
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import sys
 from pathlib import Path
+from typing import Any
 
+from reconciler.facts import RepoSectionFacts, parse_server_facts
 from reconciler.remote import gather
 
 CURRENT = b"#!/usr/bin/env python3\n# reconciler replication hook\nprint('current')\n"
@@ -105,3 +109,38 @@ def test_push_window_keeps_the_latest_records_per_peer(tmp_path: Path) -> None:
 def test_no_push_record_file_is_no_pushes(tmp_path: Path) -> None:
     assert gather.read_pushes(str(tmp_path), 0.0) == {}
     assert not (tmp_path / gather.PUSHES_PATH).exists()
+
+
+def test_repository_settings_facts(tmp_path: Path, monkeypatch: Any) -> None:
+    """export flags per repository, how gitosis finds each [repo] section, projects.list."""
+    home = tmp_path
+    base = home / "repositories"
+    make_repository(base, "product", None)
+    make_repository(base, "quiet", None)
+    make_repository(base, "proj/sub", None)
+    make_repository(base, "proj", None)
+    (base / "product.git" / "git-daemon-export-ok").touch()
+    (base / "product.git" / "description").write_text("The product\n")
+    (base / "proj" / "description").write_text("in the directory\n")
+    (home / "gitosis").mkdir()
+    (home / "gitosis" / "projects.list").write_text("product.git Alice\n")
+    request = {
+        "repositories": "repositories",
+        "repo_sections": ["product", "proj", "missing", "../etc", "/abs"],
+        "descriptions": ["product", "proj", "missing"],
+        "projects_list": "gitosis/projects.list",
+    }
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setattr(sys, "stdin", io.StringIO(json.dumps(request)))
+    out = io.StringIO()
+    monkeypatch.setattr(sys, "stdout", out)
+    gather.main()
+    facts = parse_server_facts("s", json.loads(out.getvalue()))
+    assert facts.repositories["product"].export_ok is True
+    assert facts.repositories["quiet"].export_ok is False
+    assert facts.repo_sections == {
+        "product": RepoSectionFacts(plain=False, description="The product\n"),
+        "proj": RepoSectionFacts(plain=True, description="in the directory\n"),
+        "missing": RepoSectionFacts(plain=False, description=None),
+    }
+    assert facts.projects_list == "product.git Alice\n"
