@@ -72,6 +72,14 @@ class AdminFacts:
 
 
 @dataclass(frozen=True)
+class KeyPair:
+    """A key pair in the git user's ~/.ssh: its path (relative to the home) and public line."""
+
+    path: str
+    public: str
+
+
+@dataclass(frozen=True)
 class ServerFacts:
     server: str
     home: str
@@ -92,6 +100,7 @@ class ServerFacts:
     admin: AdminFacts
     host_key: str | None = None  # as seen by the operator's connection
     seconds: float = 0.0
+    key_pairs: tuple[KeyPair, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -175,6 +184,10 @@ def parse_server_facts(
             ),
             host_key=host_key,
             seconds=float(data.get("seconds", 0.0)),
+            key_pairs=tuple(
+                KeyPair(str(pair["path"]), str(pair["public"]))
+                for pair in data.get("key_pairs") or ()
+            ),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ReconcilerError(
