@@ -93,7 +93,7 @@ def keydir_holds(desired: Desired, server: str, key: str) -> bool:
 
 
 def _replaced(ctx: PlanContext, server: str, facts: ServerFacts, key: ServerKey) -> str:
-    """What the server key replaces in keydir/, as a sentence; empty when nothing."""
+    """The keydir/ key the server key replaces and why, as a phrase; empty when none."""
     named = named_keys(ctx.desired, server)
     if not named or (key.public is not None and keydir_holds(ctx.desired, server, key.public)):
         return ""
@@ -107,11 +107,11 @@ def _replaced(ctx: PlanContext, server: str, facts: ServerFacts, key: ServerKey)
     if elsewhere:
         why = (
             f"is the key pair ~/{elsewhere[0]}, which the git user's ssh does not offer "
-            "by default, so the replication hook could not use it"
+            "by default (the replication hook could not push with it)"
         )
     else:
         why = "matches no key pair in the git user's ~/.ssh"
-    return f"keydir/{user}.pub ({shown}) {why}; the admin commit replaces it"
+    return f"keydir/{user}.pub ({shown}), which {why}"
 
 
 def plan_server_keys(ctx: PlanContext) -> tuple[list[Action], list[Note]]:
@@ -130,7 +130,8 @@ def plan_server_keys(ctx: PlanContext) -> tuple[list[Action], list[Note]]:
                         "server-key",
                         target,
                         "warning",
-                        f"{replaced} with ~/{key.path}.pub ({fingerprint(key.public)})",
+                        f"the admin commit replaces {replaced}, with ~/{key.path}.pub "
+                        f"({fingerprint(key.public)})",
                     )
                 )
             else:
@@ -153,7 +154,7 @@ def plan_server_keys(ctx: PlanContext) -> tuple[list[Action], list[Note]]:
             continue
         description = f"generate the server key ~/.ssh/id_ed25519 ({user})"
         if replaced:
-            description += f"; {replaced} with it"
+            description += f" to replace {replaced}"
         actions.append(
             Action(
                 server=name,
