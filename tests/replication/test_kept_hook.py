@@ -75,23 +75,32 @@ def test_the_kept_hook_runs_after_replicating_and_cannot_push_to_a_peer(
 
 
 def test_kept_hooks_run_only_when_the_settings_say_so(pair: Cluster, tmp_path: Path) -> None:
-    enable(pair, "master", on=False)
     keep(pair, "master", SHELL_LOOP)
+    notified = tmp_path / "notified"
+    enable(pair, "master")
     pair.commit("one")
-    result, _ = pair.push("master", "main", NOTIFIED=str(tmp_path / "notified"))
+    pair.push("master", "main", NOTIFIED=str(notified))
+    assert notified.exists()
+    notified.unlink()
+    enable(pair, "master", on=False)
+    pair.commit("two")
+    result, _ = pair.push("master", "main", NOTIFIED=str(notified))
     assert remote_lines(result.stderr) == ["replicated to mirror"]
-    assert not (tmp_path / "notified").exists()
+    assert not notified.exists()
 
 
-def test_a_push_replicated_from_a_peer_does_not_run_it(pair: Cluster, tmp_path: Path) -> None:
+def test_only_a_push_made_here_runs_it_not_one_from_a_peer(pair: Cluster, tmp_path: Path) -> None:
     enable(pair, "master")
     keep(pair, "master", SHELL_LOOP)
+    notified = tmp_path / "notified"
     pair.commit("one")
-    result, _ = pair.push(
-        "master", "main", NOTIFIED=str(tmp_path / "notified"), GITOSIS_USER="git@mirror"
-    )
+    result, _ = pair.push("master", "main", NOTIFIED=str(notified), GITOSIS_USER="git@mirror")
     assert remote_lines(result.stderr) == []
-    assert not (tmp_path / "notified").exists()
+    assert not notified.exists()
+    pair.commit("two")
+    result, _ = pair.push("master", "main", NOTIFIED=str(notified), GITOSIS_USER="alice@desk")
+    assert "notified the team" in remote_lines(result.stderr)
+    assert notified.exists()
 
 
 def test_the_newest_kept_hook_runs_and_not_one_that_is_not_executable(pair: Cluster) -> None:
