@@ -223,3 +223,38 @@ def test_second_remote_to_a_peer_goes_with_replace_foreign(desired: Any) -> None
         "a second remote to b beside remote b",
         "Plan: 0 to create, 0 to change, 1 to remove, 0 conflicts",
     ]
+
+
+def test_a_remote_to_a_local_peer_by_path_or_file_url_is_taken_over(tmp_path: Path) -> None:
+    from reconciler.planning.context import settings_text
+    from tests.planning.test_planner import converged_server
+
+    root = tmp_path / "admin"
+    (root / "cluster.d").mkdir(parents=True)
+    text = CLUSTER.replace("ssh://git@a.example:2222", "local:/srv/a").replace(
+        "ssh://git@b.example", "local:/srv/b"
+    )
+    (root / "cluster.d" / "cluster.yaml").write_text(text)
+    desired = load(root)
+    servers = {
+        "a": converged_server("a", {"b": "/srv/b/repositories/{repo}.git"}),
+        "b": converged_server("b", {"a": "/srv/a/repositories/{repo}.git"}),
+    }
+    for name, data in servers.items():
+        data["settings_text"] = settings_text(desired, name)
+        data["known_hosts"] = []
+    a, b = servers["a"]["repositories"]["product"], servers["b"]["repositories"]["product"]
+    del a["remotes"]["b"], b["remotes"]["a"]
+    a["remotes"]["mirror-server"] = {"url": "file:///srv/b/repositories/product.git"}
+    b["remotes"]["origin"] = {"url": "/srv/a/repositories/product", "mirror": "true"}
+    facts = Facts(servers={n: parse_server_facts(n, d) for n, d in servers.items()})
+    relations: Any = {"a": "same", "b": "same"}
+    checkout = CheckoutFacts(root, "master", HEAD, files={}, relations=relations)
+    options = PlanOptions(hook_source=HOOK, replace_foreign=True)
+    assert plan_lines(make_plan(PlanContext(desired, facts, checkout, options))) == [
+        "a: ~ product: take over remote mirror-server (file:///srv/b/repositories/product.git) "
+        "as b -> /srv/b/repositories/product.git",
+        "b: ~ product: take over remote origin (/srv/a/repositories/product) as a "
+        "-> /srv/a/repositories/product.git",
+        "Plan: 0 to create, 2 to change, 0 to remove, 0 conflicts",
+    ]

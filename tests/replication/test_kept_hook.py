@@ -10,7 +10,7 @@ import pytest
 
 from reconciler.replication import settings_json
 
-from .conftest import Cluster, build_cluster, git, live_processes, remote_lines
+from .conftest import Cluster, build_cluster, live_processes, remote_lines
 
 KEPT = "post-receive.foreign-20250102T030405"
 # The recipe's shell loop, plus the team's notification: it pushes --mirror to every
@@ -136,10 +136,20 @@ def test_a_kept_hook_that_hangs_is_stopped_within_the_timeout(pair: Cluster) -> 
 
 def test_a_kept_hook_that_cannot_start_is_one_line(pair: Cluster) -> None:
     enable(pair, "master")
-    keep(pair, "master", "no interpreter line\n")
-    pair.commit("one")
+    keep(pair, "master", "#!/nonexistent/interpreter\necho never\n")
+    new = pair.commit("one")
     result, _ = pair.push("master", "main")
     lines = remote_lines(result.stderr)
     assert lines[0] == "replicated to mirror"
     assert len(lines) == 2 and lines[1].startswith("kept post-receive hook: error:"), lines
-    git(pair.work, "status", env=pair.env)  # the push itself went through
+    assert pair.refs("mirror")["refs/heads/main"] == new
+
+
+def test_a_kept_hook_without_an_interpreter_line_runs_with_sh_as_git_runs_it(
+    pair: Cluster,
+) -> None:
+    enable(pair, "master")
+    keep(pair, "master", 'read old new ref\necho "sh got $ref"\n')
+    pair.commit("one")
+    result, _ = pair.push("master", "main")
+    assert remote_lines(result.stderr) == ["replicated to mirror", "sh got refs/heads/main"]
