@@ -34,12 +34,18 @@ class CheckoutFacts:
 
 
 def server_keys(desired: Desired, facts: Facts) -> dict[str, str]:
-    """``git@<server>`` -> that server's public key, for every server reached."""
-    return {
-        desired.server_user(name): server_facts.server_key
-        for name, server_facts in facts.servers.items()
-        if name in desired.servers and server_facts.server_key
-    }
+    """``git@<server>`` -> that server's public key, for every server reached whose key
+    keydir/ does not hold yet (a key file that already names it is left as it is)."""
+    from reconciler.planning.keys import keydir_holds, server_public_key
+
+    keys = {}
+    for name, server_facts in facts.servers.items():
+        if name not in desired.servers:
+            continue
+        key = server_public_key(desired, name, server_facts)
+        if key and not keydir_holds(desired, name, key):
+            keys[desired.server_user(name)] = key
+    return keys
 
 
 def with_server_keys(desired: Desired, facts: Facts) -> Desired:

@@ -100,6 +100,14 @@ class PushStats:
 
 
 @dataclass(frozen=True)
+class KeyPair:
+    """A key pair in the git user's ~/.ssh: its path (relative to the home) and public line."""
+
+    path: str
+    public: str
+
+
+@dataclass(frozen=True)
 class ServerFacts:
     server: str
     home: str
@@ -124,6 +132,7 @@ class ServerFacts:
     pushes: dict[str, PushStats] = field(default_factory=dict)  # peer -> its pushes
     repo_sections: dict[str, RepoSectionFacts] = field(default_factory=dict)
     projects_list: str | None = None  # gitweb's list as gitosis writes it; None: absent
+    key_pairs: tuple[KeyPair, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -238,6 +247,10 @@ def parse_server_facts(
                 for name, value in (data.get("repo_sections") or {}).items()
             },
             projects_list=data.get("projects_list"),
+            key_pairs=tuple(
+                KeyPair(str(pair["path"]), str(pair["public"]))
+                for pair in data.get("key_pairs") or ()
+            ),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ReconcilerError(

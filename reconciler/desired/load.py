@@ -303,7 +303,11 @@ class _Loader:
             name=spec.name if spec.name is not None else self.default_cluster_name(),
             admin_repository=admin,
             mirror_group=spec.mirror_group,
-            replication=Replication(mode=spec.replication.mode, timeout=spec.replication.timeout),
+            replication=Replication(
+                mode=spec.replication.mode,
+                timeout=spec.replication.timeout,
+                run_kept_hooks=spec.replication.run_kept_hooks,
+            ),
         )
 
     def default_cluster_name(self) -> str:

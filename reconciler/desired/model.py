@@ -117,6 +117,7 @@ def _normalise(path: Path) -> str:
 class Replication:
     mode: Literal["sync", "async"] = "sync"
     timeout: int = 30
+    run_kept_hooks: bool = False
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,12 @@ class ReplicationSpec(Spec):
         "sync", description="sync: the hook waits for the peers; async: it queues and returns."
     )
     timeout: int = Field(30, ge=1, le=3600, description="Seconds per peer push from the hook.")
+    run_kept_hooks: bool = Field(
+        False,
+        description="After replicating a push, run the foreign post-receive hook that "
+        "apply --replace-foreign kept as hooks/post-receive.foreign-TIME (the newest), with "
+        "the same input, on the server the push was made to.",
+    )
 
 
 class ClusterSpec(Spec):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -18,12 +19,18 @@ from reconciler.replication.post_receive import SETTINGS_PATH
 __all__ = ["SETTINGS_PATH", "PlanContext", "PlanOptions", "repository_url", "settings_text"]
 
 
+def utc_stamp() -> str:
+    return time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+
+
 @dataclass(frozen=True)
 class PlanOptions:
     replace_foreign: bool = False
     prune: bool = False  # remove the reconciler's hook and remotes from unmanaged repositories
     only_servers: tuple[str, ...] = ()
     hook_source: bytes = b""
+    # When the plan was made (UTC): names the copies of the foreign hooks it replaces.
+    stamp: str = field(default_factory=utc_stamp)
 
 
 @dataclass(frozen=True)
@@ -85,4 +92,5 @@ def settings_text(desired: Desired, server: str) -> str:
         mirror_users=desired.server_users(),
         mode=desired.cluster.replication.mode,
         timeout=desired.cluster.replication.timeout,
+        run_kept_hooks=desired.cluster.replication.run_kept_hooks,
     ).decode("utf-8")

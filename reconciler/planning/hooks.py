@@ -1,7 +1,10 @@
 """Hooks: ``hooks/post-receive`` of every mirrored repository is the replication hook.
 
 Ours is recognised by its marker line; an older version of ours is replaced, a
-foreign hook is reported and replaced only with --replace-foreign.
+foreign hook is reported and replaced only with --replace-foreign, which first
+keeps it beside ours as ``hooks/post-receive.foreign-<UTC time of the plan>``
+(mode kept); the replication hook runs that copy after replicating when
+``replication: run_kept_hooks`` is on.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from reconciler.planning.context import PlanContext
 from reconciler.planning.model import Action, Note, Phase
 
 HOOK_MODE = 0o755
+KEPT_HOOK_PREFIX = "post-receive.foreign-"
 
 
 def _current(hook: HookFacts | None, digest: str, uid: int) -> bool:
@@ -82,15 +86,21 @@ def plan_hooks(ctx: PlanContext) -> tuple[list[Action], list[Note]]:
                     )
                 )
             elif ctx.options.replace_foreign:
+                kept = f"hooks/{KEPT_HOOK_PREFIX}{ctx.options.stamp}"
+                # Both with the digest seen: what is kept is exactly what is replaced.
+                expect = {"expect_sha256": hook.sha256} if hook.sha256 else {}
+                to = f"{ctx.repository_path(name, repository)}/{kept}"
+                keep = {"op": "keep_file", "path": path, "to": to, **expect}
                 actions.append(
                     Action(
                         name,
                         "hook",
                         "change",
                         target,
-                        f"{repository}: replace the foreign post-receive hook",
+                        f"{repository}: replace the foreign post-receive hook, "
+                        f"keeping it as {kept}",
                         Phase.CONFIGURATION,
-                        (op,),
+                        (keep, {**op, **expect}),
                     )
                 )
             else:

@@ -154,6 +154,51 @@ def op_write_file(op: Op) -> None:
     atomic_write(full, op["content"].encode("utf-8"), op.get("mode", 0o644))
 
 
+def op_keep_file(op: Op) -> None:
+    """Copy a file that is about to be replaced to ``to`` in the same directory, mode kept.
+
+    A symlink is kept as a symlink to the same target. A copy already at ``to`` with
+    the same content is left (a rerun); anything else there is refused.
+    """
+    import stat
+
+    source, target = resolve(op["path"]), resolve(op["to"])
+    if os.path.dirname(source) != os.path.dirname(target) or source == target:
+        raise OpError(f"refusing to keep {op['path']} as {op['to']}: not beside it")
+    try:
+        info = os.lstat(source)
+    except FileNotFoundError:
+        raise OpError(f"{op['path']} is gone since the plan was made; run plan again") from None
+    if stat.S_ISLNK(info.st_mode):
+        link = os.readlink(source)
+        if os.path.lexists(target):
+            if os.path.islink(target) and os.readlink(target) == link:
+                return
+            raise OpError(f"{op['to']} exists already; move it away and run again")
+        directory = os.path.dirname(target)
+        temp = os.path.join(directory, f".{os.path.basename(target)}.reconciler-tmp-link")
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)
+        os.symlink(link, temp)
+        os.replace(temp, target)
+        fsync_dir(directory)
+        return
+    if not stat.S_ISREG(info.st_mode):
+        raise OpError(f"{op['path']} is not a file; move it away by hand")
+    with open(source, "rb") as handle:
+        data = handle.read()
+    expect = op.get("expect_sha256")
+    if expect is not None and hashlib.sha256(data).hexdigest() != expect:
+        raise OpError(f"{op['path']} changed since the plan was made; run plan again")
+    if os.path.lexists(target):
+        if os.path.isfile(target) and not os.path.islink(target):
+            with open(target, "rb") as handle:
+                if handle.read() == data:
+                    return
+        raise OpError(f"{op['to']} exists already; move it away and run again")
+    atomic_write(target, data, stat.S_IMODE(info.st_mode))
+
+
 def op_edit_lines(op: Op) -> None:
     full = resolve(op["path"])
     make_dirs(os.path.dirname(full), op.get("dir_mode", 0o700))
@@ -518,6 +563,7 @@ OPS = {
     "drain_queue": op_drain_queue,
     "write_file": op_write_file,
     "edit_lines": op_edit_lines,
+    "keep_file": op_keep_file,
     "keygen": op_keygen,
     "init_bare": op_init_bare,
     "clone_mirror": op_clone_mirror,

@@ -33,6 +33,7 @@ MAX_DEPTH = 12
 MAX_REF_DEPTH = 512  # only a guard against recursion; os.walk had none
 MAX_QUEUE = 100000
 EXPORT_OK = "git-daemon-export-ok"
+MAX_KEY_FILES = 256  # files looked at in ~/.ssh for key pairs
 POST_UPDATE_PENDING = "reconciler-post-update-pending"  # written by execute.py
 # The replication hook's push records (format: reconciler/replication/pushes.py).
 PUSHES_PATH = os.path.join(".reconciler", "pushes.jsonl")
@@ -340,6 +341,28 @@ def repo_section_facts(base, names, described):
     return found
 
 
+def key_pairs(ssh):
+    """The public halves of the key pairs in ~/.ssh: NAME.pub beside a file NAME.
+
+    Only the private key's existence is checked; it is never opened.
+    """
+    pairs: list[dict[str, str]] = []
+    try:
+        names = sorted(os.listdir(ssh))[:MAX_KEY_FILES]
+    except OSError:
+        return pairs
+    for name in names:
+        if name.startswith(".") or not name.endswith(".pub") or len(name) <= len(".pub"):
+            continue
+        if not os.path.isfile(os.path.join(ssh, name[: -len(".pub")])):
+            continue
+        text = read_text(os.path.join(ssh, name), 16384)
+        lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
+        if len(lines) == 1:
+            pairs.append({"path": ".ssh/" + name[: -len(".pub")], "public": lines[0]})
+    return pairs
+
+
 def read_queue(base):
     entries: list[dict[str, object]] = []
     errors: list[str] = []
@@ -582,6 +605,7 @@ def main():
         "ssh_dir_mode": ssh_info,
         "server_key": key_public.strip() if key_public else None,
         "server_key_private": os.path.isfile(os.path.join(ssh, "id_ed25519")),
+        "key_pairs": key_pairs(ssh),
         "known_hosts": read_lines(os.path.join(ssh, "known_hosts")),
         "authorized_keys": read_lines(os.path.join(ssh, "authorized_keys")),
         "repositories_dir": base,

@@ -58,6 +58,7 @@ def settings_json(
     mirror_users: Iterable[str],
     mode: str = "sync",
     timeout: float = 30,
+    run_kept_hooks: bool = False,
 ) -> bytes:
     """The content of ``SETTINGS_PATH`` for one server, stable for comparison."""
     if mode not in MODES:
@@ -71,4 +72,7 @@ def settings_json(
         "mode": mode,
         "timeout": timeout,
     }
+    if run_kept_hooks:
+        # Only when on: the settings of every cluster that does not use it stay as they were.
+        data["run_kept_hooks"] = True
     return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode("utf-8")

@@ -48,6 +48,15 @@ NAME]``), which works only on ``pending`` entries; the rest wait for
 
 The pusher sees one line per peer. The hook always exits 0: post-receive cannot
 fail a push that has already happened, and a broken hook must not hide it.
+
+With ``"run_kept_hooks": true`` in the settings, a push made to this server (not
+one replicated from a peer) then runs the foreign post-receive that ``reconcile
+apply --replace-foreign`` kept beside this hook (``hooks/post-receive.foreign-TIME``,
+the newest, if executable) with the same stdin and environment, bounded by
+``timeout``; its output goes to the pusher and its failure is only reported. Its
+pushes to the peers' remotes are turned away (their push URL is overridden for
+it): replicating is this hook's job, and a kept ``git push --mirror`` loop would
+delete refs a peer took from someone else meanwhile.
 """
 
 from __future__ import annotations
@@ -82,6 +91,7 @@ PUSHES_PATH = ".reconciler/pushes.jsonl"
 # The file stays small between two gathers: past this size a push is not recorded.
 PUSHES_MAX_BYTES = 256 << 10
 PUSHES_LOCK_TRIES = 50  # 10 ms apart: the gather program holds the lock for milliseconds
+KEPT_HOOK_PREFIX = "post-receive.foreign-"  # apply's copies of the hooks it replaced
 
 MODES = ("sync", "async")
 TRANSIENT_REASONS = ("unreachable", "timeout", "pending", "no remote")
@@ -148,6 +158,7 @@ class Settings:
     mirror_users: frozenset[str]
     mode: str = "sync"
     timeout: float = 30.0
+    run_kept_hooks: bool = False
 
 
 def parse_settings(data: object) -> Settings:
@@ -173,12 +184,16 @@ def parse_settings(data: object) -> Settings:
         or not 0 < timeout <= 3600
     ):
         raise SettingsError(f"'timeout' must be a number of seconds in (0, 3600], not {timeout!r}")
+    run_kept_hooks = data.get("run_kept_hooks", False)
+    if not isinstance(run_kept_hooks, bool):
+        raise SettingsError(f"'run_kept_hooks' must be true or false, not {run_kept_hooks!r}")
     return Settings(
         server=server,
         peers=tuple(p for p in peers if p != server),
         mirror_users=frozenset(mirror_users),
         mode=str(mode),
         timeout=float(timeout),
+        run_kept_hooks=run_kept_hooks,
     )
 
 
@@ -845,7 +860,83 @@ def run_hook(stdin_text: str, environ: Mapping[str, str], emit: Emit = _emit) ->
         for peer in settings.peers:
             if peer not in reported:
                 _queue_quietly(base, settings, name, peer, updates, "pending", str(exc))
+    if settings.run_kept_hooks:
+        try:
+            run_kept_hook(git_dir, stdin_text, environ, settings, emit)
+        except Exception as exc:
+            emit(f"kept post-receive hook: error: {exc}")
     return 0
+
+
+# --- the kept foreign hook -----------------------------------------------------------
+
+
+def kept_hook(git_dir: Path) -> Path | None:
+    """The newest foreign post-receive apply kept, when it is executable."""
+    hooks = git_dir / "hooks"
+    try:
+        names = sorted(n for n in os.listdir(hooks) if n.startswith(KEPT_HOOK_PREFIX))
+    except OSError:
+        return None
+    if not names:
+        return None
+    # As git does with a hook that is not executable: it is not run.
+    path = hooks / names[-1]
+    return path if path.is_file() and os.access(path, os.X_OK) else None
+
+
+def _blocked_peers(environ: Mapping[str, str], peers: Sequence[str]) -> str:
+    """GIT_CONFIG_PARAMETERS (as ``git -c`` passes it on) with every peer's push URL
+    pointing nowhere, so that nothing the kept hook runs pushes to a peer."""
+    entries = [
+        f"remote.{peer}.pushurl=/dev/null/{peer}: the replication hook pushes to {peer}"
+        for peer in peers
+    ]
+    quoted = " ".join("'" + e.replace("'", "'\\''") + "'" for e in entries)
+    existing = environ.get("GIT_CONFIG_PARAMETERS", "")
+    return f"{existing} {quoted}".strip()
+
+
+def run_kept_hook(
+    git_dir: Path, stdin_text: str, environ: Mapping[str, str], settings: Settings, emit: Emit
+) -> None:
+    path = kept_hook(git_dir)
+    if path is None:
+        return
+    env = dict(environ)
+    env["GIT_CONFIG_PARAMETERS"] = _blocked_peers(environ, settings.peers)
+    process = subprocess.Popen(
+        [str(path)],
+        cwd=git_dir,
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        out, _ = process.communicate(stdin_text.encode("utf-8"), timeout=settings.timeout)
+    except subprocess.TimeoutExpired:
+        _kill_group(process.pid)
+        try:
+            out, _ = process.communicate(timeout=REAP_SECONDS)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            if process.stdout is not None:
+                process.stdout.close()
+            process.wait(timeout=REAP_SECONDS)
+            out = b""
+        for line in out.decode("utf-8", "replace").splitlines():
+            emit(line)
+        emit(f"kept post-receive hook {path.name} stopped after {settings.timeout:g}s")
+        return
+    for line in out.decode("utf-8", "replace").splitlines():
+        emit(line)
+    if process.returncode != 0:
+        emit(
+            f"kept post-receive hook {path.name} exited with {process.returncode} "
+            "(replication is not affected)"
+        )
 
 
 def _replicate_now(

@@ -246,7 +246,9 @@ CASES: dict[str, tuple[dict[str, Any], dict[str, str], list[str], int]] = {
         [
             "a: ~ known_hosts: remove old",
             "a: - product: remove remote old (server left the cluster)",
-            "a: warning: product: foreign remote backup (/backup/product.git) left alone",
+            "a: warning: product: foreign remote backup (/backup/product.git) left alone; "
+            "to remove it, run as the git user on a: "
+            "git --git-dir /home/a/repositories/product.git remote remove backup",
             "Plan: 0 to create, 1 to change, 1 to remove, 0 conflicts",
         ],
         2,
@@ -362,10 +364,21 @@ def test_plan(desired: Any, case: str) -> None:
 
 def test_replace_foreign_flag_replaces(desired: Any) -> None:
     ctx = build_context(desired, {"a": foreign_hook}, {})
-    ctx = PlanContext(
-        ctx.desired, ctx.facts, ctx.checkout, PlanOptions(hook_source=HOOK, replace_foreign=True)
+    options = PlanOptions(hook_source=HOOK, replace_foreign=True, stamp="20250102T030405")
+    plan = make_plan(PlanContext(ctx.desired, ctx.facts, ctx.checkout, options))
+    assert plan_lines(plan)[0] == (
+        "a: ~ product: replace the foreign post-receive hook, "
+        "keeping it as hooks/post-receive.foreign-20250102T030405"
     )
-    assert plan_lines(make_plan(ctx))[0] == "a: ~ product: replace the foreign post-receive hook"
+    # The copy is made first, of exactly the hook seen, and only that hook is replaced.
+    keep, write = plan.actions[0].ops
+    assert keep == {
+        "op": "keep_file",
+        "path": "repositories/product.git/hooks/post-receive",
+        "to": "repositories/product.git/hooks/post-receive.foreign-20250102T030405",
+        "expect_sha256": "f" * 64,
+    }
+    assert write["op"] == "write_file" and write["expect_sha256"] == "f" * 64
 
 
 def test_unreachable_server_is_an_error_and_peers_still_planned(desired: Any) -> None:

@@ -73,3 +73,59 @@ def test_set_remote_normalises_a_remote_and_leaves_a_clean_one_alone(
     before = (gitdir / "config").stat().st_mtime_ns
     assert run_program(monkeypatch, tmp_path, [[op]]) == [{"ok": True, "error": ""}]
     assert (gitdir / "config").stat().st_mtime_ns == before  # nothing to change: not written
+
+
+def test_keep_file_copies_a_foreign_hook_beside_itself_with_its_mode(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import hashlib
+
+    hooks = tmp_path / "repositories" / "a.git" / "hooks"
+    hooks.mkdir(parents=True)
+    (hooks / "post-receive").write_text("#!/bin/sh\necho theirs\n")
+    (hooks / "post-receive").chmod(0o750)
+    digest = hashlib.sha256(b"#!/bin/sh\necho theirs\n").hexdigest()
+    keep = {
+        "op": "keep_file",
+        "path": "repositories/a.git/hooks/post-receive",
+        "to": "repositories/a.git/hooks/post-receive.foreign-20250102T030405",
+        "expect_sha256": digest,
+    }
+    results = run_program(
+        monkeypatch,
+        tmp_path,
+        [
+            [keep],
+            [keep],  # a rerun finds its copy and leaves it
+            [{**keep, "expect_sha256": "0" * 64}],
+            [{**keep, "to": "repositories/a.git/post-receive.kept"}],
+        ],
+    )
+    kept = hooks / "post-receive.foreign-20250102T030405"
+    assert kept.read_text() == "#!/bin/sh\necho theirs\n"
+    assert kept.stat().st_mode & 0o777 == 0o750
+    assert [r["ok"] for r in results] == [True, True, False, False]
+    assert "changed since the plan was made" in str(results[2]["error"])
+    assert "not beside it" in str(results[3]["error"])
+    (hooks / "post-receive").write_text("#!/bin/sh\necho changed\n")
+    results = run_program(
+        monkeypatch, tmp_path, [[{k: v for k, v in keep.items() if k != "expect_sha256"}]]
+    )
+    assert results[0]["ok"] is False and "exists already" in str(results[0]["error"])
+    assert kept.read_text() == "#!/bin/sh\necho theirs\n"
+
+
+def test_keep_file_keeps_a_symlinked_hook_as_a_symlink(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hooks = tmp_path / "repositories" / "a.git" / "hooks"
+    hooks.mkdir(parents=True)
+    (hooks / "post-receive").symlink_to("../../shared-hook")
+    keep = {
+        "op": "keep_file",
+        "path": "repositories/a.git/hooks/post-receive",
+        "to": "repositories/a.git/hooks/post-receive.foreign-20250102T030405",
+    }
+    assert run_program(monkeypatch, tmp_path, [[keep]])[0]["ok"] is True
+    kept = hooks / "post-receive.foreign-20250102T030405"
+    assert kept.is_symlink() and str(kept.readlink()) == "../../shared-hook"
