@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from reconciler.planning.access import plan_access
 from reconciler.planning.admin import plan_admin
 from reconciler.planning.context import PlanContext, PlanOptions
 from reconciler.planning.hooks import plan_hooks
@@ -16,6 +17,7 @@ from reconciler.planning.settings import plan_settings
 SUBJECTS = (
     plan_server_keys,
     plan_admin,
+    plan_access,
     plan_known_hosts,
     plan_settings,
     plan_repositories,

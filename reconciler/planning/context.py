@@ -85,4 +85,5 @@ def settings_text(desired: Desired, server: str) -> str:
         mirror_users=desired.server_users(),
         mode=desired.cluster.replication.mode,
         timeout=desired.cluster.replication.timeout,
+        admin_repository=desired.cluster.admin_repository,
     ).decode("utf-8")

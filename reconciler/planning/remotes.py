@@ -4,6 +4,9 @@ The reconciler marks its remotes with ``remote.<peer>.reconcilerManaged = true``
 A remote with a peer's name that it did not write is adopted when its URL is
 already right, and otherwise reported, never replaced without --replace-foreign.
 Remotes of servers dropped from cluster.d/ go; foreign remotes stay and are listed.
+The admin repository has no peer remotes: it reaches the servers only from the
+admin checkout (reconcile apply), never server to server, so the reconciler's
+remotes there go too.
 """
 
 from __future__ import annotations
@@ -21,9 +24,11 @@ def _clean(remote: RemoteFacts, url: str) -> bool:
 def plan_remotes(ctx: PlanContext) -> tuple[list[Action], list[Note]]:
     actions: list[Action] = []
     notes: list[Note] = []
+    admin = ctx.desired.cluster.admin_repository
     for name, facts in ctx.reachable().items():
-        peers = ctx.peers(name)
+        servers = ctx.peers(name)
         for repository in ctx.desired.mirrored_repositories():
+            peers = [] if repository == admin else servers
             path = ctx.repository_path(name, repository)
             existing = facts.repositories.get(repository)
             remotes = existing.remotes if existing else {}
@@ -95,13 +100,18 @@ def plan_remotes(ctx: PlanContext) -> tuple[list[Action], list[Note]]:
                     continue
                 target = f"{repository} remote {remote_name}"
                 if remote.managed:
+                    why = (
+                        "the admin repository reaches it only through reconcile apply"
+                        if remote_name in servers
+                        else "server left the cluster"
+                    )
                     actions.append(
                         Action(
                             name,
                             "remote",
                             "remove",
                             target,
-                            f"{repository}: remove remote {remote_name} (server left the cluster)",
+                            f"{repository}: remove remote {remote_name} ({why})",
                             Phase.CONFIGURATION,
                             ({"op": "remove_remote", "repo": path, "name": remote_name},),
                         )

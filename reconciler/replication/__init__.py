@@ -58,6 +58,7 @@ def settings_json(
     mirror_users: Iterable[str],
     mode: str = "sync",
     timeout: float = 30,
+    admin_repository: str | None = None,
 ) -> bytes:
     """The content of ``SETTINGS_PATH`` for one server, stable for comparison."""
     if mode not in MODES:
@@ -71,4 +72,6 @@ def settings_json(
         "mode": mode,
         "timeout": timeout,
     }
+    if admin_repository is not None:
+        data["admin_repository"] = admin_repository
     return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode("utf-8")

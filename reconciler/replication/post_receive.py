@@ -79,7 +79,10 @@ DRAIN_LOCK_PATH = ".reconciler/drain.lock"
 
 MODES = ("sync", "async")
 TRANSIENT_REASONS = ("unreachable", "timeout", "pending", "no remote")
-PERMANENT_REASONS = ("diverged", "missing repository", "rejected")
+# "denied": the peer's gitosis refused this server's key access to the repository
+# (its own sentence is the detail); trying again changes nothing until the access
+# rules or the keys are fixed.
+PERMANENT_REASONS = ("diverged", "missing repository", "rejected", "denied")
 REASONS = TRANSIENT_REASONS + PERMANENT_REASONS
 
 # A stray settings file far above the repositories must not be picked up, and a
@@ -119,6 +122,9 @@ REPOSITORY_ENV = (
     "GIT_GRAFT_FILE",
 )
 _OBJECT_ID = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
+# gitosis reports a refusal on stderr as LEVEL:LOGGER:MESSAGE before it exits,
+# e.g. "ERROR:gitosis.serve.main:Repository read access denied".
+_GITOSIS_ERROR = re.compile(r"^(?:remote: )?ERROR:gitosis\.[A-Za-z0-9_.]+:\s*(.+)$", re.MULTILINE)
 # Server names become remote names and `-c remote.<name>.…` keys: nothing else.
 _SERVER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _HOOK_FILE = os.path.abspath(__file__)
@@ -142,6 +148,9 @@ class Settings:
     mirror_users: frozenset[str]
     mode: str = "sync"
     timeout: float = 30.0
+    # The admin repository is never replicated by the hook: only reconcile apply
+    # sends it to the servers (the servers' keys have no write access to it).
+    admin_repository: str = ""
 
 
 def parse_settings(data: object) -> Settings:
@@ -167,12 +176,16 @@ def parse_settings(data: object) -> Settings:
         or not 0 < timeout <= 3600
     ):
         raise SettingsError(f"'timeout' must be a number of seconds in (0, 3600], not {timeout!r}")
+    admin = data.get("admin_repository", "")
+    if not isinstance(admin, str):
+        raise SettingsError(f"'admin_repository' must be a repository name, not {admin!r}")
     return Settings(
         server=server,
         peers=tuple(p for p in peers if p != server),
         mirror_users=frozenset(mirror_users),
         mode=str(mode),
         timeout=float(timeout),
+        admin_repository=admin,
     )
 
 
@@ -573,10 +586,21 @@ def _first_line(text: str) -> str:
     return ""
 
 
+def gitosis_refusal(stderr: str) -> str | None:
+    """The sentence a peer's gitosis refused the connection with, if it did."""
+    match = _GITOSIS_ERROR.search(stderr)
+    return match.group(1).strip()[:300] if match else None
+
+
 def classify(update: RefUpdate, status: tuple[str, str] | None, run: Run) -> RefOutcome:
     if status is None:
         if run.timed_out:
             return RefOutcome(update, "timeout")
+        refusal = gitosis_refusal(run.stderr)
+        if refusal is not None:
+            # The peer answered: its gitosis does not let this server's key in. Not
+            # "unreachable" (nothing is wrong with the network), and not transient.
+            return RefOutcome(update, "denied", refusal)
         if run.stdout.strip() or run.returncode == 0:
             return RefOutcome(update, "unreachable", "git reported no status for the ref")
         if "does not appear to be a git repository" in run.stderr:
@@ -612,7 +636,7 @@ def push_to_peer(
     for start in range(0, len(updates), PUSH_CHUNK):
         chunk = updates[start : start + PUSH_CHUNK]
         left = deadline - time.monotonic()
-        failed = [o for o in outcomes if o.reason in ("unreachable", "timeout")]
+        failed = [o for o in outcomes if o.reason in ("unreachable", "timeout", "denied")]
         if failed or left <= 0:
             # The peer is not answering: the rest would only wait the same way.
             reason = failed[0].reason if failed else "timeout"
@@ -727,6 +751,11 @@ def peer_line(peer: str, outcomes: Sequence[RefOutcome], timeout: float) -> str:
     if not failed:
         return f"replicated to {peer}"
     reasons = {o.reason for o in failed}
+    denied = [o for o in failed if o.reason == "denied"]
+    if denied:
+        return (
+            f"{peer} refused access: gitosis on {peer} said {denied[0].detail!r}: queued for review"
+        )
     rejected = [o for o in failed if o.reason in ("diverged", "rejected")]
     if rejected:
         shown = [
@@ -778,6 +807,9 @@ def run_hook(stdin_text: str, environ: Mapping[str, str], emit: Emit = _emit) ->
     if environ.get("GITOSIS_USER", "") in settings.mirror_users:
         return 0
     name = repository_name(base, git_dir)
+    if name == settings.admin_repository:
+        emit(f"{name} reaches the other servers at the next reconcile apply")
+        return 0
     reported: set[str] = set()
     try:
         if settings.mode == "async":
@@ -1121,7 +1153,7 @@ def _drain_group(
                 reached[entry.ref] = entry.name
             else:
                 _fail(base, entry, outcome.reason, outcome.detail)
-                if outcome.reason in TRANSIENT_REASONS or outcome.reason == "missing repository":
+                if outcome.reason in (*TRANSIENT_REASONS, "missing repository", "denied"):
                     stop = outcome.reason
         if reached:
             _supersede_locked(base, repository, peer, reached)
