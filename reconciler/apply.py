@@ -24,6 +24,7 @@ from reconciler.facts import Facts
 from reconciler.gather import gather_facts, run_json_program
 from reconciler.planning import Action, Plan, PlanContext, PlanOptions, make_plan
 from reconciler.planning.admin import BUNDLE, HEAD
+from reconciler.planning.bootstrap import ADMIN_SUBJECT
 from reconciler.planning.model import ADMIN_CHECKOUT
 from reconciler.refs import gather_ref_report
 from reconciler.report import Reporter
@@ -124,10 +125,23 @@ class _Executor:
         return ActionResult(action, True)
 
     def run_server(self, server: str, actions: list[Action]) -> list[ActionResult]:
+        # Creating the git user needs root; everything else runs as the git user.
+        as_admin = [a for a in actions if a.subject == ADMIN_SUBJECT]
+        rest = [a for a in actions if a.subject != ADMIN_SUBJECT]
+        results = self._run_batch(server, as_admin, as_admin=True) if as_admin else []
+        return results + (self._run_batch(server, rest, as_admin=False) if rest else [])
+
+    def _run_batch(
+        self, server: str, actions: list[Action], *, as_admin: bool
+    ) -> list[ActionResult]:
         try:
             payload = {"actions": [[self._resolve(op) for op in a.ops] for a in actions]}
             answer = run_json_program(
-                self.transports[server], "execute", payload, timeout=EXECUTE_TIMEOUT
+                self.transports[server],
+                "execute",
+                payload,
+                timeout=EXECUTE_TIMEOUT,
+                as_admin=as_admin,
             )
             results = answer["results"]
         except (ReconcilerError, KeyError, TypeError) as exc:

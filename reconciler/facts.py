@@ -72,6 +72,15 @@ class AdminFacts:
 
 
 @dataclass(frozen=True)
+class GitosisFacts:
+    """Which gitosis serves the git user: the runtime the reconciler installed (its
+    version), and whether a gitosis-serve is on the PATH of sshd's forced commands."""
+
+    runtime: str | None = None
+    on_path: bool = True
+
+
+@dataclass(frozen=True)
 class ServerFacts:
     server: str
     home: str
@@ -92,12 +101,23 @@ class ServerFacts:
     admin: AdminFacts
     host_key: str | None = None  # as seen by the operator's connection
     seconds: float = 0.0
+    gitosis: GitosisFacts = field(default_factory=GitosisFacts)
 
 
 @dataclass(frozen=True)
 class Facts:
     servers: dict[str, ServerFacts] = field(default_factory=dict)
     errors: dict[str, ReconcilerError] = field(default_factory=dict)
+    # Servers reached as an admin whose git user does not exist yet: server -> user.
+    missing_git_users: dict[str, str] = field(default_factory=dict)
+    # Host keys of those servers, as the operator's connection saw them.
+    missing_host_keys: dict[str, str] = field(default_factory=dict)
+
+    def host_key(self, server: str) -> str | None:
+        """The server's host key as its connection saw it, if it was reached."""
+        if server in self.servers:
+            return self.servers[server].host_key
+        return self.missing_host_keys.get(server)
 
 
 def _remote(data: dict[str, Any]) -> RemoteFacts:
@@ -175,6 +195,10 @@ def parse_server_facts(
             ),
             host_key=host_key,
             seconds=float(data.get("seconds", 0.0)),
+            gitosis=GitosisFacts(
+                runtime=data.get("gitosis", {}).get("runtime"),
+                on_path=bool(data.get("gitosis", {}).get("on_path", True)),
+            ),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ReconcilerError(

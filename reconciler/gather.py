@@ -11,8 +11,14 @@ from typing import Any
 from reconciler.desired import Desired, Server
 from reconciler.errors import ReconcilerError, ServerError
 from reconciler.facts import Facts, ServerFacts, parse_server_facts
+from reconciler.gitosis_runtime import RUNTIME_DIR
 from reconciler.report import Reporter
-from reconciler.transport import Transport, run_program
+from reconciler.transport import (
+    NO_GIT_USER_MARKER,
+    NO_GIT_USER_STATUS,
+    Transport,
+    run_program,
+)
 
 GATHER_TIMEOUT = 300.0
 
@@ -33,6 +39,7 @@ def open_transport(server: Server, *, trust_new_host_keys: bool = False) -> Tran
             user=url.user,
             host_key=server.host_key,
             identity=server.identity,
+            become=server.become,
         ),
         trust_new_host_keys=trust_new_host_keys,
     )
@@ -47,20 +54,59 @@ def open_transports(
     }
 
 
+class GitUserMissing(ServerError):
+    """The server was reached as an admin, and the git user to act as does not exist."""
+
+    def __init__(self, server: str, user: str) -> None:
+        super().__init__(server, f"the git user {user} does not exist")
+        self.user = user
+
+
 def run_json_program(
-    transport: Transport, name: str, payload: Any, *, timeout: float = GATHER_TIMEOUT
+    transport: Transport,
+    name: str,
+    payload: Any,
+    *,
+    timeout: float = GATHER_TIMEOUT,
+    as_admin: bool = False,
 ) -> Any:
     """Run a server-side program and decode its JSON answer."""
-    result = run_program(transport, name, [], payload, timeout=timeout)
+    result = run_program(transport, name, [], payload, timeout=timeout, as_admin=as_admin)
+    if result.returncode == NO_GIT_USER_STATUS and NO_GIT_USER_MARKER in result.stderr_text:
+        user = result.stderr_text.split(NO_GIT_USER_MARKER, 1)[1].split()[0]
+        raise GitUserMissing(transport.server, user)
     if result.returncode != 0:
-        last = result.stderr_text.splitlines()[-1:] or [f"exit status {result.returncode}"]
-        raise ServerError(transport.server, f"the {name} program failed: {last[0]}")
+        raise ServerError(
+            transport.server, program_failure(name, result.returncode, result.stderr_text)
+        )
     try:
         return json.loads(result.stdout)
     except ValueError as exc:
         raise ServerError(
             transport.server, f"the {name} program's answer is not JSON: {result.stdout[:80]!r}"
         ) from exc
+
+
+def program_failure(name: str, returncode: int, stderr: str) -> str:
+    """Why a server-side program failed, in one sentence plus its whole stderr."""
+    text = stderr.strip()
+    if text.startswith("sudo:"):
+        return (
+            f"switching user with sudo failed: {text}; the login user needs password-less "
+            "sudo (NOPASSWD) to root or to the git user"
+        )
+    if "gitosis.serve" in text and "denied" in text:
+        # sshd ran the forced command of a gitosis user's key instead of python3.
+        return (
+            f"the key the reconciler logged in with is a gitosis user's key: sshd ran "
+            f"gitosis-serve instead of the {name} program, and gitosis answered "
+            f"{text.splitlines()[-1]!r}; give the reconciler a key of its own as a plain "
+            "line (no command=) above gitosis's marker in the git user's "
+            "~/.ssh/authorized_keys, and name it with identity: or in ~/.ssh/config"
+        )
+    if not text:
+        return f"the {name} program failed with exit status {returncode} and printed nothing"
+    return f"the {name} program failed (exit status {returncode}): {text}"
 
 
 def _hook_text() -> str:
@@ -79,6 +125,7 @@ def gather_server(
         {
             "repositories": server.repositories,
             "admin": desired.cluster.admin_repository,
+            "runtime_dir": RUNTIME_DIR,
             "refs": want_refs,
             # Hooks equal to the current one need no hashing on the server.
             "hook": _hook_text(),
@@ -98,6 +145,8 @@ def gather_facts(
     reporter.progress(f"gathering facts from {len(transports)} server(s)")
     servers: dict[str, ServerFacts] = {}
     errors: dict[str, ReconcilerError] = {}
+    missing_git_users: dict[str, str] = {}
+    missing_host_keys: dict[str, str] = {}
 
     def one(name: str) -> ServerFacts:
         return gather_server(desired, transports[name], want_refs=want_refs)
@@ -107,6 +156,16 @@ def gather_facts(
         for name, future in futures.items():
             try:
                 servers[name] = future.result()
+            except GitUserMissing as missing:
+                missing_git_users[name] = missing.user
+                host_key = transports[name].host_key_line()
+                if host_key:
+                    missing_host_keys[name] = host_key
             except ReconcilerError as exc:
                 errors[name] = exc
-    return Facts(servers=servers, errors=errors)
+    return Facts(
+        servers=servers,
+        errors=errors,
+        missing_git_users=missing_git_users,
+        missing_host_keys=missing_host_keys,
+    )

@@ -93,6 +93,11 @@ def build_status(desired: Desired, facts: Facts, refs: RefReport, hook_digest: s
     for name in desired.servers:
         if name in facts.errors or name not in facts.servers:
             error = str(facts.errors.get(name, "not gathered"))
+            if name in facts.missing_git_users:
+                error = (
+                    f"the git user {facts.missing_git_users[name]} does not exist yet; "
+                    "reconcile apply creates it"
+                )
             servers.append(ServerHealth(name, reachable=False, error=error))
             continue
         server = facts.servers[name]

@@ -4,9 +4,15 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/bootstrap.sh"
 
-if ! command -v sshd >/dev/null 2>&1 && [ ! -x /usr/sbin/sshd ] && [ "$(id -u)" = 0 ]; then
+# What the end-to-end tests run besides git and python3, from Debian's packages:
+# sshd for the test servers, sudo for a server reached through a sudoer.
+missing=()
+{ command -v sshd || [ -x /usr/sbin/sshd ]; } >/dev/null 2>&1 || missing+=(openssh-server)
+command -v sudo >/dev/null 2>&1 || missing+=(sudo)
+if [ "${#missing[@]}" -gt 0 ] && [ "$(id -u)" = 0 ]; then
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        "${missing[@]}" >/dev/null
 fi
 
 uv run --frozen ruff check .

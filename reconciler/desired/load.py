@@ -8,6 +8,7 @@ counts as defined, so references to it do not produce follow-on errors.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from reconciler.desired.model import (
     Repository,
     Server,
     ServerURL,
+    is_login_name,
     parse_server_url,
 )
 from reconciler.desired.source import DocPath, YamlDocument, read_yaml
@@ -237,14 +239,10 @@ class _Loader:
                         f"cluster: is also defined at {first}; define it in one file only",
                     )
                     continue
-                if value is None:
-                    self.error(
-                        document.location(("cluster",), key=True),
-                        "cluster: must be a mapping with at least name:",
-                    )
-                    spec, valid = None, False
-                else:
-                    spec, valid = self.validate_value(document, ("cluster",), ClusterSpec, value)
+                # An empty cluster: (None) means every default, as no cluster: at all does.
+                spec, valid = self.validate_value(
+                    document, ("cluster",), ClusterSpec, {} if value is None else value
+                )
                 self.cluster_entry = (spec, valid, document)
                 continue
             if value is None:
@@ -280,17 +278,11 @@ class _Loader:
 
     def cluster(self) -> Cluster:
         if self.cluster_entry is None:
-            if self.unreadable:
-                return Cluster(name="unnamed")
-            self.error(
-                Location(self.display(CLUSTER_DIR)),
-                "no file in cluster.d/ defines cluster: with the cluster's name",
-            )
-            return Cluster(name="unnamed")
+            return Cluster(name=self.default_cluster_name())
         spec, valid, document = self.cluster_entry
         if not valid:
-            return Cluster(name="unnamed")
-        if not _is_cluster_name(spec.name):
+            return Cluster(name=self.default_cluster_name())
+        if spec.name is not None and not _is_cluster_name(spec.name):
             self.error(
                 document.location(("cluster", "name")),
                 f"the cluster name {spec.name!r} must start with a letter or digit and hold "
@@ -308,11 +300,16 @@ class _Loader:
                 f"the mirror group name {spec.mirror_group!r} is not a safe gitosis group name",
             )
         return Cluster(
-            name=spec.name,
+            name=spec.name if spec.name is not None else self.default_cluster_name(),
             admin_repository=admin,
             mirror_group=spec.mirror_group,
             replication=Replication(mode=spec.replication.mode, timeout=spec.replication.timeout),
         )
+
+    def default_cluster_name(self) -> str:
+        """The checkout's directory name (usually gitosis-admin), when it is a valid name."""
+        name = self.root.absolute().name
+        return name if _is_cluster_name(name) else "cluster"
 
     def keydir_users(self) -> dict[str, tuple[tuple[str, ...], Location]]:
         directory = self.root / KEYDIR
@@ -417,6 +414,22 @@ class _Loader:
             spec = entry.spec
             url = self.url(entry, "url", spec.url)
             peer_url = self.url(entry, "peer_url", spec.peer_url) if spec.peer_url else url
+            if spec.user is not None:
+                if not is_login_name(spec.user):
+                    self.error(
+                        entry.at("user"),
+                        f"user of server {name!r}: {spec.user!r} is not a valid user name "
+                        "(a letter or '_' first, then letters, digits, '_', '.' or '-')",
+                    )
+                elif url is not None and url.kind != "ssh":
+                    self.error(
+                        entry.at("user"),
+                        f"user of server {name!r} needs an ssh:// url (a local: server is "
+                        "already the git user's home)",
+                    )
+                elif not spec.peer_url and url is not None:
+                    # The peers reach the git user, not the admin the operator logs in as.
+                    peer_url = dataclasses.replace(url, user=spec.user)
             if url is not None:
                 key = str(url)
                 if key in seen_urls:
@@ -446,6 +459,7 @@ class _Loader:
                 repositories=spec.repositories,
                 host_key=spec.host_key.strip() if spec.host_key else None,
                 identity=spec.identity,
+                user=spec.user,
             )
         return servers
 

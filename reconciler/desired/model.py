@@ -45,6 +45,11 @@ class ServerURL:
         return f"ssh://{user}{host}{port}"
 
 
+def is_login_name(name: str) -> bool:
+    """A user name that useradd and a URL both accept (at most 32 characters)."""
+    return len(name) <= 32 and _URL_USER_RE.fullmatch(name) is not None
+
+
 def _host_problem(host: str) -> str | None:
     if host.startswith("[") and host.endswith("]"):
         try:
@@ -130,6 +135,16 @@ class Server:
     repositories: str = "repositories"
     host_key: str | None = None
     identity: str | None = None
+    # The git user to switch to after logging in as url's user (root or a sudoer);
+    # None: url logs in as the git user itself.
+    user: str | None = None
+
+    @property
+    def become(self) -> str | None:
+        """The git user to switch to, when it is not the one url logs in as."""
+        if self.user is None or self.user == self.url.user:
+            return None
+        return self.user
 
 
 @dataclass(frozen=True)

@@ -33,9 +33,13 @@ class ReplicationSpec(Spec):
 
 
 class ClusterSpec(Spec):
-    """The cluster as a whole; defined in exactly one file."""
+    """The cluster as a whole; optional, defined in at most one file."""
 
-    name: str = Field(description="A name for the cluster, used in messages.")
+    name: str | None = Field(
+        None,
+        description="A name for the cluster, used in messages; default: the checkout's "
+        "directory name.",
+    )
     admin_repository: str = Field(
         "gitosis-admin", description="The gitosis admin repository; always mirrored."
     )
@@ -52,8 +56,15 @@ class ServerSpec(Spec):
     url: str = Field(
         description="ssh://[user@]host[:port] or local:PATH (a directory acting as ~git)."
     )
+    user: str | None = Field(
+        None,
+        description="The git user to act as when url logs in as someone else (root, or a "
+        "sudoer): the reconciler switches to it, and creates it on a bare server.",
+    )
     peer_url: str | None = Field(
-        None, description="The address the other servers use to reach it; default url."
+        None,
+        description="The address the other servers use to reach it; default url (with "
+        "user: as its user name when user: is given).",
     )
     repositories: str = Field(
         "repositories", description="The repository directory, relative to the git user's home."

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from reconciler.planning.access import plan_access
 from reconciler.planning.admin import plan_admin
+from reconciler.planning.bootstrap import plan_bootstrap
 from reconciler.planning.context import PlanContext, PlanOptions
 from reconciler.planning.hooks import plan_hooks
 from reconciler.planning.keys import plan_server_keys
@@ -15,6 +16,7 @@ from reconciler.planning.repositories import plan_repositories
 from reconciler.planning.settings import plan_settings
 
 SUBJECTS = (
+    plan_bootstrap,
     plan_server_keys,
     plan_admin,
     plan_access,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from reconciler.planning.bootstrap import init_command
 from reconciler.planning.context import PlanContext
 from reconciler.planning.model import ADMIN_CHECKOUT, Action, Kind, Note, Phase
 
@@ -84,6 +85,7 @@ def plan_admin(ctx: PlanContext) -> tuple[list[Action], list[Note]]:
             "bundle": BUNDLE,
             # To finish a gitosis-init that was cut short (no ~/.gitosis.conf yet).
             "pubkey": first_admin_key(ctx),
+            "init_command": init_command(facts),
         }
         if not state.exists:
             key = first_admin_key(ctx)
@@ -102,7 +104,7 @@ def plan_admin(ctx: PlanContext) -> tuple[list[Action], list[Note]]:
                     "create",
                     admin,
                     f"initialise {admin} (gitosis-init) and send the admin commit",
-                    {"op": "gitosis_init", "pubkey": key},
+                    {"op": "gitosis_init", "pubkey": key, "command": init_command(facts)},
                     {**update, "old": "@INIT", "branch": "master"},
                 )
             )

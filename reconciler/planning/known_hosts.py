@@ -25,8 +25,8 @@ def desired_lines(ctx: PlanContext, server: str) -> tuple[dict[str, str], list[N
         if spec.peer_url.kind != "ssh" or not spec.peer_url.host:
             continue
         key = spec.host_key
-        if key is None and peer in ctx.facts.servers:
-            key = ctx.facts.servers[peer].host_key
+        if key is None:
+            key = ctx.facts.host_key(peer)
         if key is None:
             facts = ctx.facts.servers.get(server)
             if facts and any(

@@ -25,6 +25,7 @@ ADMIN_CHECKOUT = "(admin checkout)"
 class Phase(IntEnum):
     """Apply runs phase by phase, gathering facts again between them."""
 
+    BOOTSTRAP = 0  # the git user and its gitosis, on a bare server
     SERVER_KEYS = 1
     ADMIN = 2
     CONFIGURATION = 3  # known_hosts, settings, repositories, remotes, hooks
@@ -32,6 +33,8 @@ class Phase(IntEnum):
 
 
 SUBJECT_ORDER = {
+    "bootstrap": -2,
+    "gitosis": -1,
     "server-key": 0,
     "admin": 1,
     "known_hosts": 2,

@@ -15,6 +15,8 @@ import contextlib
 import hashlib
 import json
 import os
+import pwd
+import re
 import secrets
 import shutil
 import subprocess
@@ -307,7 +309,100 @@ def op_remove_file(op: Op) -> None:
 
 
 def op_gitosis_init(op: Op) -> None:
-    run(["gitosis-init"], cwd=HOME, stdin=op["pubkey"].encode() + b"\n")
+    # The runtime the reconciler installed, by its absolute path (its gitosis-init
+    # then writes absolute paths into authorized_keys and the post-update hook), or
+    # whichever gitosis-init the server has on its PATH.
+    command = resolve(op["command"]) if op.get("command") else "gitosis-init"
+    run([command], cwd=HOME, stdin=op["pubkey"].encode() + b"\n")
+
+
+GIT_USER_RE = re.compile(r"[a-zA-Z_][a-zA-Z0-9_.-]{0,31}")
+
+
+def op_create_git_user(op: Op) -> None:
+    """Run as root: create the git user gitosis serves as (home, a shell for sshd's
+    forced commands, no password but not locked, so that key logins work)."""
+    user = op["user"]
+    if GIT_USER_RE.fullmatch(user) is None:
+        raise OpError(f"refusing to create user {user!r}: not a valid user name")
+    try:
+        pwd.getpwnam(user)
+        return
+    except KeyError:
+        pass
+    # --password '*' in the same call: a run killed between useradd and a usermod
+    # would leave an account locked ('!'), whose keys sshd refuses without PAM.
+    # sbin is not on every session's PATH (sshd's SetEnv, a sudoer's).
+    search = os.environ.get("PATH", "") + ":/usr/local/sbin:/usr/sbin:/sbin"
+    found = shutil.which("useradd", path=search)
+    if found is None:
+        raise OpError("cannot create the git user: useradd is not installed")
+    useradd = [found, "--create-home", "--shell", "/bin/sh", "--password", "*"]
+    run([*useradd, "--comment", "git version control", user])
+
+
+RUNTIME_WRAPPER = """#!{python} -I
+import sys
+sys.path.insert(0, {lib!r})
+from {module} import {function}
+sys.exit({function}())
+"""
+
+
+def op_install_runtime(op: Op) -> None:
+    """Install the stdlib-only gitosis runtime under ``dir``: the package in
+    ``lib-VERSION`` (made aside and renamed into place whole), the commands in
+    ``bin`` (each replaced atomically), ``VERSION`` last. A gitosis-serve started
+    before the switch finishes on the version it started with."""
+    root = resolve(op["dir"])
+    version = op["version"]
+    if re.fullmatch(r"[0-9a-f]{8,64}", version) is None:
+        raise OpError(f"refusing runtime version {version!r}")
+    make_dirs(root, 0o755)
+    lib = os.path.join(root, "lib-" + version)
+    if not os.path.isdir(lib):
+        remove_stale(root, ".lib-")
+        temp = tempfile.mkdtemp(prefix=f".lib-{version}-", dir=root)
+        try:
+            for relative, content in sorted(op["files"].items()):
+                if relative.startswith("/") or ".." in relative.split("/"):
+                    raise OpError(f"refusing runtime file {relative!r}")
+                full = os.path.join(temp, relative)
+                make_dirs(os.path.dirname(full), 0o755)
+                with open(full, "wb") as handle:
+                    handle.write(base64.b64decode(content))
+                    os.fsync(handle.fileno())
+                os.chmod(full, 0o644)
+            for directory, _dirs, _files in os.walk(temp):
+                os.chmod(directory, 0o755)  # noqa: S103 - code others may read, as /usr/lib
+            os.rename(temp, lib)
+        except BaseException:
+            shutil.rmtree(temp, ignore_errors=True)
+            raise
+        fsync_dir(root)
+    bin_dir = os.path.join(root, "bin")
+    make_dirs(bin_dir, 0o755)
+    for name, target in sorted(op["commands"].items()):
+        module, function = target.split(":")
+        wrapper = RUNTIME_WRAPPER.format(
+            python=sys.executable, lib=lib, module=module, function=function
+        )
+        atomic_write(os.path.join(bin_dir, name), wrapper.encode("utf-8"), 0o755)
+    previous = read_small(os.path.join(root, "VERSION"))
+    atomic_write(os.path.join(root, "VERSION"), (version + "\n").encode(), 0o644)
+    # Keep the version that was current until now (a command may still be starting
+    # from it); older ones are no longer referenced by anything.
+    for name in os.listdir(root):
+        if name.startswith("lib-") and name not in ("lib-" + version, "lib-" + previous):
+            shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+
+
+def read_small(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read(256).strip()
+    except OSError:
+        return ""
 
 
 def op_admin_update(op: Op) -> None:
@@ -341,7 +436,7 @@ def op_admin_update(op: Op) -> None:
         # gitosis-init makes ~/.gitosis.conf last: without it an earlier init was
         # cut short, and gitosis's hook cannot run. gitosis-init finishes what it
         # started; the branch holds our commit now, so it commits nothing.
-        op_gitosis_init({"pubkey": op["pubkey"]})
+        op_gitosis_init({"pubkey": op["pubkey"], "command": op.get("init_command")})
     hook = os.path.join(repo, "hooks", "post-update")
     if os.access(hook, os.X_OK):
         env = dict(os.environ)
@@ -431,6 +526,8 @@ OPS = {
     "remove_file": op_remove_file,
     "gitosis_init": op_gitosis_init,
     "admin_update": op_admin_update,
+    "create_git_user": op_create_git_user,
+    "install_runtime": op_install_runtime,
 }
 
 

@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import pwd
+import shutil
 import stat
 import subprocess
 import sys
@@ -394,6 +395,16 @@ def answer_admin_tip(base, admin, have):
     return answer
 
 
+def gitosis_facts(home, runtime_dir):
+    """Which gitosis serves here: the runtime the reconciler installed (its version),
+    and whether a gitosis-serve is on the PATH that sshd's forced commands get."""
+    version = None
+    if runtime_dir:
+        text = read_text(os.path.join(home, runtime_dir, "VERSION"), 256)
+        version = text.strip() if text else None
+    return {"runtime": version, "on_path": shutil.which("gitosis-serve") is not None}
+
+
 def main():
     request = json.loads(sys.stdin.read() or "{}")
     mode = request.get("mode", "facts")
@@ -450,6 +461,7 @@ def main():
         "repositories": walk_repositories(base, want_refs, known) if os.path.isdir(base) else {},
         "admin": admin_facts(base, request.get("admin", "gitosis-admin")),
     }
+    result["gitosis"] = gitosis_facts(home, request.get("runtime_dir"))
     result["seconds"] = round(time.monotonic() - started, 4)
     # One write of the C encoder's output: json.dump streams through the slow
     # pure-Python encoder in tens of thousands of small writes.

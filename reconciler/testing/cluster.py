@@ -47,9 +47,10 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 import reconciler
+from reconciler.gitosis_runtime import RUNTIME_COMMANDS
 
 SYSTEM_PYTHON = Path("/usr/bin/python3")
 USER_PREFIX = "rcl"
@@ -61,11 +62,12 @@ STATE_ENV = "RECONCILER_SSH_CLUSTER"
 DEFAULT_STATE = Path(".cluster/ssh-cluster.json")
 
 # Console scripts the runtime directory provides: name -> "module:function".
-RUNTIME_SCRIPTS: dict[str, str] = {
-    "gitosis-init": "reconciler.gitosis.init:main",
-    "gitosis-serve": "reconciler.gitosis.serve:main",
-    "gitosis-run-hook": "reconciler.gitosis.run_hook:main",
-}
+RUNTIME_SCRIPTS: dict[str, str] = dict(RUNTIME_COMMANDS)
+# How the operator logs in to a server given in ``admin_logins``: as root, or as a
+# sudoer made for the test; the git user is then not made by the cluster (apply
+# makes it) and the runtime is not on its PATH: a bare server.
+AdminLogin = Literal["root", "sudo"]
+SUDOERS_DIR = Path("/etc/sudoers.d")
 
 
 class ClusterError(RuntimeError):
@@ -279,11 +281,20 @@ class SshServer:
     """One sshd on 127.0.0.1 serving one OS user, whose home is the server's ``~git``."""
 
     def __init__(
-        self, cluster: SshCluster, name: str, user: str, port: int, directory: Path
+        self,
+        cluster: SshCluster,
+        name: str,
+        user: str,
+        port: int,
+        directory: Path,
+        admin_login: AdminLogin | None = None,
     ) -> None:
         self.cluster = cluster
         self.name = name
         self.user = user
+        self.admin_login = admin_login
+        # root, or the sudoer made for this server (see _create_admin).
+        self.admin_user: str | None = "root" if admin_login == "root" else None
         self.port = port
         self.directory = directory  # root-only: sshd config, host key, log
         self.home = Path("/home") / user
@@ -297,6 +308,22 @@ class SshServer:
     @property
     def url(self) -> str:
         return f"ssh://{self.user}@127.0.0.1:{self.port}"
+
+    @property
+    def admin_url(self) -> str:
+        """How the operator logs in to a server with an admin login."""
+        if self.admin_user is None:
+            raise ClusterError(f"{self.name} has no admin login")
+        return f"ssh://{self.admin_user}@127.0.0.1:{self.port}"
+
+    @property
+    def root_keys(self) -> Path:
+        # Outside /tmp (world-writable): sshd's StrictModes checks every parent.
+        return Path("/run") / f"{self.cluster.workdir.name}-{self.name}" / "root_keys"
+
+    @property
+    def sudoers_file(self) -> Path:
+        return SUDOERS_DIR / f"{self.admin_user}"
 
     @property
     def known_hosts_line(self) -> str:
@@ -322,48 +349,87 @@ class SshServer:
 
     def _create(self) -> None:
         self.directory.mkdir(mode=0o700, parents=True)
-        # Lets `cleanup` find users of runs that were killed before they could stop.
-        comment = f"{USER_COMMENT_TAG} pid={os.getpid()} dir={self.cluster.workdir}"
-        proc = _retry_locked(
-            [
-                _tool("useradd"),
-                "-m",
-                "-s",
-                "/bin/sh",
-                "-c",
-                comment,
-                "-d",
-                str(self.home),
-                self.user,
-            ]
-        )
-        if proc.returncode != 0:
-            raise ClusterError(f"useradd {self.user} failed: {proc.stderr.strip()}")
-        self.cluster._users.append(self.user)
-        # useradd leaves the account locked ("!"); sshd without PAM then refuses keys.
-        proc = _retry_locked([_tool("usermod"), "-p", "*", self.user])
-        if proc.returncode != 0:
-            raise ClusterError(f"usermod {self.user} failed: {proc.stderr.strip()}")
+        if self.admin_login is None:
+            self._useradd(self.user, self.home)
+        else:
+            # Made by `reconcile apply`; deleted with the cluster's users all the same.
+            self.cluster._users.append(self.user)
+            self._create_admin()
         key = self.directory / "ssh_host_ed25519_key"
         _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "", "-f", key])
         parts = key.with_suffix(".pub").read_text().split()
         self.host_key = f"{parts[0]} {parts[1]}"
         self._write_config()
 
+    def _useradd(self, user: str, home: Path) -> None:
+        # The comment lets `cleanup` find users of runs killed before they could stop.
+        comment = f"{USER_COMMENT_TAG} pid={os.getpid()} dir={self.cluster.workdir}"
+        proc = _retry_locked(
+            [_tool("useradd"), "-m", "-s", "/bin/sh", "-c", comment, "-d", str(home), user]
+        )
+        if proc.returncode != 0:
+            raise ClusterError(f"useradd {user} failed: {proc.stderr.strip()}")
+        self.cluster._users.append(user)
+        # useradd leaves the account locked ("!"); sshd without PAM then refuses keys.
+        proc = _retry_locked([_tool("usermod"), "-p", "*", user])
+        if proc.returncode != 0:
+            raise ClusterError(f"usermod {user} failed: {proc.stderr.strip()}")
+
+    def _create_admin(self) -> None:
+        """The operator's way in as an admin: root's keys in a file of this server's
+        sshd alone (root's own authorized_keys is never touched), or a sudoer."""
+        key = self.cluster.operator.public_key.strip() + "\n"
+        if self.admin_login == "root":
+            self.root_keys.parent.mkdir(mode=0o755, parents=True)
+            self.root_keys.write_text(key)
+            self.root_keys.chmod(0o600)
+            return
+        if shutil.which("sudo") is None:
+            raise ClusterError("sudo is not installed (apt-get install sudo)")
+        self.admin_user = self.cluster._unused_user()
+        admin_home = Path("/home") / self.admin_user
+        self._useradd(self.admin_user, admin_home)
+        ssh = admin_home / ".ssh"
+        ssh.mkdir(mode=0o700)
+        (ssh / "authorized_keys").write_text(key)
+        (ssh / "authorized_keys").chmod(0o600)
+        entry = pwd.getpwnam(self.admin_user)
+        for path in (ssh, ssh / "authorized_keys"):
+            os.chown(path, entry.pw_uid, entry.pw_gid)
+        rule = f"{self.admin_user} ALL=(ALL:ALL) NOPASSWD: ALL\n"
+        temp = SUDOERS_DIR / f".{self.admin_user}.tmp"
+        temp.write_text(rule)
+        temp.chmod(0o440)
+        check = _run(["visudo", "-c", "-q", "-f", temp], check=False)
+        if check.returncode != 0:
+            temp.unlink()
+            raise ClusterError(f"visudo refused the rule for {self.admin_user}: {check.stderr}")
+        temp.rename(self.sudoers_file)
+
+    def remove_admin(self) -> None:
+        if self.admin_login == "root":
+            shutil.rmtree(self.root_keys.parent, ignore_errors=True)
+        elif self.admin_user is not None:
+            with contextlib.suppress(FileNotFoundError):
+                self.sudoers_file.unlink()
+
     def _write_config(self) -> None:
         runtime_path = f"{self.cluster.runtime_bin}:/usr/local/bin:/usr/bin:/bin"
+        if self.admin_login is not None:
+            runtime_path = "/usr/local/bin:/usr/bin:/bin"  # a bare server: no gitosis
+        allowed = [self.user] + ([self.admin_user] if self.admin_user else [])
         lines = [
             f"Port {self.port}",
             "ListenAddress 127.0.0.1",
             f"HostKey {self.directory / 'ssh_host_ed25519_key'}",
             f"PidFile {self.directory / 'sshd.pid'}",
-            f"AllowUsers {self.user}",
+            f"AllowUsers {' '.join(allowed)}",
             "AuthorizedKeysFile .ssh/authorized_keys",
             "PubkeyAuthentication yes",
             "PasswordAuthentication no",
             "KbdInteractiveAuthentication no",
             "UsePAM no",
-            "PermitRootLogin no",
+            "PermitRootLogin " + ("prohibit-password" if self.admin_login == "root" else "no"),
             "StrictModes yes",
             "UseDNS no",
             "PrintMotd no",
@@ -375,6 +441,8 @@ class SshServer:
             # sshd gives forced commands a fixed PATH; the runtime must be found on it.
             f"SetEnv PATH={runtime_path}",
         ]
+        if self.admin_login == "root":
+            lines += ["Match User root", f"    AuthorizedKeysFile {self.root_keys}"]
         self.config_path.write_text("\n".join(lines) + "\n")
 
     # -- control --------------------------------------------------------------
@@ -546,11 +614,13 @@ class SshCluster:
         names: Sequence[str] | None = None,
         authorize_operator: bool = True,
         scripts: Mapping[str, str] = RUNTIME_SCRIPTS,
+        admin_logins: Mapping[str, AdminLogin] | None = None,
     ) -> None:
         if names is not None and len(names) != n:
             raise ValueError("names must have n entries")
         self.names = list(names) if names is not None else [f"s{i + 1}" for i in range(n)]
         self.authorize_operator = authorize_operator
+        self.admin_logins = dict(admin_logins or {})
         self.scripts = dict(scripts)
         self.servers: list[SshServer] = []
         self.workdir = Path()
@@ -666,10 +736,17 @@ class SshCluster:
             install_runtime(self.runtime_root, self.scripts)
             for name in self.names:
                 user = self._unused_user()
-                server = SshServer(self, name, user, _free_port(), self.workdir / name)
+                server = SshServer(
+                    self,
+                    name,
+                    user,
+                    _free_port(),
+                    self.workdir / name,
+                    self.admin_logins.get(name),
+                )
                 self.servers.append(server)
                 server._create()
-                if self.authorize_operator:
+                if self.authorize_operator and server.admin_login is None:
                     server.authorize(self.operator.public_key)
             self._write_known_hosts()
             self.admin  # noqa: B018 - generate the key now, outside any timing
@@ -697,6 +774,7 @@ class SshCluster:
         atexit.unregister(self.stop)
         for server in self.servers:
             server.stop()
+            server.remove_admin()
         # An sshd of this cluster that is not the one recorded (a killed run's).
         configs = [str(server.config_path) for server in self.servers]
         _kill([p for p in all_pids() if any(c in a for a in process_cmdline(p) for c in configs)])

@@ -102,6 +102,9 @@ def cluster_yaml(
     server_map: dict[str, dict[str, Any]] = {}
     for server in servers:
         entry: dict[str, Any] = {"url": server.url}
+        if server.admin_login is not None:
+            # Logged in to as root or a sudoer, acting as (and creating) the git user.
+            entry = {"url": server.admin_url, "user": server.user}
         if identity is not None:
             entry["identity"] = str(identity)
         if pin_host_keys:

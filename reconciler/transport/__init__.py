@@ -25,6 +25,12 @@ _BOOTSTRAP = (
 )
 
 
+# A server reached as an admin (root or a sudoer) acting as a git user that does
+# not exist yet answers with this status and marker instead of running anything.
+NO_GIT_USER_STATUS = 97
+NO_GIT_USER_MARKER = "reconciler: no such git user: "
+
+
 @dataclass(frozen=True)
 class CommandResult:
     returncode: int
@@ -50,9 +56,15 @@ class Transport(Protocol):
     stats: TransportStats
 
     def run(
-        self, argv: list[str], *, stdin: bytes = b"", timeout: float | None = None
+        self,
+        argv: list[str],
+        *,
+        stdin: bytes = b"",
+        timeout: float | None = None,
+        as_admin: bool = False,
     ) -> CommandResult:
-        """Run ``argv`` on the server as the git user, in its home directory."""
+        """Run ``argv`` on the server as the git user, in its home directory; with
+        ``as_admin``, as root (only on a server logged in to as root or a sudoer)."""
 
     def host_key_line(self) -> str | None:
         """The server's host key as ``TYPE BASE64`` (None for local servers)."""
@@ -73,6 +85,7 @@ def run_program(
     *,
     timeout: float | None = None,
     python: str = "python3",
+    as_admin: bool = False,
 ) -> CommandResult:
     """Run the server-side program ``name`` with ``args`` and a JSON ``payload``.
 
@@ -85,4 +98,5 @@ def run_program(
         [python, "-c", _BOOTSTRAP, str(len(source)), *args],
         stdin=source + data,
         timeout=timeout,
+        as_admin=as_admin,
     )

@@ -30,8 +30,15 @@ class LocalTransport:
         return env
 
     def run(
-        self, argv: list[str], *, stdin: bytes = b"", timeout: float | None = None
+        self,
+        argv: list[str],
+        *,
+        stdin: bytes = b"",
+        timeout: float | None = None,
+        as_admin: bool = False,
     ) -> CommandResult:
+        if as_admin:
+            raise ServerError(self.server, "a local: server has no admin to act as")
         if not self.home.is_dir():
             raise ServerError(self.server, f"directory {self.home} does not exist")
         self.stats.commands += 1

@@ -24,7 +24,12 @@ from typing import Any
 import paramiko
 
 from reconciler.errors import HostKeyError, ServerError
-from reconciler.transport import CommandResult, TransportStats
+from reconciler.transport import (
+    NO_GIT_USER_MARKER,
+    NO_GIT_USER_STATUS,
+    CommandResult,
+    TransportStats,
+)
 
 # paramiko logs a failed handshake (a server that accepts but never answers) with
 # a traceback; without a handler Python's last-resort handler would print it. The
@@ -68,6 +73,35 @@ class SshTarget:
     user: str | None = None
     host_key: str | None = None
     identity: str | None = None
+    # The git user to act as when the login user is an admin (root or a sudoer).
+    become: str | None = None
+
+
+def become_command(argv: list[str], login: str, become: str | None, *, as_admin: bool) -> str:
+    """The command line that runs ``argv`` as ``become`` (or as root with ``as_admin``)
+    for a session logged in as ``login``; quoting happens here and nowhere else.
+
+    root switches with runuser, anyone else with ``sudo -n`` (never a password
+    prompt). A git user that does not exist yet is answered with
+    NO_GIT_USER_STATUS, so that the gather can plan its creation.
+    """
+    if as_admin:
+        return shlex.join(argv if login == "root" else ["sudo", "-n", "--", *argv])
+    if become is None or become == login:
+        return shlex.join(argv)
+    # In the git user's home, as a login would be; "$@" keeps argv exactly.
+    in_home = ["sh", "-c", 'cd && exec "$@"', "reconcile", *argv]
+    if login == "root":
+        switch = ["runuser", "-u", become, "--", *in_home]
+    else:
+        switch = ["sudo", "-n", "-H", "-u", become, "--", *in_home]
+    missing = shlex.quote(NO_GIT_USER_MARKER + become)
+    return (
+        # runuser lives in sbin, which is not on every session's PATH.
+        'PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"; '
+        f"id -u {shlex.quote(become)} >/dev/null 2>&1 || "
+        f"{{ echo {missing} >&2; exit {NO_GIT_USER_STATUS}; }}; exec {shlex.join(switch)}"
+    )
 
 
 def load_known_hosts(keys: paramiko.HostKeys, texts: list[str]) -> set[str]:
@@ -273,12 +307,24 @@ class SshTransport:
 
     # -- running ------------------------------------------------------------
     def run(
-        self, argv: list[str], *, stdin: bytes = b"", timeout: float | None = None
+        self,
+        argv: list[str],
+        *,
+        stdin: bytes = b"",
+        timeout: float | None = None,
+        as_admin: bool = False,
     ) -> CommandResult:
         client = self._client_or_connect()
         transport = client.get_transport()
         if transport is None or not transport.is_active():
             raise ServerError(self.server, "the connection was closed")
+        login = transport.get_username() or ""
+        if as_admin and self.target.become is None:
+            raise ServerError(
+                self.server,
+                f"this needs an admin login (root or a sudoer) with user: naming the git "
+                f"user, but the url logs in as {login}",
+            )
         limit = timeout or DEFAULT_COMMAND_TIMEOUT
         deadline = time.monotonic() + limit
         timed_out = f"{argv[0]} timed out after {limit:.0f}s"
@@ -287,7 +333,7 @@ class SshTransport:
             channel = transport.open_session(timeout=self.connect_timeout)
             channel.settimeout(limit)
             # Quoting happens here, at the point of execution, and nowhere else.
-            channel.exec_command(shlex.join(argv))
+            channel.exec_command(become_command(argv, login, self.target.become, as_admin=as_admin))
             out: list[bytes] = []
             err: list[bytes] = []
             readers = [

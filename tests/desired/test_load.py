@@ -183,3 +183,23 @@ def test_missing_directory_is_one_clear_error(tmp_path: Path) -> None:
         load(tmp_path)
     assert len(caught.value.errors) == 1
     assert "no cluster.d/ directory" in caught.value.errors[0].message
+
+
+@pytest.mark.parametrize("cluster_section", ["", "cluster:\n", "cluster: {}\n"])
+def test_cluster_section_is_optional(tmp_path: Path, cluster_section: str) -> None:
+    root = tmp_path / "gitosis-admin"
+    write(
+        root, {"cluster.d/10.yaml": cluster_section + 'servers:\n  one: {url: "local:/srv/one"}\n'}
+    )
+    desired = load(root)
+    assert desired.cluster.name == "gitosis-admin"  # the checkout's directory name
+    assert desired.cluster.admin_repository == "gitosis-admin"
+    assert desired.cluster.mirror_group == "grp_mirror"
+    assert desired.cluster.replication.mode == "sync"
+    assert desired.cluster.replication.timeout == 30
+
+
+def test_cluster_name_defaults_to_a_valid_name(tmp_path: Path) -> None:
+    root = tmp_path / "~admin checkout"
+    write(root, {"cluster.d/10.yaml": 'servers:\n  one: {url: "local:/srv/one"}\n'})
+    assert load(root).cluster.name == "cluster"

@@ -1,0 +1,3 @@
+"""The planner tables' desired state, shared by the planner test modules."""
+
+from tests.planning.test_planner import desired  # noqa: F401

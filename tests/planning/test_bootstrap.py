@@ -1,0 +1,81 @@
+"""Planning a bare server: the git user, the gitosis runtime, gitosis-init from it.
+
+Facts in, actions (with their ops, compared as values) out.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from reconciler.facts import Facts
+from reconciler.gitosis_runtime import RUNTIME_BIN, install_runtime_op, runtime_version
+from reconciler.planning import Phase, PlanContext, make_plan
+from reconciler.planning.model import Action
+from tests.planning.test_planner import HOST_B, build_context
+
+
+def ops_of(actions: list[Action], server: str, subject: str) -> list[dict[str, Any]]:
+    return [op for a in actions if a.server == server and a.subject == subject for op in a.ops]
+
+
+def no_gitosis(data: dict[str, Any]) -> None:
+    """A git user with nothing: no gitosis on its PATH, no runtime, no admin repository."""
+    data["gitosis"] = {"runtime": None, "on_path": False}
+    data["admin"] = {"exists": False}
+    data["repositories"] = {}
+
+
+def test_missing_git_user_is_created_first_and_alone(desired: Any) -> None:
+    ctx = build_context(desired, {}, {})
+    facts = Facts(
+        servers={"a": ctx.facts.servers["a"]},
+        missing_git_users={"b": "git"},
+        missing_host_keys={"b": HOST_B},
+    )
+    plan = make_plan(PlanContext(desired, facts, ctx.checkout, ctx.options))
+    mine = [a for a in plan.actions if a.server == "b"]
+    assert [(a.subject, a.kind, a.target, a.phase, a.ops) for a in mine] == [
+        ("bootstrap", "create", "git", Phase.BOOTSTRAP, ({"op": "create_git_user", "user": "git"},))
+    ]
+    # b's host key came with the connection: a keeps (or gets) its line, no warning.
+    assert not [n for n in plan.notes if n.level in ("warning", "error", "conflict")], plan.notes
+
+
+def test_no_gitosis_gets_the_runtime_and_init_runs_from_it(desired: Any) -> None:
+    plan = make_plan(build_context(desired, {"b": no_gitosis}, {}))
+    assert ops_of(list(plan.actions), "b", "gitosis") == [install_runtime_op()]
+    install = next(a for a in plan.actions if a.subject == "gitosis")
+    assert install.phase == Phase.BOOTSTRAP and install.kind == "create"
+    admin = ops_of(list(plan.actions), "b", "admin")
+    assert admin[0]["op"] == "gitosis_init"
+    assert admin[0]["command"] == f"{RUNTIME_BIN}/gitosis-init"
+    assert admin[1]["init_command"] == f"{RUNTIME_BIN}/gitosis-init"
+    assert not ops_of(list(plan.actions), "a", "gitosis")
+
+
+def test_gitosis_on_path_is_used_as_it_is(desired: Any) -> None:
+    def original_gitosis(data: dict[str, Any]) -> None:
+        no_gitosis(data)
+        data["gitosis"] = {"runtime": None, "on_path": True}
+
+    plan = make_plan(build_context(desired, {"b": original_gitosis}, {}))
+    assert not ops_of(list(plan.actions), "b", "gitosis")
+    admin = ops_of(list(plan.actions), "b", "admin")
+    assert admin[0]["op"] == "gitosis_init" and admin[0]["command"] is None
+
+
+def test_runtime_upgrade_and_current_runtime(desired: Any) -> None:
+    def old_runtime(data: dict[str, Any]) -> None:
+        data["gitosis"] = {"runtime": "0123456789abcdef", "on_path": False}
+
+    plan = make_plan(build_context(desired, {"b": old_runtime}, {}))
+    upgrade = [a for a in plan.actions if a.subject == "gitosis"]
+    assert [(a.server, a.kind) for a in upgrade] == [("b", "change")]
+    assert "from 0123456789abcdef to " + runtime_version() in upgrade[0].description
+    assert upgrade[0].ops == (install_runtime_op(),)
+
+    def current_runtime(data: dict[str, Any]) -> None:
+        data["gitosis"] = {"runtime": runtime_version(), "on_path": False}
+
+    plan = make_plan(build_context(desired, {"b": current_runtime}, {}))
+    assert not plan.actions, plan.actions
