@@ -153,7 +153,10 @@ def stale_files(desired: Desired, root: Path | None = None) -> list[StaleFile]:
             stale.append(StaleFile(path, "differs from what cluster.d/ renders"))
     for path in desired.orphaned_key_files:
         stale.append(
-            StaleFile(path, "was rendered for a user no longer in cluster.d/ and must be removed")
+            StaleFile(
+                path,
+                "was rendered for a user or server no longer in cluster.d/ and must be removed",
+            )
         )
     return stale
 

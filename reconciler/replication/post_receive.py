@@ -46,6 +46,10 @@ the pushing to a detached drainer (``post-receive --drain BASE [--repository
 NAME]``), which works only on ``pending`` entries; the rest wait for
 ``reconcile apply`` (which may run ``--drain BASE --retry`` to try every entry).
 
+The admin repository (``admin_repository`` in the settings) is not replicated:
+only ``reconcile apply`` sends it to the servers, and the servers' keys have no
+access to it; the pusher is told that it reaches the others at the next apply.
+
 The pusher sees one line per peer. The hook always exits 0: post-receive cannot
 fail a push that has already happened, and a broken hook must not hide it.
 """
