@@ -16,7 +16,8 @@ from reconciler import git
 from reconciler.desired import Desired
 from reconciler.facts import Facts
 
-Relation = Literal["same", "behind", "ahead", "unknown"]
+# "absent": the checkout does not hold the server's commit (pushed there directly).
+Relation = Literal["same", "behind", "ahead", "absent", "unknown"]
 
 # Committed together with the rendered files, so the servers' admin repository
 # always holds the cluster.d/ that gitosis.conf was rendered from.
@@ -31,6 +32,15 @@ class CheckoutFacts:
     files: dict[str, str]  # rendered files whose content differs from the commit at HEAD
     relations: dict[str, Relation]  # server -> how its admin head relates to ours
     uncommitted: tuple[str, ...] = ()  # changes in cluster.d/ and keydir/ not yet committed
+    # keydir/ files that must go: rendered for users who left cluster.d/, or the keys
+    # of servers that left (or were renamed).
+    removed: tuple[str, ...] = ()
+
+
+def key_blob(line: str) -> str:
+    """What identifies a public key line for sshd: its key data, not its comment."""
+    fields = line.split()
+    return fields[1] if len(fields) > 1 else line.strip()
 
 
 def server_keys(desired: Desired, facts: Facts) -> dict[str, str]:
@@ -48,9 +58,38 @@ def server_keys(desired: Desired, facts: Facts) -> dict[str, str]:
     return keys
 
 
+def departed_key_files(desired: Desired, facts: Facts) -> list[str]:
+    """keydir/ files that are the keys of servers no longer in cluster.d/.
+
+    Those an earlier render recorded as server keys are already
+    ``desired.orphaned_key_files``. A checkout rendered before that record existed
+    is recognised by the key itself: a file ``git@X.pub`` for no current server X
+    whose every key is a current server's key (a server renamed in cluster.d/
+    keeps its key). A person's key is never a server's key, so no person's file
+    matches; any other duplicate is a conflict the plan reports instead.
+    """
+    from reconciler.desired.render import key_file
+
+    current = {key_blob(key) for key in server_keys(desired, facts).values()}
+    for name in desired.servers:
+        current.update(key_blob(key) for key in desired.users.get(desired.server_user(name), ()))
+    server_users = set(desired.server_users())
+    found = set(desired.orphaned_key_files)
+    for user, keys in desired.users.items():
+        if user in desired.inline_users or user in server_users or not user.startswith("git@"):
+            continue
+        if keys and all(key_blob(key) in current for key in keys):
+            found.add(key_file(user))
+    return sorted(found)
+
+
 def with_server_keys(desired: Desired, facts: Facts) -> Desired:
-    """The desired state plus every reached server's own key, as if it were in keydir/."""
-    users = dict(desired.users)
+    """The desired state plus every reached server's own key, as if it were in keydir/,
+    without the key files of servers that left."""
+    from reconciler.desired.render import key_file
+
+    departed = set(departed_key_files(desired, facts))
+    users = {user: keys for user, keys in desired.users.items() if key_file(user) not in departed}
     for user, key in server_keys(desired, facts).items():
         users[user] = (key,)
     return dataclasses.replace(desired, users=users)
@@ -69,11 +108,25 @@ def rendered_changes(desired: Desired, facts: Facts) -> dict[str, str]:
     }
 
 
-def relation(root: Path, ours: str | None, theirs: str) -> Relation:
+def removed_files(desired: Desired, facts: Facts) -> tuple[str, ...]:
+    """The departed key files still committed at HEAD or present in the working tree."""
+    paths = departed_key_files(desired, facts)
+    committed = git.committed_contents(desired.root, paths)
+    return tuple(
+        path for path in paths if committed[path] is not None or (desired.root / path).exists()
+    )
+
+
+def relation(root: Path, ours: str | None, theirs: str, parents: tuple[str, ...] = ()) -> Relation:
+    """How a server's admin commit ``theirs`` (whose parents are ``parents``, when
+    known) relates to the checkout's ``ours``."""
     if ours == theirs:
         return "same"
-    if ours is None or not git.has_commit(root, theirs):
+    if ours is None:
         return "unknown"
+    if not git.has_commit(root, theirs):
+        # A commit pushed straight on top of ours is ahead even before it is fetched.
+        return "ahead" if ours in parents else "absent"
     if git.is_ancestor(root, theirs, ours):
         return "behind"
     if git.is_ancestor(root, ours, theirs):
@@ -88,7 +141,8 @@ def gather_checkout(desired: Desired, facts: Facts) -> CheckoutFacts:
     for name, server_facts in facts.servers.items():
         theirs = server_facts.admin.head
         if theirs:
-            relations[name] = relation(root, ours, theirs)
+            parents = next((c.parents for c in server_facts.admin.history if c.sha == theirs), ())
+            relations[name] = relation(root, ours, theirs, parents)
     return CheckoutFacts(
         root=root,
         branch=git.current_branch(root),
@@ -96,4 +150,5 @@ def gather_checkout(desired: Desired, facts: Facts) -> CheckoutFacts:
         files=rendered_changes(desired, facts),
         relations=relations,
         uncommitted=tuple(git.changed_paths(root, *COMMITTED_WITH_RENDERING)),
+        removed=removed_files(desired, facts),
     )

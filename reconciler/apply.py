@@ -125,7 +125,11 @@ class _Executor:
             for op in action.ops:
                 if op["op"] == "local_commit":
                     commit = git.commit_files(
-                        self.desired.root, op["files"], COMMIT_MESSAGE, COMMITTED_WITH_RENDERING
+                        self.desired.root,
+                        op["files"],
+                        COMMIT_MESSAGE,
+                        COMMITTED_WITH_RENDERING,
+                        remove=tuple(op.get("remove", ())),
                     )
                     self.admin = None  # a new commit: bundle again
                     self.reporter.info(f"{ADMIN_CHECKOUT}: committed {commit[:12]}")

@@ -1,6 +1,8 @@
 """Running git on the operator's side (the admin checkout). The only module that does.
 
-Every call is an argv list; failures become ``GitError`` with git's own last line.
+Every call is an argv list; failures become ``GitError`` with everything git said on
+stderr (its last line alone is often only the tail of a sentence, as in
+"and the repository exists.").
 """
 
 from __future__ import annotations
@@ -38,8 +40,10 @@ def run_git(repo: Path, *args: str, stdin: bytes = b"", check: bool = True) -> s
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise GitError(f"{repo}: running git {args[0]} failed: {exc}") from exc
     if check and done.returncode != 0:
-        lines = done.stderr.decode("utf-8", "replace").strip().splitlines()
-        raise GitError(f"{repo}: git {args[0]} failed: {lines[-1] if lines else done.returncode}")
+        said = " ".join(
+            line.strip() for line in done.stderr.decode("utf-8", "replace").splitlines()
+        ).strip()
+        raise GitError(f"{repo}: git {args[0]} failed: {said or f'exit status {done.returncode}'}")
     return done.stdout.decode("utf-8", "replace")
 
 
@@ -124,6 +128,14 @@ def bundle(repo: Path, ref: str) -> bytes:
         return path.read_bytes()
 
 
+def fetch_bundle(repo: Path, data: bytes, ref: str) -> None:
+    """Fetch ``ref`` from a bundle into ``repo``'s objects (FETCH_HEAD only, no ref moved)."""
+    with tempfile.TemporaryDirectory(prefix="reconciler-bundle-") as directory:
+        path = Path(directory) / "admin.bundle"
+        path.write_bytes(data)
+        run_git(repo, "fetch", "--quiet", "--no-tags", "--no-write-fetch-head", str(path), ref)
+
+
 def write_file_atomically(path: Path, content: bytes, mode: int = 0o644) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
@@ -141,12 +153,22 @@ def write_file_atomically(path: Path, content: bytes, mode: int = 0o644) -> None
 
 
 def commit_files(
-    repo: Path, files: dict[str, str], message: str, also: tuple[str, ...] = ()
+    repo: Path,
+    files: dict[str, str],
+    message: str,
+    also: tuple[str, ...] = (),
+    remove: tuple[str, ...] = (),
 ) -> str:
-    """Write ``files`` (relative path -> content) and commit them together with the
-    working-tree state of the ``also`` pathspecs; return the commit."""
+    """Write ``files`` (relative path -> content), delete ``remove`` (paths under the
+    ``also`` pathspecs) and commit them together with the working-tree state of the
+    ``also`` pathspecs; return the commit."""
     for relative, content in files.items():
         write_file_atomically(repo / relative, content.encode("utf-8"))
+    for relative in remove:
+        try:
+            (repo / relative).unlink()
+        except FileNotFoundError:
+            continue
     paths = [*files, *also]
     run_git(repo, "add", "--all", "--", *paths)
     staged = run_git(repo, "diff", "--cached", "--name-only", "--", *paths).split()

@@ -107,17 +107,28 @@ def _apply(
 
         return typer.confirm("Apply these changes?", default=False)
 
+    from reconciler.cron import catch_up_from_servers, cron_lock, fast_forward_checkout
+
+    def report(lines: list[str], warnings: list[str]) -> None:
+        for line in lines:
+            reporter.info(line)
+        for warning in warnings:
+            reporter.warning(warning)
+
     with contextlib.ExitStack() as stack:
         if cron:
-            from reconciler.cron import cron_lock, fast_forward_checkout
-
             stack.enter_context(cron_lock(directory))
-            line = fast_forward_checkout(directory)
-            if line:
-                reporter.info(line)
+            report(*fast_forward_checkout(directory))
         desired, transports = load_and_connect(directory, servers, trust_new_host_keys)
         stack.callback(close_all, transports)
         require_admin_checkout(directory)
+        lines, warnings = catch_up_from_servers(desired, transports)
+        report(lines, warnings)
+        if lines:
+            # The commit pushed to a server by hand may change cluster.d/ itself.
+            close_all(transports)
+            desired, transports = load_and_connect(directory, servers, trust_new_host_keys)
+            stack.callback(close_all, transports)
         try:
             outcome = apply_cluster(
                 desired,

@@ -162,6 +162,13 @@ class _Importer:
             section, self.split(section, "writable") + self.split(section, "writeable")
         )
         readonly = self.repository_names(section, self.split(section, "readonly"))
+        if self.admin in writable or self.admin in readonly:
+            self.warn(
+                f"[{section}] gave the servers' keys access to {self.admin}; the generated "
+                f"mirror group gives them no access to {self.admin} (a server's key that can "
+                "push it rewrites every server's access rules), reconcile apply sends it to "
+                "every server instead"
+            )
         if others:
             name = f"{self.mirror}-members"
             self.warn(

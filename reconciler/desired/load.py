@@ -359,14 +359,20 @@ class _Loader:
             users[user] = (tuple(keys), Location(shown))
         return users
 
-    def previously_rendered(self) -> set[str]:
-        from reconciler.desired.render import GITOSIS_CONF, previously_rendered_key_files
+    def previously_rendered(self) -> tuple[set[str], set[str]]:
+        """keydir/ paths the checkout's gitosis.conf lists as rendered from inline
+        users, and those it lists as servers' own keys."""
+        from reconciler.desired.render import (
+            GITOSIS_CONF,
+            previous_server_key_files,
+            previously_rendered_key_files,
+        )
 
         try:
             text = (self.root / GITOSIS_CONF).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError):
-            return set()
-        return previously_rendered_key_files(text)
+            return set(), set()
+        return previously_rendered_key_files(text), previous_server_key_files(text)
 
     def inline_users(self) -> dict[str, tuple[str, ...]]:
         users: dict[str, tuple[str, ...]] = {}
@@ -571,14 +577,16 @@ class _Loader:
         cluster = self.cluster()
         inline = self.inline_users()
         keydir = self.keydir_users()
-        rendered = self.previously_rendered()
+        rendered, server_keys = self.previously_rendered()
+        current_server_users = {f"git@{name}" for name in self.entries["servers"]}
         users: dict[str, tuple[str, ...]] = {}
         orphaned: list[str] = []
         for name, (keys, _where) in keydir.items():
             if name in self.entries["users"]:
                 continue
-            if f"{KEYDIR}/{name}.pub" in rendered:
-                orphaned.append(f"{KEYDIR}/{name}.pub")
+            path = f"{KEYDIR}/{name}.pub"
+            if path in rendered or (path in server_keys and name not in current_server_users):
+                orphaned.append(path)
                 continue
             users[name] = keys
         for name, keys in inline.items():

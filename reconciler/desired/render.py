@@ -28,15 +28,29 @@ HEADER = (
 RENDERED_KEY_PREFIX = "# rendered from cluster.d/: "
 
 
-def previously_rendered_key_files(conf_text: str) -> set[str]:
-    """The keydir/ paths a gitosis.conf written by ``render`` says it rendered."""
+# One line per server key file (``keydir/git@SERVER.pub``, written by apply from the
+# key it found on the server), so that once the server leaves cluster.d/ (or is
+# renamed) its key file is known to be output too, and goes: left behind, it would
+# shadow the server's key under its new name in every authorized_keys.
+SERVER_KEY_PREFIX = "# server key: "
+
+
+def _listed(conf_text: str, prefix: str) -> set[str]:
     if not conf_text.startswith(HEADER.splitlines()[0]):
         return set()
     return {
-        line[len(RENDERED_KEY_PREFIX) :].strip()
-        for line in conf_text.splitlines()
-        if line.startswith(RENDERED_KEY_PREFIX)
+        line[len(prefix) :].strip() for line in conf_text.splitlines() if line.startswith(prefix)
     }
+
+
+def previously_rendered_key_files(conf_text: str) -> set[str]:
+    """The keydir/ paths a gitosis.conf written by ``render`` says it rendered."""
+    return _listed(conf_text, RENDERED_KEY_PREFIX)
+
+
+def previous_server_key_files(conf_text: str) -> set[str]:
+    """The keydir/ paths a gitosis.conf written by ``render`` lists as servers' keys."""
+    return _listed(conf_text, SERVER_KEY_PREFIX)
 
 
 def key_file(user: str) -> str:
@@ -48,6 +62,19 @@ def mirror_members(desired: Desired) -> list[str]:
     return [user for user in desired.server_users() if user in desired.users]
 
 
+def mirror_repositories(desired: Desired) -> list[str]:
+    """What the mirror group may push: every mirrored repository but the admin one.
+
+    Write access to the admin repository is write access to every server's
+    authorized_keys and gitosis.conf: a server's key holding it would let whoever
+    takes one server's git account rewrite the access rules of the whole cluster.
+    The admin repository reaches the servers only from the admin checkout
+    (``reconcile apply``, with compare-and-swap), never server to server.
+    """
+    admin = desired.cluster.admin_repository
+    return [name for name in desired.mirrored_repositories() if name != admin]
+
+
 def _option(name: str, values: list[str] | tuple[str, ...]) -> str:
     return f"{name} = {' '.join(values)}\n" if values else ""
 
@@ -55,6 +82,11 @@ def _option(name: str, values: list[str] | tuple[str, ...]) -> str:
 def render_gitosis_conf(desired: Desired) -> str:
     rendered = "".join(
         f"{RENDERED_KEY_PREFIX}{key_file(user)}\n" for user in sorted(desired.inline_users)
+    )
+    rendered += "".join(
+        f"{SERVER_KEY_PREFIX}{key_file(user)}\n"
+        for user in sorted(mirror_members(desired))
+        if user not in desired.inline_users
     )
     sections = [HEADER + rendered, "[gitosis]\n"]
     for group in desired.groups.values():
@@ -65,10 +97,11 @@ def render_gitosis_conf(desired: Desired) -> str:
             + _option("readonly", group.readonly)
         )
     sections.append(
-        f"# The servers' own keys: every server may push every mirrored repository.\n"
+        "# The servers' own keys: every server may push every mirrored repository but\n"
+        "# the admin one, which only reconcile apply sends to the servers.\n"
         f"[group {desired.cluster.mirror_group}]\n"
         + _option("members", mirror_members(desired))
-        + _option("writable", desired.mirrored_repositories())
+        + _option("writable", mirror_repositories(desired))
     )
     for repository in desired.repositories.values():
         options = ""
@@ -120,7 +153,10 @@ def stale_files(desired: Desired, root: Path | None = None) -> list[StaleFile]:
             stale.append(StaleFile(path, "differs from what cluster.d/ renders"))
     for path in desired.orphaned_key_files:
         stale.append(
-            StaleFile(path, "was rendered for a user no longer in cluster.d/ and must be removed")
+            StaleFile(
+                path,
+                "was rendered for a user or server no longer in cluster.d/ and must be removed",
+            )
         )
     return stale
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from reconciler.planning.access import plan_access
 from reconciler.planning.admin import plan_admin
 from reconciler.planning.bootstrap import plan_bootstrap
 from reconciler.planning.context import PlanContext, PlanOptions
@@ -19,6 +20,7 @@ SUBJECTS = (
     plan_bootstrap,
     plan_server_keys,
     plan_admin,
+    plan_access,
     plan_known_hosts,
     plan_settings,
     plan_repositories,

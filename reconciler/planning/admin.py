@@ -40,12 +40,18 @@ def plan_admin(ctx: PlanContext) -> tuple[list[Action], list[Note]]:
     if checkout is None:
         return actions, notes
     admin = ctx.desired.cluster.admin_repository
-    new_commit = bool(checkout.files or checkout.uncommitted)
+    new_commit = bool(checkout.files or checkout.uncommitted or checkout.removed)
     if new_commit:
-        changed = sorted({*checkout.files, *checkout.uncommitted})
+        changed = sorted({*checkout.files, *checkout.uncommitted} - set(checkout.removed))
         shown = ", ".join(changed[:8]) + (
             f", … ({len(changed) - 8} more)" if len(changed) > 8 else ""
         )
+        if checkout.removed:
+            gone = f"remove {', '.join(checkout.removed)} (no longer a user or server)"
+            shown = f"{shown}; {gone}" if shown else gone
+        op: dict[str, Any] = {"op": "local_commit", "files": checkout.files}
+        if checkout.removed:
+            op["remove"] = list(checkout.removed)
         actions.append(
             Action(
                 ADMIN_CHECKOUT,
@@ -54,7 +60,7 @@ def plan_admin(ctx: PlanContext) -> tuple[list[Action], list[Note]]:
                 str(checkout.root),
                 f"commit {shown}",
                 Phase.ADMIN,
-                ({"op": "local_commit", "files": checkout.files},),
+                (op,),
             )
         )
     if checkout.head is None and not new_commit:
@@ -137,8 +143,17 @@ def plan_admin(ctx: PlanContext) -> tuple[list[Action], list[Note]]:
             )
         elif relation == "ahead":
             message = (
-                f"{admin} on {name} is ahead of the admin checkout (at {at}); "
-                "pull it into the checkout and run again"
+                f"{admin} on {name} is ahead of the admin checkout (at {at}); reconcile "
+                "apply fast-forwards the checkout to it and sends it to every server (or pull "
+                "it into the checkout by hand and run again)"
+            )
+            notes.append(_error(name, admin, message))
+        elif relation == "absent":
+            message = (
+                f"{admin} on {name} holds a commit the admin checkout does not have (at {at}): "
+                "history unrelated to the checkout's, or commits pushed there directly; "
+                "reconcile apply fetches it and fast-forwards the checkout if it descends from "
+                "the checkout's commit, and otherwise refuses to overwrite it"
             )
             notes.append(_error(name, admin, message))
         else:

@@ -93,4 +93,5 @@ def settings_text(desired: Desired, server: str) -> str:
         mode=desired.cluster.replication.mode,
         timeout=desired.cluster.replication.timeout,
         run_kept_hooks=desired.cluster.replication.run_kept_hooks,
+        admin_repository=desired.cluster.admin_repository,
     ).decode("utf-8")

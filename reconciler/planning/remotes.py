@@ -9,6 +9,9 @@ repository (the recipe's ``mirror-server``, or ``origin`` left by ``git clone
 normalised like the others (a second one to the same peer goes). Remotes of
 servers dropped from cluster.d/ go; any other foreign remote stays and is listed
 with the command that would remove it.
+The admin repository has no peer remotes: it reaches the servers only from the
+admin checkout (reconcile apply), never server to server, so the reconciler's
+remotes there go too (and, with --replace-foreign, foreign ones pointing at a peer).
 """
 
 from __future__ import annotations
@@ -115,9 +118,11 @@ def removal_command(ctx: PlanContext, server: str, repository: str, remote: str)
 def plan_remotes(ctx: PlanContext) -> tuple[list[Action], list[Note]]:
     actions: list[Action] = []
     notes: list[Note] = []
+    admin = ctx.desired.cluster.admin_repository
     for name, facts in ctx.reachable().items():
-        peers = ctx.peers(name)
+        servers = ctx.peers(name)
         for repository in ctx.desired.mirrored_repositories():
+            peers = [] if repository == admin else servers
             path = ctx.repository_path(name, repository)
             existing = facts.repositories.get(repository)
             remotes = existing.remotes if existing else {}
@@ -228,7 +233,12 @@ def plan_remotes(ctx: PlanContext) -> tuple[list[Action], list[Note]]:
                             "remove",
                             target,
                             f"{repository}: remove foreign remote {remote_name} ({remote.url}), "
-                            f"a second remote to {points_at} beside remote {points_at}",
+                            + (
+                                "a remote to a peer: the admin repository reaches it only "
+                                "through reconcile apply"
+                                if repository == admin
+                                else f"a second remote to {points_at} beside remote {points_at}"
+                            ),
                             Phase.CONFIGURATION,
                             ({"op": "remove_remote", "repo": path, "name": remote_name},),
                         )
@@ -241,18 +251,29 @@ def plan_remotes(ctx: PlanContext) -> tuple[list[Action], list[Note]]:
                             target,
                             "warning",
                             f"{repository}: foreign remote {remote_name} ({remote.url}) points at "
-                            f"{points_at}; apply with --replace-foreign to take it over as "
-                            f"remote {points_at}",
+                            + (
+                                f"{points_at}; apply with --replace-foreign to remove it (the "
+                                "admin repository reaches the servers only through reconcile "
+                                "apply)"
+                                if repository == admin
+                                else f"{points_at}; apply with --replace-foreign to take it over "
+                                f"as remote {points_at}"
+                            ),
                         )
                     )
                 elif remote.managed:
+                    why = (
+                        "the admin repository reaches it only through reconcile apply"
+                        if remote_name in servers
+                        else "server left the cluster"
+                    )
                     actions.append(
                         Action(
                             name,
                             "remote",
                             "remove",
                             target,
-                            f"{repository}: remove remote {remote_name} (server left the cluster)",
+                            f"{repository}: remove remote {remote_name} ({why})",
                             Phase.CONFIGURATION,
                             ({"op": "remove_remote", "repo": path, "name": remote_name},),
                         )

@@ -12,6 +12,7 @@ file it may write is the replication hook's push record file, which it compacts.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import fcntl
 import hashlib
@@ -554,6 +555,51 @@ def answer_ancestry(base, checks):
     return {"format_version": FORMAT_VERSION, "results": results}
 
 
+def answer_admin_tip(base, admin, have):
+    """Mode "admin_tip": the admin branch's commit, and a bundle of its history
+    (base64) unless the operator's commit ``have`` already holds it.
+
+    The operator's checkout learns commits pushed to a server by hand from this,
+    over the connection it already trusts, whichever server is reachable.
+    """
+    facts = admin_facts(base, admin)
+    answer = {"format_version": FORMAT_VERSION, "exists": facts["exists"]}
+    head = facts.get("head")
+    if not head:
+        return answer
+    answer.update(branch=facts["branch"], head=head)
+    gitdir = os.path.join(base, admin + ".git")
+    if (
+        have
+        and subprocess.run(
+            ["git", "--git-dir", gitdir, "merge-base", "--is-ancestor", head, have],
+            capture_output=True,
+            check=False,
+        ).returncode
+        == 0
+    ):
+        return answer  # the operator's commit already descends from ours
+    done = subprocess.run(
+        [
+            "git",
+            "--git-dir",
+            gitdir,
+            "bundle",
+            "create",
+            "--quiet",
+            "-",
+            "refs/heads/" + facts["branch"],
+        ],
+        capture_output=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        answer["error"] = done.stderr.decode("utf-8", "replace").strip()
+    else:
+        answer["bundle"] = base64.b64encode(done.stdout).decode("ascii")
+    return answer
+
+
 def gitosis_facts(home, runtime_dir):
     """Which gitosis serves here: the runtime the reconciler installed (its version),
     and whether a gitosis-serve is on the PATH that sshd's forced commands get."""
@@ -571,6 +617,10 @@ def main():
         base = os.path.join(os.path.expanduser("~"), request.get("repositories", "repositories"))
         if mode == "refs":
             answer = answer_refs(base, request.get("names", []))
+        elif mode == "admin_tip":
+            answer = answer_admin_tip(
+                base, request.get("admin", "gitosis-admin"), request.get("have")
+            )
         else:
             answer = answer_ancestry(base, request.get("checks", []))
         sys.stdout.write(json.dumps(answer, separators=(",", ":")))

@@ -59,6 +59,7 @@ def settings_json(
     mode: str = "sync",
     timeout: float = 30,
     run_kept_hooks: bool = False,
+    admin_repository: str | None = None,
 ) -> bytes:
     """The content of ``SETTINGS_PATH`` for one server, stable for comparison."""
     if mode not in MODES:
@@ -75,4 +76,6 @@ def settings_json(
     if run_kept_hooks:
         # Only when on: the settings of every cluster that does not use it stay as they were.
         data["run_kept_hooks"] = True
+    if admin_repository is not None:
+        data["admin_repository"] = admin_repository
     return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode("utf-8")

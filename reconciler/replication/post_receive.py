@@ -46,6 +46,10 @@ the pushing to a detached drainer (``post-receive --drain BASE [--repository
 NAME]``), which works only on ``pending`` entries; the rest wait for
 ``reconcile apply`` (which may run ``--drain BASE --retry`` to try every entry).
 
+The admin repository (``admin_repository`` in the settings) is not replicated:
+only ``reconcile apply`` sends it to the servers, and the servers' keys have no
+access to it; the pusher is told that it reaches the others at the next apply.
+
 The pusher sees one line per peer. The hook always exits 0: post-receive cannot
 fail a push that has already happened, and a broken hook must not hide it.
 
@@ -95,7 +99,10 @@ KEPT_HOOK_PREFIX = "post-receive.foreign-"  # apply's copies of the hooks it rep
 
 MODES = ("sync", "async")
 TRANSIENT_REASONS = ("unreachable", "timeout", "pending", "no remote")
-PERMANENT_REASONS = ("diverged", "missing repository", "rejected")
+# "denied": the peer's gitosis refused this server's key access to the repository
+# (its own sentence is the detail); trying again changes nothing until the access
+# rules or the keys are fixed.
+PERMANENT_REASONS = ("diverged", "missing repository", "rejected", "denied")
 REASONS = TRANSIENT_REASONS + PERMANENT_REASONS
 
 # A stray settings file far above the repositories must not be picked up, and a
@@ -135,6 +142,9 @@ REPOSITORY_ENV = (
     "GIT_GRAFT_FILE",
 )
 _OBJECT_ID = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
+# gitosis reports a refusal on stderr as LEVEL:LOGGER:MESSAGE before it exits,
+# e.g. "ERROR:gitosis.serve.main:Repository read access denied".
+_GITOSIS_ERROR = re.compile(r"^(?:remote: )?ERROR:gitosis\.[A-Za-z0-9_.]+:\s*(.+)$", re.MULTILINE)
 # Server names become remote names and `-c remote.<name>.…` keys: nothing else.
 _SERVER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _HOOK_FILE = os.path.abspath(__file__)
@@ -159,6 +169,9 @@ class Settings:
     mode: str = "sync"
     timeout: float = 30.0
     run_kept_hooks: bool = False
+    # The admin repository is never replicated by the hook: only reconcile apply
+    # sends it to the servers (the servers' keys have no write access to it).
+    admin_repository: str = ""
 
 
 def parse_settings(data: object) -> Settings:
@@ -187,6 +200,9 @@ def parse_settings(data: object) -> Settings:
     run_kept_hooks = data.get("run_kept_hooks", False)
     if not isinstance(run_kept_hooks, bool):
         raise SettingsError(f"'run_kept_hooks' must be true or false, not {run_kept_hooks!r}")
+    admin = data.get("admin_repository", "")
+    if not isinstance(admin, str):
+        raise SettingsError(f"'admin_repository' must be a repository name, not {admin!r}")
     return Settings(
         server=server,
         peers=tuple(p for p in peers if p != server),
@@ -194,6 +210,7 @@ def parse_settings(data: object) -> Settings:
         mode=str(mode),
         timeout=float(timeout),
         run_kept_hooks=run_kept_hooks,
+        admin_repository=admin,
     )
 
 
@@ -644,10 +661,21 @@ def _first_line(text: str) -> str:
     return ""
 
 
+def gitosis_refusal(stderr: str) -> str | None:
+    """The sentence a peer's gitosis refused the connection with, if it did."""
+    match = _GITOSIS_ERROR.search(stderr)
+    return match.group(1).strip()[:300] if match else None
+
+
 def classify(update: RefUpdate, status: tuple[str, str] | None, run: Run) -> RefOutcome:
     if status is None:
         if run.timed_out:
             return RefOutcome(update, "timeout")
+        refusal = gitosis_refusal(run.stderr)
+        if refusal is not None:
+            # The peer answered: its gitosis does not let this server's key in. Not
+            # "unreachable" (nothing is wrong with the network), and not transient.
+            return RefOutcome(update, "denied", refusal)
         if run.stdout.strip() or run.returncode == 0:
             return RefOutcome(update, "unreachable", "git reported no status for the ref")
         if "does not appear to be a git repository" in run.stderr:
@@ -683,7 +711,7 @@ def push_to_peer(
     for start in range(0, len(updates), PUSH_CHUNK):
         chunk = updates[start : start + PUSH_CHUNK]
         left = deadline - time.monotonic()
-        failed = [o for o in outcomes if o.reason in ("unreachable", "timeout")]
+        failed = [o for o in outcomes if o.reason in ("unreachable", "timeout", "denied")]
         if failed or left <= 0:
             # The peer is not answering: the rest would only wait the same way.
             reason = failed[0].reason if failed else "timeout"
@@ -798,6 +826,11 @@ def peer_line(peer: str, outcomes: Sequence[RefOutcome], timeout: float) -> str:
     if not failed:
         return f"replicated to {peer}"
     reasons = {o.reason for o in failed}
+    denied = [o for o in failed if o.reason == "denied"]
+    if denied:
+        return (
+            f"{peer} refused access: gitosis on {peer} said {denied[0].detail!r}: queued for review"
+        )
     rejected = [o for o in failed if o.reason in ("diverged", "rejected")]
     if rejected:
         shown = [
@@ -849,6 +882,9 @@ def run_hook(stdin_text: str, environ: Mapping[str, str], emit: Emit = _emit) ->
     if environ.get("GITOSIS_USER", "") in settings.mirror_users:
         return 0
     name = repository_name(base, git_dir)
+    if name == settings.admin_repository:
+        emit(f"{name} reaches the other servers at the next reconcile apply")
+        return 0
     reported: set[str] = set()
     try:
         if settings.mode == "async":
@@ -1272,7 +1308,7 @@ def _drain_group(
                 reached[entry.ref] = entry.name
             else:
                 _fail(base, entry, outcome.reason, outcome.detail)
-                if outcome.reason in TRANSIENT_REASONS or outcome.reason == "missing repository":
+                if outcome.reason in (*TRANSIENT_REASONS, "missing repository", "denied"):
                     stop = outcome.reason
         if reached:
             _supersede_locked(base, repository, peer, reached)

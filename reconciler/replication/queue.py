@@ -20,7 +20,7 @@ Entry::
      "old": "<40 or 64 hex>", "new": "<40 or 64 hex>",   # all zeros: absent
      "peer": "mirror",                       # the server that should take the update
      "reason": "unreachable" | "timeout" | "pending" | "no remote"      # transient
-             | "diverged" | "missing repository" | "rejected",          # permanent
+             | "diverged" | "missing repository" | "rejected" | "denied", # permanent
      "transient": true | false,
      "time": 1764089000.25,                  # unix seconds of the push
      "server": "master",                     # the server that holds the queue
@@ -31,7 +31,9 @@ sync push still in flight (``detail`` "push in progress", for at most the timeou
 or were left by a hook that died or failed. A drainer that pushes one of them
 while the hook still does finds the peer "up to date", which is fine.
 ``rejected`` is a peer refusing for another reason than divergence
-(for example its own hook declined); ``detail`` names it.
+(for example its own hook declined); ``detail`` names it. ``denied`` is the
+peer's gitosis refusing this server's key the repository; ``detail`` is
+gitosis's own sentence ("Repository read access denied").
 
 Drain protocol: whoever delivers entries holds ``fcntl.flock`` on
 ``<base>/.reconciler/drain.lock`` (``DRAIN_LOCK_PATH``) while it does, pushes with

@@ -3,7 +3,9 @@
 Access is compared the way gitosis decides it (reconciler.gitosis.config) for
 every user who has a key in keydir/ (nobody else can log in) and every
 repository. The servers' own users, members of the hand-made mirror group, are
-the one intended difference: they get write access to every mirrored repository.
+the one intended difference: they get write access to every mirrored repository
+but the admin one, which the mirror group never gets (only reconcile apply sends
+it to the servers).
 """
 
 from __future__ import annotations
@@ -82,7 +84,11 @@ def test_hand_made_file_round_trips(tmp_path: Path) -> None:
     people = [u for u in users if u not in servers]
     assert access(rendered, people, repositories) == access(original, people, repositories)
     after = access(rendered, servers, repositories)
-    assert after == {(s, r): "writable" for s in servers for r in mirrored}
+    assert after == {(s, r): "writable" for s in servers for r in mirrored if r != ADMIN}
+    # The hand-made group let the servers' keys rewrite gitosis-admin; that is dropped,
+    # and import says so.
+    assert access(original, servers, [ADMIN]) == {(s, ADMIN): "writable" for s in servers}
+    assert any("no access to gitosis-admin" in w for w in result.warnings), result.warnings
     # The hand-made mirror group gave the servers less: import adds what mirroring needs.
     assert access(original, servers, ["docs"]) == {}
     assert parse_config(rendered).get("repo product", "owner") == "Alice"
@@ -164,8 +170,12 @@ def test_import_then_render_grants_the_same_access(
     others = [u for u in PEOPLE + SERVER_USERS if u not in servers]
     before = access(original, others, repositories)
     assert access(rendered, others, repositories) == before
+    mirror_writable = parse_config(rendered).get("group grp_mirror", "writable", fallback="")
+    assert ADMIN not in mirror_writable.split()
     for server in servers:
         for repository in repositories:
+            if repository == ADMIN:
+                continue  # the mirror group no longer grants it; other groups may
             expected = (
                 "writable"
                 if repository in mirrored

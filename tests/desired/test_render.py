@@ -68,7 +68,12 @@ def test_mirror_group_holds_servers_with_keys_and_every_mirrored_repository(
     desired = load(_copy(CASES / "nested-groups", tmp_path))
     config = parse_config(render_admin_files(desired)["gitosis.conf"])
     assert config.get("group grp_mirror", "members").split() == ["git@a"]
-    assert config.get("group grp_mirror", "writable").split() == desired.mirrored_repositories()
+    # Every mirrored repository but the admin one: a server's key must not be able to
+    # rewrite the access rules of every server.
+    assert config.get("group grp_mirror", "writable").split() == [
+        r for r in desired.mirrored_repositories() if r != "gitosis-admin"
+    ]
+    assert access_mode(config, "git@a", "gitosis-admin") is None
     assert config.get("repo product", "description") == "Product"
     assert config.get("repo product", "owner") == "Alice"
     assert config.getboolean("repo product", "gitweb") is True

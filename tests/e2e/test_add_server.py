@@ -59,9 +59,8 @@ def test_fourth_server_gets_everything(ssh_cluster_factory, tmp_path: Path) -> N
         # Each old server learns delta: its host key and a remote in every repository.
         assert any(a["subject"] == "known_hosts" for a in mine), mine
         remotes = {a["target"] for a in mine if a["subject"] == "remote"}
-        assert remotes == {
-            f"{r} remote delta" for r in ("gitosis-admin", "product", "tools/build-scripts")
-        }, mine
+        # Not in gitosis-admin: it travels only from the admin checkout (issue 12).
+        assert remotes == {f"{r} remote delta" for r in ("product", "tools/build-scripts")}, mine
     new = [a for a in actions if a["server"] == "delta"]
     new_subjects = {a["subject"] for a in new}
     adopt = [a for a in new if a["subject"] == "admin"]

@@ -83,7 +83,9 @@ def test_recipe_three_servers(ssh_cluster_factory, tmp_path: Path) -> None:  # t
             assert hook.stat().st_mode & 0o777 == 0o755
             assert hook.stat().st_uid == server.uid
             remotes = server.run(["git", "--git-dir", str(gitdir), "remote"]).stdout.split()
-            assert sorted(remotes) == sorted(p.name for p in cluster.servers if p is not server)
+            # gitosis-admin travels only from the admin checkout (issue 12): no peer remotes.
+            peers = [] if repository == "gitosis-admin" else cluster.servers
+            assert sorted(remotes) == sorted(p.name for p in peers if p is not server)
 
     # A user pushes to the second server: the commit is on all three.
     work = tmp_path / "alice-product"

@@ -832,3 +832,42 @@ def test_a_record_waiting_for_the_lock_lands_in_the_compacted_file(tmp_path: Pat
     assert answer["mirror"]["count"] == 2
     assert answer["mirror"]["results"] == {"ok": 1, "timeout": 1}
     assert answer["mirror"]["recent"] == [2.0]
+
+
+def test_a_peer_gitosis_refusing_the_key_is_denied_with_its_own_sentence() -> None:
+    """Not "unreachable": the peer answered, and trying again changes nothing."""
+    update = post_receive.RefUpdate(old=ZERO, new="1" * 40, ref="refs/heads/main")
+    stderr = (
+        "ERROR:gitosis.serve.main:Repository read access denied\n"
+        "fatal: Could not read from remote repository.\n\n"
+        "Please make sure you have the correct access rights\nand the repository exists.\n"
+    )
+    run = post_receive.Run(returncode=128, stdout="", stderr=stderr, timed_out=False)
+    outcome = post_receive.classify(update, None, run)
+    assert (outcome.reason, outcome.detail) == ("denied", "Repository read access denied")
+    assert "denied" in post_receive.PERMANENT_REASONS
+    assert post_receive.peer_line("t0", [outcome], 30) == (
+        "t0 refused access: gitosis on t0 said 'Repository read access denied': queued for review"
+    )
+    # Without gitosis's sentence it is what it was: a connection that failed.
+    refused = post_receive.Run(
+        128, "", "ssh: connect to host x port 1: Connection refused\n", False
+    )
+    assert post_receive.classify(update, None, refused).reason == "unreachable"
+
+
+def test_the_admin_repository_is_not_replicated_by_the_hook(cluster: Cluster) -> None:
+    """Only reconcile apply sends it; the pusher is told so, and no peer is pushed."""
+    for server in cluster.servers.values():
+        settings = json.loads((server.base / ".reconciler/replication.json").read_text())
+        settings["admin_repository"] = "product"
+        (server.base / ".reconciler/replication.json").write_text(json.dumps(settings))
+    cluster.commit("admin change")
+
+    result, _ = cluster.push("master", "main")
+
+    assert remote_lines(result.stderr) == [
+        "product reaches the other servers at the next reconcile apply"
+    ]
+    assert cluster.refs("mirror") == {} and cluster.refs("third") == {}
+    assert cluster["master"].queue() == []
