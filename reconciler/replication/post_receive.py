@@ -941,8 +941,13 @@ def run_kept_hook(
         return
     env = dict(environ)
     env["GIT_CONFIG_PARAMETERS"] = _blocked_peers(environ, settings.peers)
+    argv = [str(path)]
+    with _ignoring(OSError), open(path, "rb") as handle:
+        if handle.read(2) != b"#!":
+            # exec refuses a script without an interpreter line; git ran it with sh.
+            argv = ["/bin/sh", str(path)]
     process = subprocess.Popen(
-        [str(path)],
+        argv,
         cwd=git_dir,
         env=env,
         stdin=subprocess.PIPE,
