@@ -11,7 +11,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -185,7 +185,9 @@ def wait_for_execute(cluster: SshCluster, nth: int, timeout: float = 30.0) -> fl
     return time.monotonic() - started
 
 
-def reset_servers(cluster: SshCluster, workdir: Path) -> Operator:
+def reset_servers(
+    cluster: SshCluster, workdir: Path, repositories: Sequence[str] = REPOSITORIES
+) -> Operator:
     """Back to the start: alpha freshly gitosis-init'ed, beta with nothing but the
     operator's key, a fresh admin checkout with cluster.d/."""
     for server in cluster.servers:
@@ -201,17 +203,20 @@ def reset_servers(cluster: SshCluster, workdir: Path) -> Operator:
         shutil.rmtree(workdir)
     workdir.mkdir()
     operator = make_operator(cluster, workdir, clone_from=cluster.servers[0])
-    write_cluster_d(operator.checkout, cluster_document(cluster, REPOSITORIES, PEOPLE))
+    write_cluster_d(operator.checkout, cluster_document(cluster, repositories, PEOPLE))
     return operator
 
 
-def start_apply(operator: Operator) -> subprocess.Popen[str]:
+def start_apply(operator: Operator, *, session: bool = False) -> subprocess.Popen[str]:
+    """``reconcile apply --yes``; with ``session`` in a process group of its own, so
+    that it can be killed together with every process it started."""
     return subprocess.Popen(
         [sys.executable, "-m", "reconciler", "apply", "--yes", "-C", str(operator.checkout)],
         env=operator.env(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         text=True,
+        start_new_session=session,
     )
 
 
@@ -442,3 +447,139 @@ def test_r10_repositories_directory_not_writable(
     final = operator.reconcile("plan", "--detailed-exitcode")
     assert final.returncode == 0, final.stdout + final.stderr
     assert gamma  # all three converge now
+
+
+BURST_REPOSITORIES = [f"repo{i}" for i in range(30)]
+BURSTS = 3
+KILLS_PER_BURST = 5
+
+
+def execute_programs(cluster: SshCluster) -> set[int]:
+    return {
+        pid
+        for server in cluster.servers
+        for pid in _pids_of_uid(server.uid)
+        if EXECUTE_LENGTH in process_cmdline(pid)
+    }
+
+
+def cloning(server: SshServer) -> bool:
+    """Whether a repository is being made on ``server`` (a temporary one exists)."""
+    with contextlib.suppress(OSError):
+        return any(".git.tmp-" in name for name in os.listdir(server.home / "repositories"))
+    return False
+
+
+def wait_for_moment(
+    cluster: SshCluster, run: subprocess.Popen[str], before: set[int], moment: str
+) -> None:
+    """Wait (bounded) until the run is at ``moment``: ``execute1``/``execute2`` (its
+    first/second server-side execute program has started), ``cloning`` (one of its
+    execute programs runs and beta is making a repository), or until it has ended."""
+    seen: set[int] = set()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and run.poll() is None:
+        seen |= execute_programs(cluster) - before
+        if moment == "execute1" and seen:
+            return
+        if moment == "execute2" and len(seen) >= 2:
+            return
+        if moment == "cloning" and seen and cloning(cluster.servers[1]):
+            return
+        time.sleep(0.005)
+
+
+def seed_repositories(server: SshServer, repositories: Sequence[str], workdir: Path) -> None:
+    """Give ``server`` the repositories with a few MB of history each, so that cloning
+    them elsewhere takes long enough for the programs of several runs to overlap."""
+    template = workdir / "template.git"
+    if not template.exists():
+        work = workdir / "template-work"
+        subprocess.run(["git", "init", "--quiet", str(work)], check=True, timeout=60)
+        for number in range(3):
+            (work / f"blob{number}").write_bytes(os.urandom(1 << 20))
+            commit(work, f"commit {number}")
+        subprocess.run(
+            ["git", "clone", "--quiet", "--bare", str(work), str(template)], check=True, timeout=60
+        )
+        subprocess.run(
+            ["git", "--git-dir", str(template), "remote", "remove", "origin"], check=True, timeout=60
+        )
+    for repository in repositories:
+        target = server.home / "repositories" / f"{repository}.git"
+        shutil.copytree(template, target)
+    subprocess.run(
+        ["chown", "-R", f"{server.uid}:{server.gid}", str(server.home / "repositories")],
+        check=True,
+        timeout=60,
+    )
+
+
+def broken_repositories(cluster: SshCluster, repositories: Sequence[str]) -> list[str]:
+    """Repositories that are missing or not whole git repositories on some server."""
+    broken = []
+    for server in cluster.servers:
+        for repository in repositories:
+            gitdir = server.home / "repositories" / f"{repository}.git"
+            done = server.run(
+                ["git", "--git-dir", str(gitdir), "rev-parse", "--is-bare-repository"],
+                check=False,
+            )
+            if done.returncode != 0 or done.stdout.strip() != "true":
+                broken.append(f"{server.name}: {repository}.git: {done.stderr.strip()}")
+    return broken
+
+
+def test_r4b_apply_killed_five_times_in_a_row_then_run_again_at_once(
+    two_servers: SshCluster, tmp_path: Path, report: Any
+) -> None:
+    """Issue 12.1: apply creating 30 repositories on two servers (cloning them from
+    alpha to beta), its whole process group SIGKILLed five times in a row at
+    different moments (while it gathers, in its first or second server-side execute
+    program, while beta clones; the last kill always while beta clones) with no
+    pause between, then run again at once: that run converges and the next plan is
+    empty, however long the server-side programs of the killed runs go on."""
+    cluster = two_servers
+    kills = reruns = converged = 0
+    failures: list[str] = []
+    moments = ["gather", "execute1", "cloning", "execute2"]
+    for burst in range(BURSTS):
+        operator = reset_servers(cluster, tmp_path / f"burst{burst}", BURST_REPOSITORIES)
+        seed_repositories(cluster.servers[0], BURST_REPOSITORIES, tmp_path)
+        order = [*moments[burst % 4 :], *moments[: burst % 4]][: KILLS_PER_BURST - 1]
+        for kill, moment in enumerate([*order, "cloning"]):
+            jitter = JITTER[(burst * KILLS_PER_BURST + kill) % len(JITTER)]
+            before = execute_programs(cluster)
+            run = start_apply(operator, session=True)
+            if moment == "gather":
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    run.wait(timeout=0.8 + jitter)
+            else:
+                wait_for_moment(cluster, run, before, moment)
+                time.sleep(jitter / 3)
+            if run.poll() is None:
+                os.killpg(run.pid, signal.SIGKILL)
+                kills += 1
+            run.wait(timeout=30)
+        again = operator.reconcile("apply", "--yes")
+        reruns += 1
+        plan = operator.reconcile("plan", "--detailed-exitcode")
+        broken = broken_repositories(cluster, BURST_REPOSITORIES)
+        if again.returncode == 0 and plan.returncode == 0 and not broken:
+            converged += 1
+            continue
+        failures.append(
+            f"burst {burst}: apply again exited {again.returncode}, then plan exited "
+            f"{plan.returncode}:\n{again.stdout}{again.stderr}{plan.stdout}{plan.stderr}"
+            + "".join(f"\n  {line}" for line in broken)
+        )
+        later = operator.reconcile("apply", "--yes")
+        failures.append(f"burst {burst}: the apply after that exited {later.returncode}")
+    report(
+        repositories=len(BURST_REPOSITORIES),
+        kills=kills,
+        reruns=reruns,
+        converged=converged,
+    )
+    assert converged == reruns, "\n".join(failures)
+    assert kills >= BURSTS * (KILLS_PER_BURST - 1), kills
