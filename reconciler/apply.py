@@ -10,7 +10,10 @@ servers really hold. Finally the facts are gathered once more to verify.
 from __future__ import annotations
 
 import base64
+import getpass
 import json
+import os
+import socket
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -31,6 +34,11 @@ from reconciler.transport import Transport
 
 MAX_ROUNDS = 8
 EXECUTE_TIMEOUT = 3600.0
+# How long a server's execute program waits for the server lock that another run's
+# program holds (a second operator, or the programs of a run that was just killed
+# and have not noticed yet); then that server is left alone for the rest of the run.
+SERVER_LOCK_WAIT = 30.0
+LOCK_WAIT_ENV = "RECONCILER_LOCK_WAIT"
 COMMIT_MESSAGE = "reconcile: render gitosis.conf and keydir/ from cluster.d/"
 
 
@@ -47,6 +55,8 @@ class Outcome:
     final_plan: Plan | None = None
     results: list[ActionResult] = field(default_factory=list)
     declined: bool = False
+    # Servers left alone because another run held their lock: server -> why.
+    stopped: dict[str, str] = field(default_factory=dict)
 
     @property
     def failed(self) -> list[ActionResult]:
@@ -83,12 +93,40 @@ def _key(action: Action) -> tuple[str, str, str, str]:
     return (action.server, action.subject, action.target, json.dumps(action.ops, sort_keys=True))
 
 
+def server_lock_wait() -> float:
+    """Seconds to wait for a server's lock: ``SERVER_LOCK_WAIT`` or ``$RECONCILER_LOCK_WAIT``."""
+    text = os.environ.get(LOCK_WAIT_ENV, "").strip()
+    if not text:
+        return SERVER_LOCK_WAIT
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= EXECUTE_TIMEOUT:
+        raise ReconcilerError(
+            f"{LOCK_WAIT_ENV}={text!r} is not a number of seconds from 0 to {EXECUTE_TIMEOUT:.0f}"
+        )
+    return value
+
+
+def lock_holder(root: object) -> str:
+    """Who this run is, as the server lock records it for whoever waits on it."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = str(os.getuid())
+    return f"reconcile apply by {user}@{socket.gethostname()} (pid {os.getpid()}, {root})"
+
+
 class _Executor:
     def __init__(self, desired: Desired, transports: dict[str, Transport], reporter: Reporter):
         self.desired = desired
         self.transports = transports
         self.reporter = reporter
         self.admin: tuple[str, str] | None = None
+        self.lock_wait = server_lock_wait()
+        self.holder = lock_holder(desired.root)
+        self.stopped: dict[str, str] = {}
 
     def _admin_values(self) -> tuple[str, str]:
         """The checkout's commit and a bundle of it, made once per commit."""
@@ -121,12 +159,26 @@ class _Executor:
 
     def run_server(self, server: str, actions: list[Action]) -> list[ActionResult]:
         try:
-            payload = {"actions": [[self._resolve(op) for op in a.ops] for a in actions]}
+            payload = {
+                "actions": [[self._resolve(op) for op in a.ops] for a in actions],
+                "repositories": self.desired.servers[server].repositories,
+                "lock_wait": self.lock_wait,
+                "holder": self.holder,
+            }
             answer = run_json_program(
                 self.transports[server], "execute", payload, timeout=EXECUTE_TIMEOUT
             )
+            if answer.get("stop"):
+                # Nothing was changed there; it is not tried again in this run.
+                self.stopped[server] = str(answer["stop"])
+                return [ActionResult(a, False, self.stopped[server]) for a in actions]
+            if answer.get("waited_for"):
+                self.reporter.info(
+                    f"{server}: waited {float(answer.get('waited', 0)):.1f}s for the server "
+                    f"lock, held by {answer['waited_for']}"
+                )
             results = answer["results"]
-        except (ReconcilerError, KeyError, TypeError) as exc:
+        except (ReconcilerError, KeyError, TypeError, AttributeError, ValueError) as exc:
             return [ActionResult(a, False, str(exc)) for a in actions]
         return [
             ActionResult(a, bool(r.get("ok")), str(r.get("error", "")))
@@ -175,19 +227,28 @@ def apply_cluster(
     executor = _Executor(desired, transports, reporter)
     attempted: set[tuple[str, str, str, str]] = set()
     for _round in range(MAX_ROUNDS):
-        pending = [a for a in plan.actions if _key(a) not in attempted]
+        pending = [
+            a for a in plan.actions if _key(a) not in attempted and a.server not in executor.stopped
+        ]
         if not pending:
             break
         phase = min(a.phase for a in pending)
         batch = [a for a in pending if a.phase == phase]
+        warned: set[str] = set()
         for result in executor.execute(batch):
             attempted.add(_key(result.action))
             outcome.results.append(result)
-            line = f"{result.action.server}: {result.action.symbol} {result.action.description}"
+            server = result.action.server
+            line = f"{server}: {result.action.symbol} {result.action.description}"
             if result.ok:
                 reporter.info(line)
+            elif executor.stopped.get(server) == result.error:
+                if server not in warned:  # one line for the server, not one per action
+                    warned.add(server)
+                    reporter.warning(f"{server}: left alone: {result.error}")
             else:
                 reporter.warning(f"{line}: FAILED: {result.error}")
         plan, _facts = plan_cluster(desired, transports, options, reporter)
     outcome.final_plan = plan
+    outcome.stopped = dict(executor.stopped)
     return outcome

@@ -34,7 +34,10 @@ while the hook still does finds the peer "up to date", which is fine.
 (for example its own hook declined); ``detail`` names it.
 
 Drain protocol: whoever delivers entries holds ``fcntl.flock`` on
-``<base>/.reconciler/drain.lock`` (``DRAIN_LOCK_PATH``) while it does, pushes with
+``<base>/.reconciler/drain.lock`` (``DRAIN_LOCK_PATH``) while it does (and writes
+``pid N since TIME: WHO`` into it, the line of the server lock
+``<base>/.reconciler/server.lock`` that ``reconcile apply``'s programs hold; the
+hook and its drainer never take that one, so a push never waits for an apply), pushes with
 ``--force-with-lease=<ref>:<old>`` (an empty lease when ``old`` is zero), deletes
 the entry when the peer took the update or already had it, and otherwise rewrites
 it with the new reason. Entries of one (repository, peer, ref) are delivered
