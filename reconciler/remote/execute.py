@@ -167,11 +167,7 @@ def abandon() -> None:
             os.killpg(child.pid, signal.SIGKILL)
     deadline = time.monotonic() + REAP_SECONDS
     for child in children:
-        while time.monotonic() < deadline:
-            try:
-                os.killpg(child.pid, 0)
-            except OSError:
-                break
+        while time.monotonic() < deadline and not _dead(child.pid):
             time.sleep(0.01)
     for path in temporaries:
         if os.path.isdir(path) and not os.path.islink(path):
@@ -180,6 +176,22 @@ def abandon() -> None:
             with contextlib.suppress(OSError):
                 os.unlink(path)
     os._exit(1)
+
+
+def _dead(pid: int) -> bool:
+    """Whether a process has ended (a zombie has: it writes nothing any more)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
+            stat = handle.read()
+    except FileNotFoundError:
+        return True
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except OSError:
+            return True
+        return False
+    return stat[stat.rindex(")") + 2 :].startswith("Z")
 
 
 def watch_channel() -> None:
