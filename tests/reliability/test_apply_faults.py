@@ -36,7 +36,7 @@ from reconciler.testing.recipe import (
 )
 from reconciler.transport import program_source
 
-from .scenario import cluster_document, started_cluster
+from .scenario import cluster_document, fsck_problems, started_cluster
 
 pytestmark = pytest.mark.e2e
 
@@ -588,3 +588,90 @@ def test_r4b_apply_killed_five_times_in_a_row_then_run_again_at_once(
     )
     assert converged == reruns, "\n".join(failures)
     assert kills >= BURSTS * (KILLS_PER_BURST - 1), kills
+
+
+LOCK_SENTENCE = re.compile(
+    r"error: (alpha|beta): the server lock repositories/\.reconciler/server\.lock is held by "
+    r"pid \d+ since \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ: reconcile apply by \S+ \(pid \d+, .+\); "
+    r"gave up after waiting 0s and changed nothing"
+)
+WAITED = re.compile(
+    r"(alpha|beta): waited \d+\.\ds for the server lock, held by pid \d+ since \S+Z: "
+    r"reconcile apply by "
+)
+
+
+def not_lock(line: str) -> bool:
+    """Whether an output line is an error or failure that is not the lock's sentence."""
+    if TRACEBACK in line:
+        return True
+    if line.startswith("error:"):
+        return LOCK_SENTENCE.fullmatch(line) is None
+    return "FAILED" in line
+
+
+@pytest.mark.parametrize("lock_wait", ["30", "0"])
+def test_two_applies_from_two_checkouts_at_the_same_moment(
+    two_servers: SshCluster, tmp_path: Path, report: Any, lock_wait: str
+) -> None:
+    """Issue 12.1: two operators, each with a checkout of its own (whose cron locks
+    cannot see each other), start ``reconcile apply`` at the same moment on a cluster
+    where beta has lost its 30 repositories and alpha its hooks. Nothing is corrupted:
+    with the default wait both finish and one of them waited for the other's server
+    lock; with no wait (RECONCILER_LOCK_WAIT=0) one stops for a server with the
+    sentence naming the holder and changes nothing there. A later apply converges
+    and the next plan is empty."""
+    cluster = two_servers
+    alpha, beta = cluster.servers
+    first = reset_servers(cluster, tmp_path / "first", BURST_REPOSITORIES)
+    seed_repositories(alpha, BURST_REPOSITORIES, tmp_path)
+    first.reconcile("apply", "--yes", check=True)
+    second = make_operator(cluster, tmp_path / "second", clone_from=beta)
+    assert second.git("rev-parse", "HEAD") == first.git("rev-parse", "HEAD")
+    for repository in BURST_REPOSITORIES:
+        shutil.rmtree(beta.home / "repositories" / f"{repository}.git")
+        (alpha.home / "repositories" / f"{repository}.git/hooks/post-receive").unlink()
+
+    env = {"RECONCILER_LOCK_WAIT": lock_wait}
+    runs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "reconciler", "apply", "--yes", "-C", str(op.checkout)],
+            env=op.env(env),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for op in (first, second)
+    ]
+    outputs = [run.communicate(timeout=600)[0] for run in runs]
+    codes = [run.returncode for run in runs]
+    waited = sum(len(WAITED.findall(out)) for out in outputs)
+    stopped = sum(len(LOCK_SENTENCE.findall(out)) for out in outputs)
+    other_errors = [line for out in outputs for line in out.splitlines() if not_lock(line)]
+    broken = broken_repositories(cluster, BURST_REPOSITORIES)
+    fsck = [p for repository in BURST_REPOSITORIES[:5] for p in fsck_problems(cluster, repository)]
+    later = first.reconcile("apply", "--yes")
+    plans = [op.reconcile("plan", "--detailed-exitcode") for op in (first, second)]
+    report(
+        lock_wait=lock_wait,
+        exit_codes=codes,
+        waited=waited,
+        stopped_with_sentence=stopped,
+        other_errors=len(other_errors),
+        broken_repositories=len(broken),
+        later_apply_exit=later.returncode,
+        plan_exits=[p.returncode for p in plans],
+    )
+    shown = "\n----\n".join(outputs)
+    assert not other_errors, shown
+    assert not broken and not fsck, [*broken, *fsck]
+    if lock_wait == "30":
+        assert codes == [0, 0], shown
+        assert waited >= 1, shown
+    else:
+        assert stopped >= 1, shown
+        assert all(
+            code == 0 or LOCK_SENTENCE.search(out) for code, out in zip(codes, outputs, strict=True)
+        ), shown
+    assert later.returncode == 0, later.stdout + later.stderr
+    assert [p.returncode for p in plans] == [0, 0], [p.stdout + p.stderr for p in plans]
