@@ -25,9 +25,9 @@ share the queue's drain lock (``DRAIN_LOCK_PATH``, the same ``pid N since TIME``
 line) with ``drain_queue`` here.
 
 The program stops when its channel closes (the operator's side died or gave up:
-the read end of its stdout is gone, or SIGHUP/SIGTERM): it kills the commands it
-started, removes its own temporaries, and exits without moving anything else into
-place.
+the read end of its stdout is gone, or SIGHUP/SIGTERM): it starts no more commands,
+kills its clones and pushes, lets its short local commands end, removes its own
+temporaries, and exits without moving anything else into place.
 """
 
 from __future__ import annotations
@@ -60,8 +60,11 @@ SERVER_LOCK_PATH = ".reconciler/server.lock"
 DRAIN_LOCK_PATH = ".reconciler/drain.lock"
 LOCK_WAIT = 30.0  # the request's lock_wait replaces it
 LOCK_POLL = 0.05
-# How long a closed channel's program waits for the commands it killed to go.
+# How long a stopped command has to end after SIGTERM, then after SIGKILL.
+TERM_SECONDS = 2.0
 REAP_SECONDS = 5.0
+# How long a closed channel's program lets its short commands finish.
+SETTLE_SECONDS = 30.0
 
 
 class OpError(Exception):
@@ -125,7 +128,8 @@ def take_lock(path: str, wait: float, who: str = "") -> tuple[int, float, str]:
 # any of them; None outside a run (a test calling an op directly).
 LOCK_FD: int | None = None
 _STATE = threading.Lock()
-_CHILDREN: set[subprocess.Popen[bytes]] = set()
+# Running commands -> whether a closed channel kills them (see command()).
+_CHILDREN: dict[subprocess.Popen[bytes], bool] = {}
 _TEMPORARIES: set[str] = set()
 _ABANDONED = False
 
@@ -156,19 +160,19 @@ def place(temp: str, full: str) -> None:
 
 
 def abandon() -> None:
-    """The channel closed: kill what we started, remove our temporaries, exit."""
+    """The channel closed: start no more commands, kill the long ones, let the short
+    ones end, remove our temporaries, exit."""
     global _ABANDONED
     with _STATE:
         _ABANDONED = True
-        children = list(_CHILDREN)
+        children = dict(_CHILDREN)
         temporaries = list(_TEMPORARIES)
-    for child in children:
-        with contextlib.suppress(OSError):
-            os.killpg(child.pid, signal.SIGKILL)
-    deadline = time.monotonic() + REAP_SECONDS
-    for child in children:
-        while time.monotonic() < deadline and not _dead(child.pid):
-            time.sleep(0.01)
+    stop_groups([child.pid for child, killable in children.items() if killable])
+    # Past this bound they are left to end by themselves: they hold the server lock's
+    # descriptor, so nobody else starts meanwhile.
+    deadline = time.monotonic() + SETTLE_SECONDS
+    while time.monotonic() < deadline and not all(_dead(child.pid) for child in children):
+        time.sleep(0.01)
     for path in temporaries:
         if os.path.isdir(path) and not os.path.islink(path):
             shutil.rmtree(path, ignore_errors=True)
@@ -176,6 +180,21 @@ def abandon() -> None:
             with contextlib.suppress(OSError):
                 os.unlink(path)
     os._exit(1)
+
+
+def stop_groups(pids: list[int]) -> None:
+    """End commands with whatever they started: SIGTERM first, which git answers by
+    removing its lock files (a ``config.lock`` left behind would fail every later
+    ``git config`` there), then SIGKILL for what is still running."""
+    for sig, wait in ((signal.SIGTERM, TERM_SECONDS), (signal.SIGKILL, REAP_SECONDS)):
+        for pid in pids:
+            with contextlib.suppress(OSError):
+                os.killpg(pid, sig)
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline and not all(_dead(pid) for pid in pids):
+            time.sleep(0.01)
+        if all(_dead(pid) for pid in pids):
+            return
 
 
 def _dead(pid: int) -> bool:
@@ -236,8 +255,9 @@ def run(
     stdin: bytes = b"",
     timeout: float = 600,
     env: dict[str, str] | None = None,
+    killable: bool = False,
 ) -> str:
-    done = command(argv, cwd=cwd, stdin=stdin, timeout=timeout, env=env)
+    done = command(argv, cwd=cwd, stdin=stdin, timeout=timeout, env=env, killable=killable)
     if done.returncode != 0:
         message = done.stderr.decode("utf-8", "replace").strip().splitlines()
         raise OpError(f"{' '.join(argv[:3])} failed: {message[-1] if message else done.returncode}")
@@ -251,37 +271,42 @@ def command(
     stdin: bytes = b"",
     timeout: float = 600,
     env: dict[str, str] | None = None,
+    killable: bool = False,
 ) -> subprocess.CompletedProcess[bytes]:
-    """Run a command in a process group of its own (so that it can be killed with
-    whatever it starts, git's ssh included) holding the server lock's descriptor."""
-    try:
-        child = subprocess.Popen(
-            argv,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            cwd=cwd,
-            env=env,
-            start_new_session=True,
-            pass_fds=() if LOCK_FD is None else (LOCK_FD,),
-        )
-    except OSError as exc:
-        raise OpError(f"cannot run {argv[0]}: {exc.strerror}") from exc
+    """Run a command in a process group of its own holding the server lock's descriptor.
+
+    ``killable`` commands (a clone into a temporary, a push to a peer: long, and safe
+    to cut short) are killed with whatever they started, git's ssh included, when the
+    channel closes. The others are short and local, and are let finish: git, killed
+    even by SIGTERM, now and then leaves its ``config.lock`` behind, which fails every
+    later ``git config`` in that repository.
+    """
     with _STATE:
-        _CHILDREN.add(child)
-        late = _ABANDONED
+        if _ABANDONED:
+            raise OpError("the operator's channel closed; stopping")
+        try:
+            child = subprocess.Popen(
+                argv,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                cwd=cwd,
+                env=env,
+                start_new_session=True,
+                pass_fds=() if LOCK_FD is None else (LOCK_FD,),
+            )
+        except OSError as exc:
+            raise OpError(f"cannot run {argv[0]}: {exc.strerror}") from exc
+        _CHILDREN[child] = killable
     try:
-        if late:
-            os.killpg(child.pid, signal.SIGKILL)
         out, err = child.communicate(stdin, timeout=timeout)
     except subprocess.TimeoutExpired as exc:
-        with contextlib.suppress(OSError):
-            os.killpg(child.pid, signal.SIGKILL)
+        stop_groups([child.pid])
         child.communicate()
         raise OpError(f"{argv[0]} timed out after {timeout:.0f}s") from exc
     finally:
         with _STATE:
-            _CHILDREN.discard(child)
+            _CHILDREN.pop(child, None)
     return subprocess.CompletedProcess(argv, child.returncode, out, err)
 
 
@@ -477,6 +502,7 @@ def op_clone_mirror(op: Op) -> None:
             ["git", "clone", "--mirror", "--quiet", op["url"], temp],
             timeout=op.get("timeout", 3600),
             env=env,
+            killable=True,
         )
         # The peer remotes are managed separately; `git remote remove` would delete
         # every ref that the mirror refspec maps, so only the section goes.
@@ -610,7 +636,9 @@ def op_push_refs(op: Op) -> None:
     env.setdefault("GIT_SSH_COMMAND", "ssh -o BatchMode=yes -o ConnectTimeout=15")
     # The peer's replication hook must not forward what the reconciler delivers.
     env["RECONCILER_REPLICA"] = "reconcile"
-    done = command([*argv, op["peer"], *refspecs], env=env, timeout=op.get("timeout", 600))
+    done = command(
+        [*argv, op["peer"], *refspecs], env=env, timeout=op.get("timeout", 600), killable=True
+    )
     rejected = []
     for line in done.stdout.decode("utf-8", "replace").splitlines():
         parts = line.split("\t")
