@@ -10,7 +10,10 @@ servers really hold. Finally the facts are gathered once more to verify.
 from __future__ import annotations
 
 import base64
+import getpass
 import json
+import os
+import socket
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -32,6 +35,11 @@ from reconciler.transport import Transport
 
 MAX_ROUNDS = 8
 EXECUTE_TIMEOUT = 3600.0
+# How long a server's execute program waits for the server lock that another run's
+# program holds (a second operator, or the programs of a run that was just killed
+# and have not noticed yet); then that server is left alone for the rest of the run.
+SERVER_LOCK_WAIT = 30.0
+LOCK_WAIT_ENV = "RECONCILER_LOCK_WAIT"
 COMMIT_MESSAGE = "reconcile: render gitosis.conf and keydir/ from cluster.d/"
 
 
@@ -51,6 +59,8 @@ class Outcome:
     # What the final plan was made from (the servers as apply left them): for status.
     facts: Facts | None = None
     refs: RefReport | None = None
+    # Servers left alone because another run held their lock: server -> why.
+    stopped: dict[str, str] = field(default_factory=dict)
 
     @property
     def failed(self) -> list[ActionResult]:
@@ -97,12 +107,40 @@ def _key(action: Action) -> tuple[str, str, str, str]:
     return (action.server, action.subject, action.target, json.dumps(action.ops, sort_keys=True))
 
 
+def server_lock_wait() -> float:
+    """Seconds to wait for a server's lock: ``SERVER_LOCK_WAIT`` or ``$RECONCILER_LOCK_WAIT``."""
+    text = os.environ.get(LOCK_WAIT_ENV, "").strip()
+    if not text:
+        return SERVER_LOCK_WAIT
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= EXECUTE_TIMEOUT:
+        raise ReconcilerError(
+            f"{LOCK_WAIT_ENV}={text!r} is not a number of seconds from 0 to {EXECUTE_TIMEOUT:.0f}"
+        )
+    return value
+
+
+def lock_holder(root: object) -> str:
+    """Who this run is, as the server lock records it for whoever waits on it."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = str(os.getuid())
+    return f"reconcile apply by {user}@{socket.gethostname()} (pid {os.getpid()}, {root})"
+
+
 class _Executor:
     def __init__(self, desired: Desired, transports: dict[str, Transport], reporter: Reporter):
         self.desired = desired
         self.transports = transports
         self.reporter = reporter
         self.admin: tuple[str, str] | None = None
+        self.lock_wait = server_lock_wait()
+        self.holder = lock_holder(desired.root)
+        self.stopped: dict[str, str] = {}
 
     def _admin_values(self) -> tuple[str, str]:
         """The checkout's commit and a bundle of it, made once per commit."""
@@ -148,7 +186,13 @@ class _Executor:
         self, server: str, actions: list[Action], *, as_admin: bool
     ) -> list[ActionResult]:
         try:
-            payload = {"actions": [[self._resolve(op) for op in a.ops] for a in actions]}
+            payload = {
+                "actions": [[self._resolve(op) for op in a.ops] for a in actions],
+                "repositories": self.desired.servers[server].repositories,
+                "lock_wait": self.lock_wait,
+                "holder": self.holder,
+                "lock": not as_admin,
+            }
             answer = run_json_program(
                 self.transports[server],
                 "execute",
@@ -156,8 +200,17 @@ class _Executor:
                 timeout=EXECUTE_TIMEOUT,
                 as_admin=as_admin,
             )
+            if answer.get("stop"):
+                # Nothing was changed there; it is not tried again in this run.
+                self.stopped[server] = str(answer["stop"])
+                return [ActionResult(a, False, self.stopped[server]) for a in actions]
+            if answer.get("waited_for"):
+                self.reporter.info(
+                    f"{server}: waited {float(answer.get('waited', 0)):.1f}s for the server "
+                    f"lock, held by {answer['waited_for']}"
+                )
             results = answer["results"]
-        except (ReconcilerError, KeyError, TypeError) as exc:
+        except (ReconcilerError, KeyError, TypeError, AttributeError, ValueError) as exc:
             return [ActionResult(a, False, str(exc)) for a in actions]
         return [
             ActionResult(a, bool(r.get("ok")), str(r.get("error", "")))
@@ -206,15 +259,24 @@ def apply_cluster(
     executor = _Executor(desired, transports, reporter)
     attempted: set[tuple[str, str, str, str]] = set()
     for _round in range(MAX_ROUNDS):
-        pending = [a for a in plan.actions if _key(a) not in attempted]
+        pending = [
+            a for a in plan.actions if _key(a) not in attempted and a.server not in executor.stopped
+        ]
         if not pending:
             break
         phase = min(a.phase for a in pending)
         batch = [a for a in pending if a.phase == phase]
+        warned: set[str] = set()
         for result in executor.execute(batch):
             attempted.add(_key(result.action))
             outcome.results.append(result)
-            reporter.action_done(result.action, result.ok, result.error)
+            server = result.action.server
+            if result.ok or executor.stopped.get(server) != result.error:
+                reporter.action_done(result.action, result.ok, result.error)
+            elif server not in warned:  # one line for the server, not one per action
+                warned.add(server)
+                reporter.warning(f"{server}: left alone: {result.error}")
         plan, outcome.facts, outcome.refs = _plan(desired, transports, options, reporter)
     outcome.final_plan = plan
+    outcome.stopped = dict(executor.stopped)
     return outcome

@@ -172,7 +172,11 @@ def _report(outcome: Outcome, *, json_output: bool, cron: bool, log: LogReporter
             print_plan(final, stderr())
         print_errors(final)
         return outcome.exit_code()
+    for server, why in outcome.stopped.items():
+        stderr().print(escape(f"error: {server}: {why}"))
     for result in outcome.failed:
+        if outcome.stopped.get(result.action.server) == result.error:
+            continue  # said once for the server above
         stderr().print(
             escape(f"error: {result.action.server}: {result.action.description}: {result.error}")
         )

@@ -1,17 +1,40 @@
 """Carry out a list of operations on one server, in one process.
 
-Input (stdin, JSON): {"actions": [[op, op, ...], ...]}. The operations of one action
+Input (stdin, JSON): {"actions": [[op, op, ...], ...], "repositories": BASE,
+"lock_wait": SECONDS, "holder": "who runs this"}. The operations of one action
 run in order; after one fails the rest of that action is skipped, and the next
-action goes on. Output (stdout, JSON): {"results": [{"ok": bool, "error": str}, ...]},
-one per action. Every path is relative to the git user's home and may not leave it;
-every file is written atomically (temporary file, fsync, rename, fsync of the
-directory); every command is an argv list.
+action goes on. Output (stdout, JSON): {"results": [{"ok": bool, "error": str}, ...],
+"waited": SECONDS, "waited_for": LINE}, one result per action; or, when the server
+lock stayed taken or cannot be made, {"results": [], "stop": SENTENCE} and nothing
+was changed. Every
+path is relative to the git user's home and may not leave it; every file is written
+atomically (temporary file, fsync, rename, fsync of the directory); every command
+is an argv list.
+
+The server lock: every run of this program holds ``fcntl.flock`` on
+``BASE/.reconciler/server.lock`` (``SERVER_LOCK_PATH``) for its whole life, and
+writes ``pid N since TIME: WHO`` into it. The kernel lets go of it when the holder
+is gone, however it ended; the lock's open file is inherited by the commands it
+runs (git clone, ssh-keygen, gitosis's hook), so a command that outlives its
+program still holds it. A second run waits for it at most ``lock_wait`` seconds,
+then changes nothing and says who holds it. Temporary names carry their owner's
+pid, and what is left under them is removed only by a holder of the lock, never
+one of its own: the owner of any other is gone. The replication hook and its
+drainer do not take this lock (a user's push must not wait for an apply); they
+share the queue's drain lock (``DRAIN_LOCK_PATH``, the same ``pid N since TIME``
+line) with ``drain_queue`` here.
+
+The program stops when its channel closes (the operator's side died or gave up:
+the read end of its stdout is gone, or SIGHUP/SIGTERM): it starts no more commands,
+kills its clones and pushes, lets its short local commands end, removes its own
+temporaries, and exits without moving anything else into place.
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -19,9 +42,12 @@ import pwd
 import re
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -30,10 +56,189 @@ HOME = os.path.realpath(os.path.expanduser("~"))
 # In the admin repository while gitosis's post-update hook is owed (see gather.py).
 POST_UPDATE_PENDING = "reconciler-post-update-pending"
 KEYGEN_PREFIX = ".reconciler-keygen-"
+BUNDLE_PREFIX = ".reconciler-bundle-"
+# Below the repositories directory, beside the replication queue.
+SERVER_LOCK_PATH = ".reconciler/server.lock"
+DRAIN_LOCK_PATH = ".reconciler/drain.lock"
+LOCK_WAIT = 30.0  # the request's lock_wait replaces it
+LOCK_POLL = 0.05
+# How long a stopped command has to end after SIGTERM, then after SIGKILL.
+TERM_SECONDS = 2.0
+REAP_SECONDS = 5.0
+# How long a closed channel's program lets its short commands finish.
+SETTLE_SECONDS = 30.0
 
 
 class OpError(Exception):
     pass
+
+
+class LockBusy(Exception):
+    """The lock stayed taken for the whole wait; the message names its holder."""
+
+
+# --- locks ---------------------------------------------------------------------------
+
+
+def holder_line(who: str = "") -> str:
+    since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    return f"pid {os.getpid()} since {since}" + (f": {who}" if who else "")
+
+
+def read_holder(fd: int) -> str:
+    with contextlib.suppress(OSError):
+        line = os.pread(fd, 512, 0).decode("utf-8", "replace").strip()
+        if line:
+            return line.splitlines()[0]
+    return "a holder that has not said who it is yet"
+
+
+def take_lock(path: str, wait: float, who: str = "") -> tuple[int, float, str]:
+    """Hold ``fcntl.flock`` on ``path``, waiting at most ``wait`` seconds.
+
+    Returns (fd, seconds waited, the holder waited for or ""). Raises LockBusy
+    naming the holder when it stayed taken.
+    """
+    make_dirs(os.path.dirname(path), 0o755)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    started = time.monotonic()
+    waited_for = ""
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                waited_for = read_holder(fd)
+                if time.monotonic() - started >= wait:
+                    raise LockBusy(
+                        f"{os.path.relpath(path, HOME)} is held by {waited_for}; gave up "
+                        f"after waiting {wait:g}s and changed nothing"
+                    ) from None
+                time.sleep(LOCK_POLL)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (holder_line(who) + "\n").encode("utf-8"), 0)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, time.monotonic() - started, waited_for
+
+
+# --- the program's own processes and temporaries ---------------------------------------
+
+# The server lock's descriptor, handed to every command so the lock lasts as long as
+# any of them; None outside a run (a test calling an op directly).
+LOCK_FD: int | None = None
+_STATE = threading.Lock()
+# Running commands -> whether a closed channel kills them (see command()).
+_CHILDREN: dict[subprocess.Popen[bytes], bool] = {}
+_TEMPORARIES: set[str] = set()
+_ABANDONED = False
+
+
+def abandoned() -> bool:
+    return _ABANDONED
+
+
+def own_temporary(path: str) -> str:
+    with _STATE:
+        _TEMPORARIES.add(path)
+    return path
+
+
+def drop_temporary(path: str) -> None:
+    with _STATE:
+        _TEMPORARIES.discard(path)
+
+
+def place(temp: str, full: str) -> None:
+    """Move a finished temporary to its final path, unless the channel has closed:
+    a closed channel's program moves nothing more into place."""
+    with _STATE:
+        if _ABANDONED:
+            raise OpError("the operator's channel closed; stopping")
+        os.replace(temp, full)
+        _TEMPORARIES.discard(temp)
+
+
+def abandon() -> None:
+    """The channel closed: start no more commands, kill the long ones, let the short
+    ones end, remove our temporaries, exit."""
+    global _ABANDONED
+    with _STATE:
+        _ABANDONED = True
+        children = dict(_CHILDREN)
+        temporaries = list(_TEMPORARIES)
+    stop_groups([child.pid for child, killable in children.items() if killable])
+    # Past this bound they are left to end by themselves: they hold the server lock's
+    # descriptor, so nobody else starts meanwhile.
+    deadline = time.monotonic() + SETTLE_SECONDS
+    while time.monotonic() < deadline and not all(_dead(child.pid) for child in children):
+        time.sleep(0.01)
+    for path in temporaries:
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+    os._exit(1)
+
+
+def stop_groups(pids: list[int]) -> None:
+    """End commands with whatever they started: SIGTERM first, which git answers by
+    removing its lock files (a ``config.lock`` left behind would fail every later
+    ``git config`` there), then SIGKILL for what is still running."""
+    for sig, wait in ((signal.SIGTERM, TERM_SECONDS), (signal.SIGKILL, REAP_SECONDS)):
+        for pid in pids:
+            with contextlib.suppress(OSError):
+                os.killpg(pid, sig)
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline and not all(_dead(pid) for pid in pids):
+            time.sleep(0.01)
+        if all(_dead(pid) for pid in pids):
+            return
+
+
+def _dead(pid: int) -> bool:
+    """Whether a process has ended (a zombie has: it writes nothing any more)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
+            stat = handle.read()
+    except FileNotFoundError:
+        return True
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except OSError:
+            return True
+        return False
+    return stat[stat.rindex(")") + 2 :].startswith("Z")
+
+
+def watch_channel() -> None:
+    """Abandon the run when the read end of stdout or stderr goes away (sshd, or the
+    local operator, is gone), or on SIGHUP/SIGTERM."""
+    import select
+
+    def on_signal(_signum: int, _frame: object) -> None:
+        # Not in the handler itself: the interrupted code may hold _STATE.
+        threading.Thread(target=abandon).start()
+
+    signal.signal(signal.SIGHUP, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    poller = select.poll()
+    for fd in (1, 2):
+        # No events asked for: poll still reports POLLERR/POLLHUP, which a pipe's
+        # write end shows once its reader is closed.
+        poller.register(fd, 0)
+
+    def watch() -> None:
+        while True:
+            for _fd, events in poller.poll():
+                if events & (select.POLLERR | select.POLLHUP | select.POLLNVAL):
+                    abandon()
+
+    threading.Thread(target=watch, daemon=True).start()
 
 
 def resolve(path: str) -> str:
@@ -52,19 +257,59 @@ def run(
     stdin: bytes = b"",
     timeout: float = 600,
     env: dict[str, str] | None = None,
+    killable: bool = False,
 ) -> str:
-    try:
-        done = subprocess.run(
-            argv, input=stdin, capture_output=True, cwd=cwd, timeout=timeout, env=env, check=False
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise OpError(f"{argv[0]} timed out after {timeout:.0f}s") from exc
-    except OSError as exc:
-        raise OpError(f"cannot run {argv[0]}: {exc.strerror}") from exc
+    done = command(argv, cwd=cwd, stdin=stdin, timeout=timeout, env=env, killable=killable)
     if done.returncode != 0:
         message = done.stderr.decode("utf-8", "replace").strip().splitlines()
         raise OpError(f"{' '.join(argv[:3])} failed: {message[-1] if message else done.returncode}")
     return done.stdout.decode("utf-8", "replace")
+
+
+def command(
+    argv: list[str],
+    *,
+    cwd: str | None = None,
+    stdin: bytes = b"",
+    timeout: float = 600,
+    env: dict[str, str] | None = None,
+    killable: bool = False,
+) -> subprocess.CompletedProcess[bytes]:
+    """Run a command in a process group of its own holding the server lock's descriptor.
+
+    ``killable`` commands (a clone into a temporary, a push to a peer: long, and safe
+    to cut short) are killed with whatever they started, git's ssh included, when the
+    channel closes. The others are short and local, and are let finish: git, killed
+    even by SIGTERM, now and then leaves its ``config.lock`` behind, which fails every
+    later ``git config`` in that repository.
+    """
+    with _STATE:
+        if _ABANDONED:
+            raise OpError("the operator's channel closed; stopping")
+        try:
+            child = subprocess.Popen(
+                argv,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                cwd=cwd,
+                env=env,
+                start_new_session=True,
+                pass_fds=() if LOCK_FD is None else (LOCK_FD,),
+            )
+        except OSError as exc:
+            raise OpError(f"cannot run {argv[0]}: {exc.strerror}") from exc
+        _CHILDREN[child] = killable
+    try:
+        out, err = child.communicate(stdin, timeout=timeout)
+    except subprocess.TimeoutExpired as exc:
+        stop_groups([child.pid])
+        child.communicate()
+        raise OpError(f"{argv[0]} timed out after {timeout:.0f}s") from exc
+    finally:
+        with _STATE:
+            _CHILDREN.pop(child, None)
+    return subprocess.CompletedProcess(argv, child.returncode, out, err)
 
 
 def fsync_dir(directory: str) -> None:
@@ -82,13 +327,18 @@ def make_dirs(directory: str, mode: int) -> None:
 
 
 def remove_stale(directory: str, prefix: str) -> None:
-    """Remove what an earlier run killed mid-write left under our temporary names."""
+    """Remove what an earlier run killed mid-write left under our temporary names.
+
+    Only while holding the server lock, and never a temporary of this program's own
+    (``PREFIX<pid>-...``): every other owner held the lock too, so it is gone.
+    """
     try:
         names = os.listdir(directory)
     except OSError:
         return
+    mine = f"{prefix}{os.getpid()}-"
     for name in names:
-        if name.startswith(prefix):
+        if name.startswith(prefix) and not name.startswith(mine):
             path = os.path.join(directory, name)
             if os.path.isdir(path) and not os.path.islink(path):
                 shutil.rmtree(path, ignore_errors=True)
@@ -101,17 +351,19 @@ def atomic_write(full: str, data: bytes, mode: int) -> None:
     directory = os.path.dirname(full)
     prefix = "." + os.path.basename(full) + ".reconciler-tmp-"
     remove_stale(directory, prefix)
-    fd, temp = tempfile.mkstemp(prefix=prefix, dir=directory)
+    fd, temp = tempfile.mkstemp(prefix=f"{prefix}{os.getpid()}-", dir=directory)
+    own_temporary(temp)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fchmod(handle.fileno(), mode)
             os.fsync(handle.fileno())
-        os.replace(temp, full)
+        place(temp, full)
     except BaseException:
         if os.path.exists(temp):
             os.unlink(temp)
+        drop_temporary(temp)
         raise
     fsync_dir(directory)
 
@@ -147,11 +399,21 @@ def op_write_file(op: Op) -> None:
     existing_repository_only(os.path.dirname(full))
     make_dirs(os.path.dirname(full), op.get("dir_mode", 0o755))
     expect = op.get("expect_sha256")
+    content = op["content"].encode("utf-8")
     if expect is not None:
         seen = current_sha256(full)
+        if seen == hashlib.sha256(content).hexdigest() and stat_mode(full) == op.get("mode", 0o644):
+            return  # another run wrote exactly this meanwhile
         if (expect == "absent" and seen is not None) or (expect != "absent" and seen != expect):
             raise OpError(f"{op['path']} changed since the plan was made; run plan again")
-    atomic_write(full, op["content"].encode("utf-8"), op.get("mode", 0o644))
+    atomic_write(full, content, op.get("mode", 0o644))
+
+
+def stat_mode(full: str) -> int | None:
+    try:
+        return os.stat(full).st_mode & 0o7777
+    except OSError:
+        return None
 
 
 def op_keep_file(op: Op) -> None:
@@ -228,14 +490,17 @@ def op_keygen(op: Op) -> None:
     # names, and once both are moved nothing is left to clean up.
     remove_stale(directory, KEYGEN_PREFIX)
     made = os.path.join(directory, f"{KEYGEN_PREFIX}{os.getpid()}-{secrets.token_hex(4)}")
+    own_temporary(made)
+    own_temporary(made + ".pub")
     try:
         run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", op["comment"], "-f", made])
-        os.rename(made, key)
-        os.rename(made + ".pub", key + ".pub")
+        place(made, key)
+        place(made + ".pub", key + ".pub")
     except BaseException:
         for leftover in (made, made + ".pub"):
             with contextlib.suppress(OSError):
                 os.unlink(leftover)
+            drop_temporary(leftover)
         raise
     fsync_dir(directory)
 
@@ -244,7 +509,10 @@ def _temporary_sibling(full: str) -> str:
     parent = os.path.dirname(full)
     prefix = "." + os.path.basename(full) + ".tmp-"
     remove_stale(parent, prefix)
-    return tempfile.mkdtemp(prefix=prefix, dir=parent)
+    temp = own_temporary(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=parent))
+    # mkdtemp's 0700 would stay on a repository that git init fills in place.
+    os.chmod(temp, 0o755)  # noqa: S103 - a repository is as readable as a clone makes it
+    return temp
 
 
 def _create_repository(op: Op, fill: Callable[[str], object]) -> None:
@@ -257,9 +525,13 @@ def _create_repository(op: Op, fill: Callable[[str], object]) -> None:
     temp = _temporary_sibling(full)
     try:
         fill(temp)
-        os.rename(temp, full)
+        if os.path.lexists(full):
+            # Another program made it meanwhile (gitosis-serve on a user's push).
+            raise OpError(f"{op['path']} appeared while it was being created; run again")
+        place(temp, full)
     except BaseException:
         shutil.rmtree(temp, ignore_errors=True)
+        drop_temporary(temp)
         raise
     fsync_dir(os.path.dirname(full))
 
@@ -277,6 +549,7 @@ def op_clone_mirror(op: Op) -> None:
             ["git", "clone", "--mirror", "--quiet", op["url"], temp],
             timeout=op.get("timeout", 3600),
             env=env,
+            killable=True,
         )
         # The peer remotes are managed separately; `git remote remove` would delete
         # every ref that the mirror refspec maps, so only the section goes.
@@ -294,11 +567,7 @@ def git_dir(op: Op) -> str:
 
 def local_config(repo: str) -> list[tuple[str, str]] | None:
     """The repository's own config as (key, value) pairs, in one git call; None if unreadable."""
-    done = subprocess.run(
-        ["git", "--git-dir", repo, "config", "--local", "-z", "--list"],
-        capture_output=True,
-        check=False,
-    )
+    done = command(["git", "--git-dir", repo, "config", "--local", "-z", "--list"])
     if done.returncode != 0:
         return None
     entries = []
@@ -313,11 +582,7 @@ def op_set_remote(op: Op) -> None:
     repo = git_dir(op)
     name = op["name"]
     if op.get("replace"):
-        subprocess.run(
-            ["git", "--git-dir", repo, "config", "--remove-section", f"remote.{name}"],
-            capture_output=True,
-            check=False,
-        )
+        command(["git", "--git-dir", repo, "config", "--remove-section", f"remote.{name}"])
     # Read the config once and touch only what differs: every git call is a process,
     # and apply sets two remotes in each of thousands of repositories.
     entries = local_config(repo)
@@ -328,11 +593,7 @@ def op_set_remote(op: Op) -> None:
             seen.setdefault(key[len(prefix) :], []).append(value)
     for key in ("fetch", "mirror", "pushurl"):
         if entries is None or key in seen:
-            subprocess.run(
-                ["git", "--git-dir", repo, "config", "--unset-all", f"remote.{name}.{key}"],
-                capture_output=True,
-                check=False,
-            )
+            command(["git", "--git-dir", repo, "config", "--unset-all", f"remote.{name}.{key}"])
     if entries is None or seen.get("url") != [op["url"]]:
         run(["git", "--git-dir", repo, "config", f"remote.{name}.url", op["url"]])
     if entries is None or seen.get("reconcilermanaged") != ["true"]:
@@ -461,13 +722,16 @@ def op_admin_update(op: Op) -> None:
     with open(pending, "w", encoding="utf-8") as marker:
         marker.write(op["new"] + "\n")
     fsync_dir(repo)
-    fd, bundle = tempfile.mkstemp(prefix=".reconciler-bundle-", dir=repo)
+    remove_stale(repo, BUNDLE_PREFIX)
+    fd, bundle = tempfile.mkstemp(prefix=f"{BUNDLE_PREFIX}{os.getpid()}-", dir=repo)
+    own_temporary(bundle)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(base64.b64decode(op["bundle"]))
         run(["git", "--git-dir", repo, "bundle", "unbundle", bundle])
     finally:
         os.unlink(bundle)
+        drop_temporary(bundle)
     expected = op.get("old") or "0" * 40
     if expected == "@INIT":
         # Just made by gitosis-init: the branch must hold exactly its single commit.
@@ -475,8 +739,11 @@ def op_admin_update(op: Op) -> None:
         count = run(["git", "--git-dir", repo, "rev-list", "--count", ref]).strip()
         if count != "1":
             raise OpError(f"{op['repo']} holds more than gitosis-init's commit")
-    update = ["git", "--git-dir", repo, "update-ref", "-m", "reconcile apply"]
-    run([*update, ref, op["new"], expected])
+    current = command(["git", "--git-dir", repo, "rev-parse", "--verify", "--quiet", ref])
+    if current.stdout.decode().strip() != op["new"]:
+        # Not there yet (another run may have sent the same commit meanwhile).
+        update = ["git", "--git-dir", repo, "update-ref", "-m", "reconcile apply"]
+        run([*update, ref, op["new"], expected])
     if op.get("pubkey") and not os.path.lexists(os.path.join(HOME, ".gitosis.conf")):
         # gitosis-init makes ~/.gitosis.conf last: without it an earlier init was
         # cut short, and gitosis's hook cannot run. gitosis-init finishes what it
@@ -509,16 +776,9 @@ def op_push_refs(op: Op) -> None:
     env.setdefault("GIT_SSH_COMMAND", "ssh -o BatchMode=yes -o ConnectTimeout=15")
     # The peer's replication hook must not forward what the reconciler delivers.
     env["RECONCILER_REPLICA"] = "reconcile"
-    try:
-        done = subprocess.run(
-            [*argv, op["peer"], *refspecs],
-            capture_output=True,
-            env=env,
-            timeout=op.get("timeout", 600),
-            check=False,
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise OpError(f"push to {op['peer']} timed out") from exc
+    done = command(
+        [*argv, op["peer"], *refspecs], env=env, timeout=op.get("timeout", 600), killable=True
+    )
     rejected = []
     for line in done.stdout.decode("utf-8", "replace").splitlines():
         parts = line.split("\t")
@@ -533,29 +793,23 @@ def op_push_refs(op: Op) -> None:
 
 def op_drain_queue(op: Op) -> None:
     """Remove delivered queue entries while holding the queue's drain lock."""
-    import fcntl
-    import time
-
     base = resolve(op["base"])
     queue = os.path.join(base, op["queue"])
-    lock_path = os.path.join(base, ".reconciler", "drain.lock")
-    make_dirs(os.path.dirname(lock_path), 0o755)
-    with open(lock_path, "a+") as lock:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise OpError("the replication queue stayed locked for 30s") from None
-                time.sleep(0.1)
+    try:
+        fd, _waited, _holder = take_lock(
+            os.path.join(base, DRAIN_LOCK_PATH), LOCK_WAIT, "reconcile apply (drain_queue)"
+        )
+    except LockBusy as exc:
+        raise OpError(f"the replication queue's drain lock {exc}") from None
+    try:
         for name in op["files"]:
             if "/" in name or name.startswith("."):
                 raise OpError(f"refusing queue entry name {name!r}")
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(os.path.join(queue, name))
         fsync_dir(queue)
+    finally:
+        os.close(fd)
 
 
 OPS = {
@@ -602,11 +856,48 @@ def parallel(action: list[Op]) -> bool:
 
 
 def main() -> None:
-    from concurrent.futures import ThreadPoolExecutor
+    global LOCK_FD, LOCK_WAIT
 
     os.umask(0o022)
     request = json.loads(sys.stdin.read() or "{}")
-    actions = request.get("actions", [])
+    if request.get("lock") is False:
+        # Run as root to create the git user: there is no git user's home (nor its
+        # repositories directory) to hold the server lock in yet.
+        json.dump({"results": run_actions(request.get("actions", [])), "waited": 0}, sys.stdout)
+        return
+    lock_path = SERVER_LOCK_PATH
+    try:
+        LOCK_WAIT = float(request.get("lock_wait", LOCK_WAIT))
+        base = resolve(request.get("repositories") or "repositories")
+        lock_path = os.path.join(base, SERVER_LOCK_PATH)
+        LOCK_FD, waited, waited_for = take_lock(
+            lock_path, LOCK_WAIT, str(request.get("holder", ""))
+        )
+    except LockBusy as exc:
+        json.dump({"results": [], "stop": f"the server lock {exc}"}, sys.stdout)
+        return
+    except (OpError, ValueError, TypeError) as exc:
+        json.dump({"results": [], "stop": str(exc)}, sys.stdout)
+        return
+    except OSError as exc:
+        # Without the lock nothing is changed here, as when another run holds it.
+        why = f"cannot take the server lock {os.path.relpath(lock_path, HOME)}"
+        json.dump({"results": [], "stop": f"{why}: {exc.strerror or exc}"}, sys.stdout)
+        return
+    try:
+        results = run_actions(request.get("actions", []))
+    finally:
+        os.close(LOCK_FD)
+        LOCK_FD = None
+    answer: dict[str, Any] = {"results": results, "waited": round(waited, 3)}
+    if waited_for:
+        answer["waited_for"] = waited_for
+    json.dump(answer, sys.stdout)
+
+
+def run_actions(actions: list[list[Op]]) -> list[dict[str, Any]]:
+    from concurrent.futures import ThreadPoolExecutor
+
     results: list[dict[str, Any]] = []
     start = 0
     while start < len(actions):
@@ -625,8 +916,9 @@ def main() -> None:
         else:
             results.append(run_action(actions[start]))
             start += 1
-    json.dump({"results": results}, sys.stdout)
+    return results
 
 
 if __name__ == "__main__":
+    watch_channel()
     main()

@@ -1149,10 +1149,15 @@ def start_drainer(base: Path, repository: str, environ: Mapping[str, str]) -> No
 
 @contextmanager
 def drain_lock(base: Path) -> Iterator[bool]:
-    """Hold the queue's drain lock if nobody else does; yields whether it is held."""
+    """Hold the queue's drain lock if nobody else does; yields whether it is held.
+
+    The holder writes ``pid N since TIME: WHO`` into it, as every lock of the
+    reconciler's on a server does (execute.py's ``take_lock``, which also takes this
+    one for ``drain_queue``), so whoever waits for it can say who has it.
+    """
     path = base / DRAIN_LOCK_PATH
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -1160,7 +1165,8 @@ def drain_lock(base: Path) -> Iterator[bool]:
             yield False
             return
         os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+        since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        os.pwrite(fd, f"pid {os.getpid()} since {since}: replication drainer\n".encode(), 0)
         try:
             yield True
         finally:

@@ -36,7 +36,10 @@ peer's gitosis refusing this server's key the repository; ``detail`` is
 gitosis's own sentence ("Repository read access denied").
 
 Drain protocol: whoever delivers entries holds ``fcntl.flock`` on
-``<base>/.reconciler/drain.lock`` (``DRAIN_LOCK_PATH``) while it does, pushes with
+``<base>/.reconciler/drain.lock`` (``DRAIN_LOCK_PATH``) while it does (and writes
+``pid N since TIME: WHO`` into it, the line of the server lock
+``<base>/.reconciler/server.lock`` that ``reconcile apply``'s programs hold; the
+hook and its drainer never take that one, so a push never waits for an apply), pushes with
 ``--force-with-lease=<ref>:<old>`` (an empty lease when ``old`` is zero), deletes
 the entry when the peer took the update or already had it, and otherwise rewrites
 it with the new reason. Entries of one (repository, peer, ref) are delivered

@@ -11,7 +11,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,7 @@ from reconciler.testing.recipe import (
 )
 from reconciler.transport import program_source
 
-from .scenario import cluster_document, started_cluster
+from .scenario import cluster_document, fsck_problems, started_cluster
 
 pytestmark = pytest.mark.e2e
 
@@ -164,6 +164,7 @@ def kill_sessions(cluster: SshCluster) -> int:
     return len(pids)
 
 
+LOCK_FILES = ("server.lock", "drain.lock")
 JITTER = (0.0, 0.05, 0.15, 0.3, 0.6)
 EXECUTE_LENGTH = str(len(program_source("execute")))
 
@@ -185,7 +186,9 @@ def wait_for_execute(cluster: SshCluster, nth: int, timeout: float = 30.0) -> fl
     return time.monotonic() - started
 
 
-def reset_servers(cluster: SshCluster, workdir: Path) -> Operator:
+def reset_servers(
+    cluster: SshCluster, workdir: Path, repositories: Sequence[str] = REPOSITORIES
+) -> Operator:
     """Back to the start: alpha freshly gitosis-init'ed, beta with nothing but the
     operator's key, a fresh admin checkout with cluster.d/."""
     for server in cluster.servers:
@@ -201,17 +204,20 @@ def reset_servers(cluster: SshCluster, workdir: Path) -> Operator:
         shutil.rmtree(workdir)
     workdir.mkdir()
     operator = make_operator(cluster, workdir, clone_from=cluster.servers[0])
-    write_cluster_d(operator.checkout, cluster_document(cluster, REPOSITORIES, PEOPLE))
+    write_cluster_d(operator.checkout, cluster_document(cluster, repositories, PEOPLE))
     return operator
 
 
-def start_apply(operator: Operator) -> subprocess.Popen[str]:
+def start_apply(operator: Operator, *, session: bool = False) -> subprocess.Popen[str]:
+    """``reconcile apply --yes``; with ``session`` in a process group of its own, so
+    that it can be killed together with every process it started."""
     return subprocess.Popen(
         [sys.executable, "-m", "reconciler", "apply", "--yes", "-C", str(operator.checkout)],
         env=operator.env(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         text=True,
+        start_new_session=session,
     )
 
 
@@ -321,6 +327,8 @@ def test_r4_apply_killed_at_twenty_points(
         problems = served_keys_problems(cluster)
         not_converged += [f"point {point}: {p}" for p in problems]
         for path in hidden_names(cluster):
+            if path.name in LOCK_FILES and path.parent.name == ".reconciler":
+                continue  # kept on purpose: the locks' files, unlocked once their holder is gone
             if path.name not in reference_hidden or TEMPORARY.search(path.name):
                 leftovers.append(f"point {point}: {path}")
 
@@ -442,3 +450,228 @@ def test_r10_repositories_directory_not_writable(
     final = operator.reconcile("plan", "--detailed-exitcode")
     assert final.returncode == 0, final.stdout + final.stderr
     assert gamma  # all three converge now
+
+
+BURST_REPOSITORIES = [f"repo{i}" for i in range(30)]
+BURSTS = 3
+KILLS_PER_BURST = 5
+
+
+def execute_programs(cluster: SshCluster) -> set[int]:
+    return {
+        pid
+        for server in cluster.servers
+        for pid in _pids_of_uid(server.uid)
+        if EXECUTE_LENGTH in process_cmdline(pid)
+    }
+
+
+def cloning(server: SshServer) -> bool:
+    """Whether a repository is being made on ``server`` (a temporary one exists)."""
+    with contextlib.suppress(OSError):
+        return any(".git.tmp-" in name for name in os.listdir(server.home / "repositories"))
+    return False
+
+
+def wait_for_moment(
+    cluster: SshCluster, run: subprocess.Popen[str], before: set[int], moment: str
+) -> None:
+    """Wait (bounded) until the run is at ``moment``: ``execute1``/``execute2`` (its
+    first/second server-side execute program has started), ``cloning`` (one of its
+    execute programs runs and beta is making a repository), or until it has ended."""
+    seen: set[int] = set()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and run.poll() is None:
+        seen |= execute_programs(cluster) - before
+        if moment == "execute1" and seen:
+            return
+        if moment == "execute2" and len(seen) >= 2:
+            return
+        if moment == "cloning" and seen and cloning(cluster.servers[1]):
+            return
+        time.sleep(0.005)
+
+
+def seed_repositories(server: SshServer, repositories: Sequence[str], workdir: Path) -> None:
+    """Give ``server`` the repositories with a few MB of history each, so that cloning
+    them elsewhere takes long enough for the programs of several runs to overlap."""
+    template = workdir / "template.git"
+    if not template.exists():
+        work = workdir / "template-work"
+        subprocess.run(["git", "init", "--quiet", str(work)], check=True, timeout=60)
+        for number in range(3):
+            (work / f"blob{number}").write_bytes(os.urandom(1 << 20))
+            commit(work, f"commit {number}")
+        subprocess.run(
+            ["git", "clone", "--quiet", "--bare", str(work), str(template)], check=True, timeout=60
+        )
+        subprocess.run(
+            ["git", "--git-dir", str(template), "remote", "remove", "origin"],
+            check=True,
+            timeout=60,
+        )
+    for repository in repositories:
+        target = server.home / "repositories" / f"{repository}.git"
+        shutil.copytree(template, target)
+    subprocess.run(
+        ["chown", "-R", f"{server.uid}:{server.gid}", str(server.home / "repositories")],
+        check=True,
+        timeout=60,
+    )
+
+
+def broken_repositories(cluster: SshCluster, repositories: Sequence[str]) -> list[str]:
+    """Repositories that are missing or not whole git repositories on some server."""
+    broken = []
+    for server in cluster.servers:
+        for repository in repositories:
+            gitdir = server.home / "repositories" / f"{repository}.git"
+            done = server.run(
+                ["git", "--git-dir", str(gitdir), "rev-parse", "--is-bare-repository"],
+                check=False,
+            )
+            if done.returncode != 0 or done.stdout.strip() != "true":
+                broken.append(f"{server.name}: {repository}.git: {done.stderr.strip()}")
+    return broken
+
+
+def test_r4b_apply_killed_five_times_in_a_row_then_run_again_at_once(
+    two_servers: SshCluster, tmp_path: Path, report: Any
+) -> None:
+    """Issue 12.1: apply creating 30 repositories on two servers (cloning them from
+    alpha to beta), its whole process group SIGKILLed five times in a row at
+    different moments (while it gathers, in its first or second server-side execute
+    program, while beta clones; the last kill always while beta clones) with no
+    pause between, then run again at once: that run converges and the next plan is
+    empty, however long the server-side programs of the killed runs go on."""
+    cluster = two_servers
+    kills = reruns = converged = 0
+    failures: list[str] = []
+    moments = ["gather", "execute1", "cloning", "execute2"]
+    for burst in range(BURSTS):
+        operator = reset_servers(cluster, tmp_path / f"burst{burst}", BURST_REPOSITORIES)
+        seed_repositories(cluster.servers[0], BURST_REPOSITORIES, tmp_path)
+        order = [*moments[burst % 4 :], *moments[: burst % 4]][: KILLS_PER_BURST - 1]
+        for kill, moment in enumerate([*order, "cloning"]):
+            jitter = JITTER[(burst * KILLS_PER_BURST + kill) % len(JITTER)]
+            before = execute_programs(cluster)
+            run = start_apply(operator, session=True)
+            if moment == "gather":
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    run.wait(timeout=0.8 + jitter)
+            else:
+                wait_for_moment(cluster, run, before, moment)
+                time.sleep(jitter / 3)
+            if run.poll() is None:
+                os.killpg(run.pid, signal.SIGKILL)
+                kills += 1
+            run.wait(timeout=30)
+        again = operator.reconcile("apply", "--yes")
+        reruns += 1
+        plan = operator.reconcile("plan", "--detailed-exitcode")
+        broken = broken_repositories(cluster, BURST_REPOSITORIES)
+        if again.returncode == 0 and plan.returncode == 0 and not broken:
+            converged += 1
+            continue
+        failures.append(
+            f"burst {burst}: apply again exited {again.returncode}, then plan exited "
+            f"{plan.returncode}:\n{again.stdout}{again.stderr}{plan.stdout}{plan.stderr}"
+            + "".join(f"\n  {line}" for line in broken)
+        )
+        later = operator.reconcile("apply", "--yes")
+        failures.append(f"burst {burst}: the apply after that exited {later.returncode}")
+    report(
+        repositories=len(BURST_REPOSITORIES),
+        kills=kills,
+        reruns=reruns,
+        converged=converged,
+    )
+    assert converged == reruns, "\n".join(failures)
+    assert kills >= BURSTS * (KILLS_PER_BURST - 1), kills
+
+
+LOCK_SENTENCE = re.compile(
+    r"error: (alpha|beta): the server lock repositories/\.reconciler/server\.lock is held by "
+    r"pid \d+ since \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ: reconcile apply by \S+ \(pid \d+, .+\); "
+    r"gave up after waiting 0s and changed nothing"
+)
+WAITED = re.compile(
+    r"(alpha|beta): waited \d+\.\ds for the server lock, held by pid \d+ since \S+Z: "
+    r"reconcile apply by "
+)
+
+
+def not_lock(line: str) -> bool:
+    """Whether an output line is an error or failure that is not the lock's sentence."""
+    if TRACEBACK in line:
+        return True
+    if line.startswith("error:"):
+        return LOCK_SENTENCE.fullmatch(line) is None
+    return "FAILED" in line
+
+
+@pytest.mark.parametrize("lock_wait", ["30", "0"])
+def test_two_applies_from_two_checkouts_at_the_same_moment(
+    two_servers: SshCluster, tmp_path: Path, report: Any, lock_wait: str
+) -> None:
+    """Issue 12.1: two operators, each with a checkout of its own (whose cron locks
+    cannot see each other), start ``reconcile apply`` at the same moment on a cluster
+    where beta has lost its 30 repositories and alpha its hooks. Nothing is corrupted:
+    with the default wait both finish and one of them waited for the other's server
+    lock; with no wait (RECONCILER_LOCK_WAIT=0) one stops for a server with the
+    sentence naming the holder and changes nothing there. A later apply converges
+    and the next plan is empty."""
+    cluster = two_servers
+    alpha, beta = cluster.servers
+    first = reset_servers(cluster, tmp_path / "first", BURST_REPOSITORIES)
+    seed_repositories(alpha, BURST_REPOSITORIES, tmp_path)
+    first.reconcile("apply", "--yes", check=True)
+    second = make_operator(cluster, tmp_path / "second", clone_from=beta)
+    assert second.git("rev-parse", "HEAD") == first.git("rev-parse", "HEAD")
+    for repository in BURST_REPOSITORIES:
+        shutil.rmtree(beta.home / "repositories" / f"{repository}.git")
+        (alpha.home / "repositories" / f"{repository}.git/hooks/post-receive").unlink()
+
+    env = {"RECONCILER_LOCK_WAIT": lock_wait}
+    runs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "reconciler", "apply", "--yes", "-C", str(op.checkout)],
+            env=op.env(env),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for op in (first, second)
+    ]
+    outputs = [run.communicate(timeout=600)[0] for run in runs]
+    codes = [run.returncode for run in runs]
+    waited = sum(len(WAITED.findall(out)) for out in outputs)
+    stopped = sum(len(LOCK_SENTENCE.findall(out)) for out in outputs)
+    other_errors = [line for out in outputs for line in out.splitlines() if not_lock(line)]
+    broken = broken_repositories(cluster, BURST_REPOSITORIES)
+    fsck = [p for repository in BURST_REPOSITORIES[:5] for p in fsck_problems(cluster, repository)]
+    later = first.reconcile("apply", "--yes")
+    plans = [op.reconcile("plan", "--detailed-exitcode") for op in (first, second)]
+    report(
+        lock_wait=lock_wait,
+        exit_codes=codes,
+        waited=waited,
+        stopped_with_sentence=stopped,
+        other_errors=len(other_errors),
+        broken_repositories=len(broken),
+        later_apply_exit=later.returncode,
+        plan_exits=[p.returncode for p in plans],
+    )
+    shown = "\n----\n".join(outputs)
+    assert not other_errors, shown
+    assert not broken and not fsck, [*broken, *fsck]
+    if lock_wait == "30":
+        assert codes == [0, 0], shown
+        assert waited >= 1, shown
+    else:
+        assert stopped >= 1, shown
+        assert all(
+            code == 0 or LOCK_SENTENCE.search(out) for code, out in zip(codes, outputs, strict=True)
+        ), shown
+    assert later.returncode == 0, later.stdout + later.stderr
+    assert [p.returncode for p in plans] == [0, 0], [p.stdout + p.stderr for p in plans]
