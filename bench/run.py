@@ -451,13 +451,17 @@ def measure_add_server(size: Size, workdir: Path) -> tuple[list[float], list[flo
 
 # -- profiles -----------------------------------------------------------------------
 
+
 # Runs the gather program as the transport does, under cProfile (report on stderr).
-_PROFILED_GATHER = (
-    "import cProfile,pstats,sys,io;n=int(sys.argv[1]);s=sys.stdin.buffer.read(n);"
-    "del sys.argv[1];p=cProfile.Profile();p.enable();"
-    "exec(compile(s,'gather','exec'),{'__name__':'__main__'});p.disable();"
-    "pstats.Stats(p,stream=sys.stderr).sort_stats('cumulative').print_stats(25)"
-)
+def _profiled_gather() -> str:
+    """The transport's bootstrap, under cProfile."""
+    from reconciler.transport import BOOTSTRAP
+
+    return (
+        "import cProfile,pstats,sys\np=cProfile.Profile();p.enable()\ntry:\n"
+        f" exec({BOOTSTRAP!r})\nexcept SystemExit:\n pass\np.disable()\n"
+        "pstats.Stats(p,stream=sys.stderr).sort_stats('cumulative').print_stats(25)\n"
+    )
 
 
 def write_profiles(scenario: Scenario, directory: Path, label: str) -> None:
@@ -487,15 +491,7 @@ def write_profiles(scenario: Scenario, directory: Path, label: str) -> None:
         "pyinstrument reconcile plan",
     )
     source = program_source("gather")
-    from reconciler.replication import hook_source
-
-    request = json.dumps(
-        {
-            "repositories": "repositories",
-            "admin": "gitosis-admin",
-            "hook": hook_source().decode("utf-8"),
-        }
-    ).encode()
+    request = json.dumps({"repositories": "repositories", "admin": "gitosis-admin"}).encode()
     server = scenario.cluster.servers[0]
     done = check(
         run_timed(
@@ -503,7 +499,7 @@ def write_profiles(scenario: Scenario, directory: Path, label: str) -> None:
                 *ssh_argv(scenario.cluster, server),
                 "python3",
                 "-c",
-                shlex.quote(_PROFILED_GATHER),
+                shlex.quote(_profiled_gather()),
                 str(len(source)),
             ],
             stdin=source + request,

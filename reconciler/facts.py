@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from reconciler.errors import ReconcilerError
+from reconciler.server.queue import QueueEntry
 
 GATHER_FORMAT_VERSION = 1
 
@@ -90,6 +91,15 @@ class GitosisFacts:
 
 
 @dataclass(frozen=True)
+class LibraryFacts:
+    """The server library installed in ~/.reconciler/server (reconciler.server.library):
+    its version (None: none) and whether its files and commands are that version's."""
+
+    version: str | None = None
+    intact: bool = False
+
+
+@dataclass(frozen=True)
 class PushStats:
     """The replication hook's pushes to one peer (reconciler/replication/pushes.py)."""
 
@@ -122,13 +132,14 @@ class ServerFacts:
     repositories_exists: bool
     settings: dict[str, Any] | None
     settings_text: str | None
-    queue: tuple[dict[str, Any], ...]
+    queue: tuple[QueueEntry, ...]  # valid entries; their file names in ``name``
     queue_errors: tuple[str, ...]
     repositories: dict[str, RepositoryFacts]
     admin: AdminFacts
     host_key: str | None = None  # as seen by the operator's connection
     seconds: float = 0.0
     gitosis: GitosisFacts = field(default_factory=GitosisFacts)
+    library: LibraryFacts = field(default_factory=LibraryFacts)
     pushes: dict[str, PushStats] = field(default_factory=dict)  # peer -> its pushes
     repo_sections: dict[str, RepoSectionFacts] = field(default_factory=dict)
     projects_list: str | None = None  # gitweb's list as gitosis writes it; None: absent
@@ -209,7 +220,10 @@ def parse_server_facts(
             repositories_exists=bool(data["repositories_exists"]),
             settings=data.get("settings"),
             settings_text=data.get("settings_text"),
-            queue=tuple(data.get("queue") or ()),
+            queue=tuple(
+                QueueEntry.from_json(entry, name=str(entry["file"]))
+                for entry in data.get("queue") or ()
+            ),
             queue_errors=tuple(data.get("queue_errors") or ()),
             repositories={
                 name: _repository(name, value) for name, value in data["repositories"].items()
@@ -230,6 +244,10 @@ def parse_server_facts(
             gitosis=GitosisFacts(
                 runtime=data.get("gitosis", {}).get("runtime"),
                 on_path=bool(data.get("gitosis", {}).get("on_path", True)),
+            ),
+            library=LibraryFacts(
+                version=(data.get("library") or {}).get("version"),
+                intact=bool((data.get("library") or {}).get("intact")),
             ),
             pushes={
                 str(peer): PushStats(

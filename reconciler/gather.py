@@ -11,7 +11,6 @@ from typing import Any
 from reconciler.desired import Desired, Server
 from reconciler.errors import ReconcilerError, ServerError
 from reconciler.facts import Facts, ServerFacts, parse_server_facts
-from reconciler.gitosis_runtime import RUNTIME_DIR
 from reconciler.report import Reporter
 from reconciler.transport import (
     NO_GIT_USER_MARKER,
@@ -109,12 +108,6 @@ def program_failure(name: str, returncode: int, stderr: str) -> str:
     return f"the {name} program failed (exit status {returncode}): {text}"
 
 
-def _hook_text() -> str:
-    from reconciler.replication import hook_source
-
-    return hook_source().decode("utf-8")
-
-
 def gather_server(
     desired: Desired, transport: Transport, *, want_refs: bool = False
 ) -> ServerFacts:
@@ -127,10 +120,7 @@ def gather_server(
         {
             "repositories": server.repositories,
             "admin": desired.cluster.admin_repository,
-            "runtime_dir": RUNTIME_DIR,
             "refs": want_refs,
-            # Hooks equal to the current one need no hashing on the server.
-            "hook": _hook_text(),
             **gather_request(desired),
         },
     )

@@ -61,9 +61,7 @@ class RefReport:
 
 def differing_repositories(desired: Desired, facts: Facts) -> list[str]:
     """Mirrored repositories whose digests differ, or that a queue mentions."""
-    queued = {
-        str(entry.get("repository")) for server in facts.servers.values() for entry in server.queue
-    }
+    queued = {entry.repository for server in facts.servers.values() for entry in server.queue}
     names = []
     for repository in desired.mirrored_repositories():
         if repository == desired.cluster.admin_repository:

@@ -7,6 +7,7 @@ the summary says which servers its counts are about.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,6 +15,8 @@ from typing import Any
 from reconciler.desired import Desired
 from reconciler.facts import Facts, PushStats
 from reconciler.refs import RefReport, RefState
+from reconciler.server.hooks import stub
+from reconciler.server.queue import QueueEntry
 
 STATUS_FORMAT_VERSION = 1
 # Each ref's state on one server (metrics label values: no spaces).
@@ -189,23 +192,20 @@ def ref_state_on(state: RefState, server: str) -> str | None:
     return "in_sync" if value == state.tip else "behind"
 
 
-def _queues(entries: tuple[dict[str, Any], ...], peers: list[str]) -> dict[str, PeerQueue]:
+def _queues(entries: tuple[QueueEntry, ...], peers: list[str]) -> dict[str, PeerQueue]:
     counts: dict[str, list[Any]] = {peer: [0, None, 0] for peer in peers}
     for entry in entries:
-        peer = str(entry.get("peer", ""))
-        item = counts.setdefault(peer, [0, None, 0])
+        item = counts.setdefault(entry.peer, [0, None, 0])
         item[0] += 1
-        when = entry.get("time")
-        if isinstance(when, int | float) and not isinstance(when, bool):
-            item[1] = when if item[1] is None else min(item[1], when)
-        if entry.get("reason") in REVIEW_REASONS or entry.get("transient") is False:
+        item[1] = entry.time if item[1] is None else min(item[1], entry.time)
+        if entry.reason in REVIEW_REASONS or not entry.transient:
             item[2] += 1
     return {
         peer: PeerQueue(n, None if o is None else float(o), r) for peer, (n, o, r) in counts.items()
     }
 
 
-def build_status(desired: Desired, facts: Facts, refs: RefReport, hook_digest: str) -> StatusReport:
+def build_status(desired: Desired, facts: Facts, refs: RefReport) -> StatusReport:
     mirrored = desired.mirrored_repositories()
     admin = desired.cluster.admin_repository
     servers = []
@@ -221,8 +221,9 @@ def build_status(desired: Desired, facts: Facts, refs: RefReport, hook_digest: s
             servers.append(ServerHealth(name, reachable=False, error=error))
             continue
         server = facts.servers[name]
-        times = [float(e["time"]) for e in server.queue if isinstance(e.get("time"), int | float)]
+        times = [e.time for e in server.queue]
         present = [r for r in mirrored if r in server.repositories]
+        hook_digest = hashlib.sha256(stub(server.home)).hexdigest()
         stale = tuple(
             r
             for r in present

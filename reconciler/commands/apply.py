@@ -199,10 +199,9 @@ def _write_metrics(
     applied = failed = 0
     if outcome is not None and desired is not None and outcome.facts is not None:
         from reconciler.refs import RefReport
-        from reconciler.replication import hook_digest
         from reconciler.status import build_status
 
-        report = build_status(desired, outcome.facts, outcome.refs or RefReport(), hook_digest())
+        report = build_status(desired, outcome.facts, outcome.refs or RefReport())
         final = outcome.final_plan or outcome.first_plan
         conflicts.update(note.server for note in final.conflicts)
         failed = len(outcome.failed)

@@ -45,14 +45,8 @@ def plan_options(
     servers: list[str], replace_foreign: bool = False, prune: bool = False
 ) -> PlanOptions:
     from reconciler.planning import PlanOptions
-    from reconciler.replication import hook_source
 
-    return PlanOptions(
-        replace_foreign=replace_foreign,
-        prune=prune,
-        only_servers=tuple(servers),
-        hook_source=hook_source(),
-    )
+    return PlanOptions(replace_foreign=replace_foreign, prune=prune, only_servers=tuple(servers))
 
 
 def close_all(transports: dict[str, Transport]) -> None:

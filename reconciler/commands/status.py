@@ -76,7 +76,6 @@ def run(
 def _gather_status(directory: Path) -> StatusReport:
     from reconciler.gather import gather_facts
     from reconciler.refs import gather_ref_report
-    from reconciler.replication import hook_digest
     from reconciler.status import build_status
 
     desired, transports = load_and_connect(directory, [], False)
@@ -85,7 +84,7 @@ def _gather_status(directory: Path) -> StatusReport:
         refs = gather_ref_report(desired, facts, {n: transports[n] for n in facts.servers})
     finally:
         close_all(transports)
-    return build_status(desired, facts, refs, hook_digest())
+    return build_status(desired, facts, refs)
 
 
 def print_report(report: StatusReport) -> None:

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from reconciler.desired import Desired, Server
     from reconciler.refs import RefReport
 
-from reconciler.replication.post_receive import SETTINGS_PATH
+from reconciler.server.common import SETTINGS_PATH
 
 __all__ = ["SETTINGS_PATH", "PlanContext", "PlanOptions", "repository_url", "settings_text"]
 
@@ -28,7 +28,6 @@ class PlanOptions:
     replace_foreign: bool = False
     prune: bool = False  # remove the reconciler's hook and remotes from unmanaged repositories
     only_servers: tuple[str, ...] = ()
-    hook_source: bytes = b""
     # When the plan was made (UTC): names the copies of the foreign hooks it replaces.
     stamp: str = field(default_factory=utc_stamp)
 
@@ -84,7 +83,7 @@ def repository_base_url(server: Server) -> str:
 
 def settings_text(desired: Desired, server: str) -> str:
     """The replication hook's settings file for ``server``, byte for byte."""
-    from reconciler.replication import settings_json
+    from reconciler.server.settings import settings_json
 
     return settings_json(
         server=server,

@@ -1,10 +1,12 @@
-"""Hooks: ``hooks/post-receive`` of every mirrored repository is the replication hook.
+"""Hooks: ``hooks/post-receive`` of every mirrored repository is the stub that runs the
+replication hook of the server library (``reconciler.server.hooks``).
 
-Ours is recognised by its marker line; an older version of ours is replaced, a
-foreign hook is reported and replaced only with --replace-foreign, which first
-keeps it beside ours as ``hooks/post-receive.foreign-<UTC time of the plan>``
-(mode kept); the replication hook runs that copy after replicating when
-``replication: run_kept_hooks`` is on.
+Ours is recognised by its marker line; any other hook of ours (an older stub, or a
+whole copy of the hook as releases before the server library installed) is
+replaced by the stub; a foreign hook is reported and replaced only with
+--replace-foreign, which first keeps it beside ours as
+``hooks/post-receive.foreign-<UTC time of the plan>`` (mode kept); the replication
+hook runs that copy after replicating when ``replication: run_kept_hooks`` is on.
 """
 
 from __future__ import annotations
@@ -14,9 +16,8 @@ import hashlib
 from reconciler.facts import HookFacts
 from reconciler.planning.context import PlanContext
 from reconciler.planning.model import Action, Note, Phase
-
-HOOK_MODE = 0o755
-KEPT_HOOK_PREFIX = "post-receive.foreign-"
+from reconciler.server.hooks import HOOK_MODE, KEPT_HOOK_PREFIX, stub
+from reconciler.server_library import library_version
 
 
 def _current(hook: HookFacts | None, digest: str, uid: int) -> bool:
@@ -33,17 +34,19 @@ def _current(hook: HookFacts | None, digest: str, uid: int) -> bool:
 def plan_hooks(ctx: PlanContext) -> tuple[list[Action], list[Note]]:
     actions: list[Action] = []
     notes: list[Note] = []
-    source = ctx.options.hook_source
-    digest = hashlib.sha256(source).hexdigest()
-    content = source.decode("utf-8")
+    version = library_version()
     for name, facts in ctx.reachable().items():
+        source = stub(facts.home)
+        digest = hashlib.sha256(source).hexdigest()
+        content = source.decode("utf-8")
         for repository in ctx.desired.mirrored_repositories():
             existing = facts.repositories.get(repository)
             hook = existing.hook if existing else None
             if _current(hook, digest, facts.uid):
                 continue  # the common case, decided before building anything
             path = f"{ctx.repository_path(name, repository)}/hooks/post-receive"
-            op = {"op": "write_file", "path": path, "content": content, "mode": HOOK_MODE}
+            # Carried out only once the library the stub runs is installed there.
+            op = {"op": "install_hook", "path": path, "content": content, "library": version}
             target = f"{repository} post-receive"
             if hook is None:
                 actions.append(

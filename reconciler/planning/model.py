@@ -34,7 +34,7 @@ class Phase(IntEnum):
 
 SUBJECT_ORDER = {
     "bootstrap": -2,
-    "gitosis": -1,
+    "library": -1,
     "server-key": 0,
     "admin": 1,
     "known_hosts": 2,

@@ -10,12 +10,12 @@ Queue entries whose ref is consistent again are drained.
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any
 
 from reconciler.planning.context import PlanContext
 from reconciler.planning.model import Action, Note, Phase
 from reconciler.refs import ZERO, RefState
-from reconciler.replication.post_receive import QUEUE_PATH
+from reconciler.server.common import QUEUE_PATH
+from reconciler.server.queue import QueueEntry, is_zero
 
 CLUSTER = "(cluster)"
 
@@ -24,15 +24,13 @@ def _short(value: str | None) -> str:
     return value[:12] if value else "(absent)"
 
 
-def _deletions(ctx: PlanContext) -> dict[tuple[str, str], list[dict[str, Any]]]:
+def _deletions(ctx: PlanContext) -> dict[tuple[str, str], list[QueueEntry]]:
     """Queued deletions by (repository, ref)."""
-    found: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
-    for server, facts in ctx.facts.servers.items():
+    found: dict[tuple[str, str], list[QueueEntry]] = defaultdict(list)
+    for facts in ctx.facts.servers.values():
         for entry in facts.queue:
-            if str(entry.get("new", "")).strip("0") == "" and entry.get("ref"):
-                found[(str(entry.get("repository")), str(entry["ref"]))].append(
-                    {**entry, "server": entry.get("server") or server}
-                )
+            if is_zero(entry.new):
+                found[(entry.repository, entry.ref)].append(entry)
     return found
 
 
@@ -98,13 +96,13 @@ def plan_refs(ctx: PlanContext) -> tuple[list[Action], list[Note]]:
 
 def _plan_deletion(
     state: RefState,
-    entries: list[dict[str, Any]],
+    entries: list[QueueEntry],
     pushes: dict[tuple[str, str, str], list[list[str]]],
     notes: list[Note],
 ) -> None:
     """Deliver a queued deletion to peers still holding the deleted value."""
     for entry in entries:
-        origin, peer, old = str(entry["server"]), str(entry.get("peer")), str(entry.get("old"))
+        origin, peer, old = entry.server, entry.peer, entry.old
         if state.values.get(origin) is not None:
             continue  # recreated on its origin since: the ordinary rules apply next time
         held = state.values.get(peer)
@@ -132,8 +130,7 @@ def _drain_queues(ctx: PlanContext, states: tuple[RefState, ...]) -> list[Action
         done = [
             entry
             for entry in facts.queue
-            if (str(entry.get("repository")), str(entry.get("ref"))) not in unsettled
-            and entry.get("file")
+            if (entry.repository, entry.ref) not in unsettled and entry.name
         ]
         if not done:
             continue
@@ -151,7 +148,7 @@ def _drain_queues(ctx: PlanContext, states: tuple[RefState, ...]) -> list[Action
                     {
                         "op": "drain_queue",
                         "base": base,
-                        "files": sorted(str(e["file"]) for e in done),
+                        "files": sorted(e.name for e in done),
                         "queue": QUEUE_PATH,
                     },
                 ),

@@ -28,6 +28,7 @@ give its quantiles.
 
 from __future__ import annotations
 
-from reconciler.replication.post_receive import PUSHES_MAX_BYTES, PUSHES_PATH, record_push
+from reconciler.server.common import PUSHES_PATH
+from reconciler.server.pushes import PUSHES_MAX_BYTES, record_push
 
 __all__ = ["PUSHES_MAX_BYTES", "PUSHES_PATH", "record_push"]

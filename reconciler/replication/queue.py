@@ -7,8 +7,8 @@ below the repositories base, the directory that holds
 Files: one JSON object per (peer, ref update) the peer has not taken, named
 ``<time_ns, 20 digits>-<pid>-<12 hex>.json`` so that names sort by time and
 concurrent hooks never collide. Files are written whole: a temporary
-``.<name>.<hex>.tmp`` in the same directory, flushed, fsynced, renamed, then the
-directory fsynced. Readers skip names that start with ``.`` or do not end in
+``.<name>.reconciler-tmp-<pid>-<random>`` in the same directory, flushed, fsynced,
+renamed, then the directory fsynced. Readers skip names that start with ``.`` or do not end in
 ``.json``. An entry that is rewritten (a drainer recording why a push failed)
 keeps its name and its ``time``.
 
@@ -47,9 +47,9 @@ oldest first. Once a later value of a ref has reached a peer, that peer's older
 transient entries for the ref are moot and may be deleted.
 
 The installed hook is also the drainer, so a server can drain its own queue:
-``python3 <repository>.git/hooks/post-receive --drain <base> [--repository NAME]
-[--retry]`` delivers the ``pending`` entries (with ``--retry`` every entry, each
-tried once) and prints one JSON line
+``<repository>.git/hooks/post-receive --drain <base> [--repository NAME] [--retry]``
+(or ``~/.reconciler/server/bin/post-receive --drain ...``) delivers the ``pending``
+entries (with ``--retry`` every entry, each tried once) and prints one JSON line
 ``{"format_version": 1, "delivered": N, "remaining": M, "locked": false}``;
 ``locked`` true means another drainer holds the lock and has the rest.
 """
@@ -60,15 +60,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from reconciler.replication.post_receive import (
-    DRAIN_LOCK_PATH,
+from reconciler.server.common import DRAIN_LOCK_PATH, QUEUE_PATH, drain_lock
+from reconciler.server.queue import (
     PERMANENT_REASONS,
-    QUEUE_PATH,
     REASONS,
     TRANSIENT_REASONS,
     QueueEntry,
     delete_entry,
-    drain_lock,
     read_entries,
     write_entry,
 )

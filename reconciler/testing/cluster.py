@@ -50,7 +50,7 @@ from types import TracebackType
 from typing import Any, Literal
 
 import reconciler
-from reconciler.gitosis_runtime import RUNTIME_COMMANDS
+from reconciler.server.library import RUNTIME_COMMANDS
 
 SYSTEM_PYTHON = Path("/usr/bin/python3")
 USER_PREFIX = "rcl"

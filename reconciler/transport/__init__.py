@@ -5,23 +5,27 @@ returns what it printed. Two implementations: ``ssh`` (paramiko, strict host-key
 checking) and ``local`` (a directory on this machine acts as the git user's home).
 Only the transport modules import paramiko.
 
-Server-side work is done by stdlib-only Python programs from ``reconciler.remote``
-sent over the channel together with their input (``run_program``), so one
-round trip does what would otherwise take one command per repository.
+Server-side work is done by stdlib-only Python programs assembled from
+``reconciler.server`` and sent over the channel together with their input
+(``run_program``), so one round trip does what would otherwise take one command per
+repository.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from importlib import resources
 from typing import Any, Protocol
 
-# Reads the program (its length is argv[1]) from stdin, leaving the rest of stdin
-# (the program's input) unread for it, and runs it as __main__.
-_BOOTSTRAP = (
-    "import sys;n=int(sys.argv[1]);s=sys.stdin.buffer.read(n);del sys.argv[1];"
-    "exec(compile(s,'<reconciler>','exec'),{'__name__':'__main__'})"
+from reconciler.server_library import program_blob
+
+# Reads the program (a zlib-compressed JSON blob whose length is argv[1]) from stdin,
+# leaving the rest of stdin (the program's input) unread for it, and runs the loader
+# it carries (``reconciler.server_library.LOADER``). One line: gitosis-serve, which
+# answers a key bound to it, refuses a command with a newline before saying why.
+BOOTSTRAP = (
+    "import sys,json,zlib;b=json.loads(zlib.decompress(sys.stdin.buffer.read("
+    "int(sys.argv.pop(1)))));exec(b['loader'],{'b':b})"
 )
 
 
@@ -73,8 +77,8 @@ class Transport(Protocol):
 
 
 def program_source(name: str) -> bytes:
-    """The source of a server-side program in ``reconciler.remote``."""
-    return resources.files("reconciler.remote").joinpath(f"{name}.py").read_bytes()
+    """What is sent of the server-side program ``name``: its modules, as one blob."""
+    return program_blob(name)
 
 
 def run_program(
@@ -95,7 +99,7 @@ def run_program(
     data = b"" if payload is None else json.dumps(payload).encode()
     transport.stats.programs.append(name)
     return transport.run(
-        [python, "-c", _BOOTSTRAP, str(len(source)), *args],
+        [python, "-c", BOOTSTRAP, str(len(source)), *args],
         stdin=source + data,
         timeout=timeout,
         as_admin=as_admin,

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.gitosis_runtime import RUNTIME_BIN, RUNTIME_DIR, runtime_version
+from reconciler.server.library import RUNTIME_BIN, RUNTIME_DIR
+from reconciler.server_library import library_version as runtime_version
 from reconciler.testing.recipe import commit, server_ref, user_clone, user_git
 from tests.e2e.scenario import refs_of, start_scenario
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.server.hooks import stub
 from reconciler.testing.recipe import commit, server_ref, user_clone, user_git
 from tests.e2e.scenario import start_scenario
 
@@ -32,7 +33,9 @@ def test_foreign_hook_and_remote(ssh_cluster_factory, tmp_path: Path) -> None:  
     alpha, beta, _gamma = cluster.servers
     scenario = start_scenario(cluster, tmp_path)
     scenario.apply_twice()
-    ours = (git_dir(alpha, "product") / "hooks/post-receive").read_bytes()
+    # The replication hook is a stub naming its server's library: beta's, once replaced.
+    assert (git_dir(alpha, "product") / "hooks/post-receive").read_bytes() == stub(str(alpha.home))
+    ours = stub(str(beta.home))
     gamma_url = remote_url(beta, "product", "gamma")
     assert gamma_url is not None
 

@@ -14,7 +14,7 @@ from reconciler.desired import load
 from reconciler.facts import Facts, parse_server_facts
 from reconciler.planning import PlanContext, PlanOptions, make_plan
 from reconciler.planning.model import Plan
-from tests.planning.test_planner import CLUSTER, HEAD, HOOK, HOST_A, HOST_B, base_facts, plan_lines
+from tests.planning.test_planner import CLUSTER, HEAD, HOST_A, HOST_B, base_facts, plan_lines
 
 # Made with ssh-keygen; the fingerprints are what `ssh-keygen -l` printed for them.
 RSA_A = (
@@ -48,7 +48,7 @@ def context(desired: Any, servers: dict[str, dict[str, Any]], **options: Any) ->
     )
     relations: Any = {"a": "same", "b": "same"}
     checkout = CheckoutFacts(desired.root, "master", HEAD, files={}, relations=relations)
-    return PlanContext(desired, facts, checkout, PlanOptions(hook_source=HOOK, **options))
+    return PlanContext(desired, facts, checkout, PlanOptions(**options))
 
 
 def hand_made_keys(data: dict[str, Any], pairs: dict[str, str]) -> None:
@@ -250,7 +250,7 @@ def test_a_remote_to_a_local_peer_by_path_or_file_url_is_taken_over(tmp_path: Pa
     facts = Facts(servers={n: parse_server_facts(n, d) for n, d in servers.items()})
     relations: Any = {"a": "same", "b": "same"}
     checkout = CheckoutFacts(root, "master", HEAD, files={}, relations=relations)
-    options = PlanOptions(hook_source=HOOK, replace_foreign=True)
+    options = PlanOptions(replace_foreign=True)
     assert plan_lines(make_plan(PlanContext(desired, facts, checkout, options))) == [
         "a: ~ product: take over remote mirror-server (file:///srv/b/repositories/product.git) "
         "as b -> /srv/b/repositories/product.git",

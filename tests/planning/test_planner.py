@@ -15,14 +15,22 @@ from reconciler.facts import Facts, parse_server_facts
 from reconciler.planning import PlanContext, PlanOptions, make_plan
 from reconciler.planning.context import settings_text
 from reconciler.planning.model import Plan
+from reconciler.server.hooks import stub
+from reconciler.server_library import library_version
 
 ALICE = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHf3QMiW3/6ah4NlkiVbguIO9g4LWCSqJBKVJOG6lKhv alice"
 KEY_A = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIO3JbSpG1m33B5Ps3NmmmpQDHjUcK+XYnRfjFhwkfgoh git@a"
 KEY_B = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAICDkI9zhpVj92Ckyq+vvgnFb/jBQuUE3VOgdK5a6+/ey git@b"
 HOST_A = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIO3JbSpG1m33B5Ps3NmmmpQDHjUcK+XYnRfjFhwkfgoh"
 HOST_B = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAICDkI9zhpVj92Ckyq+vvgnFb/jBQuUE3VOgdK5a6+/ey"
-HOOK = b"#!/usr/bin/env python3\n# reconciler replication hook (test)\n"
-HOOK_SHA = hashlib.sha256(HOOK).hexdigest()
+# Every server has this version's library, and in every repository the stub that runs it.
+LIBRARY = {"version": library_version(), "intact": True}
+
+
+def stub_sha(name: str) -> str:
+    return hashlib.sha256(stub(f"/home/{name}")).hexdigest()
+
+
 EMPTY_DIGEST = hashlib.sha256(b"").hexdigest()
 HEAD = "1" * 40
 GITOSIS_OPTIONS = "no-port-forwarding,no-X11-forwarding,no-agent-forwarding,no-pty"
@@ -61,7 +69,7 @@ def converged_server(name: str, peers: dict[str, str]) -> dict[str, Any]:
                 for peer, url in peers.items()
                 for r in ["{repo}"]
             },
-            "hook": {"mode": 0o755, "uid": 1000, "sha256": HOOK_SHA, "managed": True},
+            "hook": {"mode": 0o755, "uid": 1000, "sha256": stub_sha(name), "managed": True},
             "refs_digest": EMPTY_DIGEST,
             "ref_count": 0,
         }
@@ -108,6 +116,7 @@ def converged_server(name: str, peers: dict[str, str]) -> dict[str, Any]:
             "head": HEAD,
             "history": [{"sha": HEAD, "parents": ["2" * 40], "committer": "reconcile"}],
         },
+        "library": dict(LIBRARY),
     }
 
 
@@ -361,7 +370,7 @@ def build_context(
         files={},
         relations={"a": "same", "b": "same", **relations},  # type: ignore[dict-item]
     )
-    return PlanContext(desired, facts, checkout, PlanOptions(hook_source=HOOK))
+    return PlanContext(desired, facts, checkout, PlanOptions())
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -374,7 +383,7 @@ def test_plan(desired: Any, case: str) -> None:
 
 def test_replace_foreign_flag_replaces(desired: Any) -> None:
     ctx = build_context(desired, {"a": foreign_hook}, {})
-    options = PlanOptions(hook_source=HOOK, replace_foreign=True, stamp="20250102T030405")
+    options = PlanOptions(replace_foreign=True, stamp="20250102T030405")
     plan = make_plan(PlanContext(ctx.desired, ctx.facts, ctx.checkout, options))
     assert plan_lines(plan)[0] == (
         "a: ~ product: replace the foreign post-receive hook, "
@@ -388,7 +397,9 @@ def test_replace_foreign_flag_replaces(desired: Any) -> None:
         "to": "repositories/product.git/hooks/post-receive.foreign-20250102T030405",
         "expect_sha256": "f" * 64,
     }
-    assert write["op"] == "write_file" and write["expect_sha256"] == "f" * 64
+    assert write["op"] == "install_hook" and write["expect_sha256"] == "f" * 64
+    assert write["content"].encode() == stub("/home/a")
+    assert write["library"] == library_version()
 
 
 def test_unreachable_server_is_an_error_and_peers_still_planned(desired: Any) -> None:
@@ -408,9 +419,7 @@ def test_unreachable_server_is_an_error_and_peers_still_planned(desired: Any) ->
 
 def test_only_servers_limits_changes(desired: Any) -> None:
     ctx = build_context(desired, {"a": missing_repo, "b": missing_repo}, {})
-    ctx = PlanContext(
-        ctx.desired, ctx.facts, ctx.checkout, PlanOptions(hook_source=HOOK, only_servers=("b",))
-    )
+    ctx = PlanContext(ctx.desired, ctx.facts, ctx.checkout, PlanOptions(only_servers=("b",)))
     assert {a.server for a in make_plan(ctx).actions} == {"b"}
 
 
@@ -430,9 +439,7 @@ def test_prune_takes_only_our_hook_and_remotes_out_of_an_unmanaged_repository(de
     ctx = build_context(desired, {"a": scratch_with_foreign_remote}, {})
     without = make_plan(ctx)
     assert [a for a in without.actions if "scratch" in a.target] == []
-    pruning = PlanContext(
-        ctx.desired, ctx.facts, ctx.checkout, PlanOptions(hook_source=HOOK, prune=True)
-    )
+    pruning = PlanContext(ctx.desired, ctx.facts, ctx.checkout, PlanOptions(prune=True))
     lines = plan_lines(make_plan(pruning))
     assert lines[:2] == [
         "a: - scratch: remove remote b (not in cluster.d/)",

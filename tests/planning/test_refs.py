@@ -10,7 +10,7 @@ from reconciler.facts import Facts, parse_server_facts
 from reconciler.planning import PlanContext, PlanOptions
 from reconciler.planning.refs import plan_refs
 from reconciler.refs import RefReport, RefState, classify
-from tests.planning.test_planner import HOOK, base_facts
+from tests.planning.test_planner import base_facts
 from tests.planning.test_planner import desired as desired
 
 A, B, C = "a" * 40, "b" * 40, "c" * 40
@@ -45,9 +45,7 @@ def context(
     for name, entries in queues.items():
         servers[name]["queue"] = entries
     facts = Facts(servers={n: parse_server_facts(n, d) for n, d in servers.items()})
-    return PlanContext(
-        desired, facts, None, PlanOptions(hook_source=HOOK), RefReport(states=tuple(states))
-    )
+    return PlanContext(desired, facts, None, PlanOptions(), RefReport(states=tuple(states)))
 
 
 def descriptions(ctx: PlanContext) -> list[str]:
@@ -83,7 +81,12 @@ def test_diverged_is_a_conflict_and_nothing_is_pushed(desired: Any) -> None:
 
 
 def entry(server: str, peer: str, old: str, new: str) -> dict[str, Any]:
+    """A queue entry as the gather program reports it (the queue format, and its file)."""
     return {
+        "format_version": 1,
+        "reason": "unreachable",
+        "transient": True,
+        "detail": "",
         "repository": "product",
         "ref": MAIN,
         "old": old,

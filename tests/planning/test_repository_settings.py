@@ -20,7 +20,7 @@ from reconciler.facts import Facts, parse_server_facts
 from reconciler.planning import PlanContext, PlanOptions, make_plan
 from reconciler.planning.model import Action
 from reconciler.planning.repository_settings import gather_request
-from tests.planning.test_planner import ALICE, HOOK, base_facts
+from tests.planning.test_planner import ALICE, base_facts
 
 LISTED = "product.git Alice+Smith\ntools%2Fbuild.git\n"
 
@@ -250,7 +250,7 @@ def context(
     facts = Facts(
         servers={n: parse_server_facts(n, d) for n, d in servers.items()}, errors=errors or {}
     )
-    return PlanContext(desired, facts, None, options or PlanOptions(hook_source=HOOK))
+    return PlanContext(desired, facts, None, options or PlanOptions())
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -311,7 +311,7 @@ def test_unreachable_and_unplanned_servers_get_nothing(tmp_path: Path) -> None:
     servers = converged(desired)
     just_created(servers["a"])
     just_created(servers["b"])
-    only_b = PlanOptions(hook_source=HOOK, only_servers=("b",))
+    only_b = PlanOptions(only_servers=("b",))
     assert {a.server for a in make_plan(context(desired, servers, only_b)).actions} == {"b"}
     down = {"b": ServerError("b", "cannot connect")}
     plan = make_plan(context(desired, {"a": servers["a"]}, errors=down))

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from reconciler.replication import hook_source
+from reconciler.server.hooks import stub
 from reconciler.testing.cluster import (
     SshCluster,
     SshServer,
@@ -262,7 +262,6 @@ def test_r4_apply_killed_at_twenty_points(
     n-th execute program. Then apply runs again and must converge, and every file it
     writes must be the old or the new one."""
     cluster = two_servers
-    source = hook_source()
     # A clean run first: how long a whole apply takes, and what it leaves.
     operator = reset_servers(cluster, tmp_path / "run")
     started = time.monotonic()
@@ -322,7 +321,7 @@ def test_r4_apply_killed_at_twenty_points(
         for server in cluster.servers:
             for repository in ALL_REPOSITORIES:
                 hook = server.home / "repositories" / f"{repository}.git/hooks/post-receive"
-                if not hook.is_file() or hook.read_bytes() != source:
+                if not hook.is_file() or hook.read_bytes() != stub(str(server.home)):
                     not_converged.append(f"point {point}: {hook} is not the hook")
         problems = served_keys_problems(cluster)
         not_converged += [f"point {point}: {p}" for p in problems]
@@ -434,7 +433,7 @@ def test_r10_repositories_directory_not_writable(
         for server in (alpha, gamma):
             for repository in REPOSITORIES:
                 gitdir = server.home / "repositories" / f"{repository}.git"
-                assert (gitdir / "hooks/post-receive").read_bytes() == hook_source()
+                assert (gitdir / "hooks/post-receive").read_bytes() == stub(str(server.home))
     finally:
         if mounted:
             (repositories / "filler").unlink()

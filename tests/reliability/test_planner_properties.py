@@ -26,10 +26,10 @@ from reconciler.planning.context import settings_text
 from reconciler.planning.known_hosts import desired_lines
 from reconciler.planning.model import Plan
 from reconciler.refs import ZERO, RefReport, classify
+from reconciler.server.hooks import HOOK_MODE, stub
+from reconciler.server_library import library_version
 
-HOOK = b"#!/usr/bin/env python3\n# reconciler replication hook (property test)\n"
-HOOK_SHA = hashlib.sha256(HOOK).hexdigest()
-OPTIONS = PlanOptions(hook_source=HOOK)
+OPTIONS = PlanOptions()
 SERVERS = ["a", "b", "c"]
 REPOSITORIES = ["product", "tools/x", "docs"]
 REFS = ["refs/heads/main", "refs/heads/topic", "refs/tags/v1"]
@@ -129,7 +129,9 @@ def scenarios(draw: st.DrawFn) -> tuple[int, int, list[int], dict[str, dict[str,
                 else {
                     "mode": 0o644 if hook == "bad-mode" else 0o755,
                     "uid": 1000,
-                    "sha256": "e" * 64 if hook == "old" else HOOK_SHA,
+                    "sha256": "e" * 64
+                    if hook == "old"
+                    else hashlib.sha256(stub(f"/home/{name}")).hexdigest(),
                     "managed": True,
                 },
                 "refs": refs,
@@ -145,6 +147,11 @@ def scenarios(draw: st.DrawFn) -> tuple[int, int, list[int], dict[str, dict[str,
                     "peer": draw(st.sampled_from(peers)),
                     "server": name,
                     "file": f"{name}-{i}.json",
+                    "format_version": 1,
+                    "reason": "unreachable",
+                    "transient": True,
+                    "time": 1.0,
+                    "detail": "",
                 }
             )
         raw[name] = {
@@ -176,6 +183,9 @@ def scenarios(draw: st.DrawFn) -> tuple[int, int, list[int], dict[str, dict[str,
             "queue_errors": [],
             "repositories": repositories,
             "admin": {"exists": True, "branch": "master", "head": "1" * 40, "history": []},
+            "library": draw(
+                st.sampled_from([{"version": library_version(), "intact": True}, {"version": None}])
+            ),
         }
     return n_servers, n_repos, parents, raw
 
@@ -251,8 +261,11 @@ def simulate(
         kept = [line for line in data["known_hosts"] if line.strip() not in set(op["remove"])]
         kept += [line for line in op["add"] if line not in kept]
         data["known_hosts"] = kept
-    elif kind == "write_file":
+    elif kind == "install_library":
+        data["library"] = {"version": op["version"], "intact": True}
+    elif kind in ("write_file", "install_hook"):
         if op["path"].endswith("/hooks/post-receive"):
+            assert kind == "install_hook" and op["library"] == library_version()
             repo = repository_of(desired, server, op["path"][: -len("/hooks/post-receive")])
             existing = data["repositories"][repo]["hook"]
             expect = op.get("expect_sha256")
@@ -262,7 +275,7 @@ def simulate(
                 assert existing is not None and existing["sha256"] == expect
             digest = hashlib.sha256(op["content"].encode()).hexdigest()
             data["repositories"][repo]["hook"] = {
-                "mode": op["mode"],
+                "mode": HOOK_MODE,
                 "uid": 1000,
                 "sha256": digest,
                 "managed": True,

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from reconciler.replication import hook_source
+from reconciler.server.hooks import stub
 from reconciler.testing.cluster import SshCluster
 from reconciler.testing.recipe import Operator, commit, user_clone, user_git, write_cluster_d
 
@@ -91,7 +91,6 @@ def test_r9_modes_and_ownership(cluster: tuple[SshCluster, Operator], report: An
         ):
             problems.append(f"{path}: mode {stat.S_IMODE(info.st_mode):o} uid {info.st_uid}")
 
-    source = hook_source()
     for server in made.servers:
         uid = server.uid
         expect(server.home / ".ssh", 0o700, uid)
@@ -101,7 +100,7 @@ def test_r9_modes_and_ownership(cluster: tuple[SshCluster, Operator], report: An
         for repository in [*REPOSITORIES, "gitosis-admin"]:
             hook = server.home / "repositories" / f"{repository}.git/hooks/post-receive"
             expect(hook, 0o755, uid)
-            if hook.read_bytes() != source:
+            if hook.read_bytes() != stub(str(server.home)):
                 problems.append(f"{hook}: not the replication hook")
         # Everything under the home belongs to the git user.
         for path in server.home.rglob("*"):

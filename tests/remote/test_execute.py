@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.remote import execute
+from reconciler.server import common, execute
 
 Action = list[dict[str, object]]
 
@@ -18,7 +18,7 @@ Action = list[dict[str, object]]
 def run_program(
     monkeypatch: pytest.MonkeyPatch, home: Path, actions: list[Action]
 ) -> list[dict[str, object]]:
-    monkeypatch.setattr(execute, "HOME", str(home))
+    monkeypatch.setattr(common, "HOME", str(home))
     monkeypatch.setattr(sys, "stdin", io.StringIO(json.dumps({"actions": actions})))
     out = io.StringIO()
     monkeypatch.setattr(sys, "stdout", out)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.facts import RepoSectionFacts, parse_server_facts
-from reconciler.remote import gather
+from reconciler.server import gather, hooks, pushes, repositories
 
 CURRENT = b"#!/usr/bin/env python3\n# reconciler replication hook\nprint('current')\n"
 
@@ -33,9 +33,9 @@ def test_hook_digests_with_and_without_known_content(tmp_path: Path) -> None:
     make_repository(tmp_path, "older", CURRENT + b"# older\n")
     make_repository(tmp_path, "same-length", same_length)
     make_repository(tmp_path, "none", None)
-    known = gather.KnownContent(CURRENT)
-    found = gather.walk_repositories(str(tmp_path), False, known)
-    plain = gather.walk_repositories(str(tmp_path), False)
+    known = hooks.KnownContent(CURRENT)
+    found = repositories.walk_repositories(str(tmp_path), False, known)
+    plain = repositories.walk_repositories(str(tmp_path), False)
     expected = {
         "current": hashlib.sha256(CURRENT).hexdigest(),
         "older": hashlib.sha256(CURRENT + b"# older\n").hexdigest(),
@@ -54,7 +54,7 @@ def record(peer: str, when: float, seconds: float, result: str = "ok") -> str:
 
 
 def write_pushes(base: Path, lines: list[str]) -> Path:
-    path = base / gather.PUSHES_PATH
+    path = base / pushes.PUSHES_PATH
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(line + "\n" for line in lines))
     return path
@@ -62,13 +62,13 @@ def write_pushes(base: Path, lines: list[str]) -> Path:
 
 def test_push_records_are_folded_into_totals_and_the_file_compacted(tmp_path: Path) -> None:
     now = 1_800_000_000.0
-    old = now - gather.PUSH_WINDOW_SECONDS - 10
+    old = now - pushes.PUSH_WINDOW_SECONDS - 10
     lines = [record("mirror", old + i, 1.0) for i in range(3)]
     lines += [record("mirror", now - 5, 0.25, "timeout"), record("third", now - 1, 0.5)]
     lines += ["not json", json.dumps({"peer": "../x", "time": now, "seconds": 1, "result": "ok"})]
     path = write_pushes(tmp_path, lines)
 
-    first = gather.read_pushes(str(tmp_path), now)
+    first = pushes.read_pushes(str(tmp_path), now)
     assert first == {
         "mirror": {
             "count": 4,
@@ -88,10 +88,10 @@ def test_push_records_are_folded_into_totals_and_the_file_compacted(tmp_path: Pa
     }
     inode = path.stat().st_ino
     # Nothing left the window since: the same answer, and the file is not rewritten.
-    assert gather.read_pushes(str(tmp_path), now) == first
+    assert pushes.read_pushes(str(tmp_path), now) == first
     assert path.stat().st_ino == inode
     # An hour later the recent records are folded too; the totals only grow.
-    later = gather.read_pushes(str(tmp_path), now + 2 * gather.PUSH_WINDOW_SECONDS)
+    later = pushes.read_pushes(str(tmp_path), now + 2 * pushes.PUSH_WINDOW_SECONDS)
     assert later["mirror"] == {**first["mirror"], "recent": []}
     assert len(path.read_text().splitlines()) == 2
     assert not [p for p in path.parent.iterdir() if p.name.endswith(".tmp")]
@@ -99,16 +99,16 @@ def test_push_records_are_folded_into_totals_and_the_file_compacted(tmp_path: Pa
 
 def test_push_window_keeps_the_latest_records_per_peer(tmp_path: Path) -> None:
     now = 1_800_000_000.0
-    count = gather.PUSH_WINDOW_RECORDS + 20
+    count = pushes.PUSH_WINDOW_RECORDS + 20
     write_pushes(tmp_path, [record("mirror", now - count + i, float(i)) for i in range(count)])
-    answer = gather.read_pushes(str(tmp_path), now)["mirror"]
+    answer = pushes.read_pushes(str(tmp_path), now)["mirror"]
     assert answer["count"] == count
     assert answer["recent"] == [float(i) for i in range(20, count)]
 
 
 def test_no_push_record_file_is_no_pushes(tmp_path: Path) -> None:
-    assert gather.read_pushes(str(tmp_path), 0.0) == {}
-    assert not (tmp_path / gather.PUSHES_PATH).exists()
+    assert pushes.read_pushes(str(tmp_path), 0.0) == {}
+    assert not (tmp_path / pushes.PUSHES_PATH).exists()
 
 
 def test_repository_settings_facts(tmp_path: Path, monkeypatch: Any) -> None:

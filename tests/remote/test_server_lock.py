@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from reconciler.remote import execute
+from reconciler.server import execute
 
 PROGRAM = execute.__file__
 HOLDER = re.compile(r"pid (\d+) since \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
@@ -152,7 +152,7 @@ def holding_server_lock(procs: Processes, who: str = "test holder") -> subproces
     path = procs.home / "repositories" / execute.SERVER_LOCK_PATH
     return procs.python(
         "import sys\n"
-        "from reconciler.remote.execute import take_lock\n"
+        "from reconciler.server.common import take_lock\n"
         f"take_lock({str(path)!r}, 0, {who!r})\n"
         "print('held', flush=True)\n"
         "sys.stdin.read()\n"
@@ -268,7 +268,7 @@ def test_the_drain_lock_is_one_lock_for_the_hook_and_for_apply(procs: Processes)
     drainer = procs.python(
         "import sys\n"
         "from pathlib import Path\n"
-        "from reconciler.replication.post_receive import drain_lock\n"
+        "from reconciler.server.common import drain_lock\n"
         f"with drain_lock(Path({str(base)!r})) as held:\n"
         "    assert held\n"
         "    print('held', flush=True)\n"
@@ -290,7 +290,7 @@ def test_the_drain_lock_is_one_lock_for_the_hook_and_for_apply(procs: Processes)
     # And the other way round: apply's take_lock holding it, the hook's finds it taken.
     holder = procs.python(
         "import sys\n"
-        "from reconciler.remote.execute import DRAIN_LOCK_PATH, take_lock\n"
+        "from reconciler.server.common import DRAIN_LOCK_PATH, take_lock\n"
         f"take_lock({str(base)!r} + '/' + DRAIN_LOCK_PATH, 0, 'apply')\n"
         "print('held', flush=True)\n"
         "sys.stdin.read()\n"
@@ -300,7 +300,7 @@ def test_the_drain_lock_is_one_lock_for_the_hook_and_for_apply(procs: Processes)
             sys.executable,
             "-c",
             "from pathlib import Path\n"
-            "from reconciler.replication.post_receive import drain_lock\n"
+            "from reconciler.server.common import drain_lock\n"
             f"with drain_lock(Path({str(base)!r})) as held:\n"
             "    print(held)\n",
         ],

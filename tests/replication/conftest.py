@@ -1,4 +1,5 @@
-"""A cluster of bare repositories on this machine, each with the real hook installed.
+"""A cluster of bare repositories on this machine, each with the real hook installed
+(the server library in each server's home, a stub in each repository, as apply makes them).
 
 A server here is a directory acting as its repositories base: settings file,
 queue, and bare repositories whose remotes are the other servers' paths. Pushes
@@ -18,8 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.replication import hook_source, settings_json
+from reconciler.replication import settings_json
 from reconciler.replication.queue import QueueEntry, read_queue
+from reconciler.testing.library import install_server_library
 
 NAMES = ("master", "mirror", "third")
 REPOSITORIES = ("product", "tools/build-scripts")
@@ -143,18 +145,25 @@ class Cluster:
 
 
 def build_cluster(
-    root: Path, names: Sequence[str] = NAMES, mode: str = "sync", timeout: float = 20
+    root: Path,
+    names: Sequence[str] = NAMES,
+    mode: str = "sync",
+    timeout: float = 20,
+    python: str = "python3",
 ) -> Cluster:
     home = root / "home"
     home.mkdir(parents=True)
     cluster = Cluster(root=root, env=git_env(home))
-    hook = hook_source()
+    hooks = {}
     for name in names:
         server = Server(name, root / name / "repositories")
         server.base.mkdir(parents=True)
         server.write_settings([n for n in names if n != name], mode=mode, timeout=timeout)
         cluster.servers[name] = server
+        # The server's home is root/NAME: the library goes there, as apply puts it.
+        hooks[name] = install_server_library(root / name, python=python)
     for server in cluster.servers.values():
+        hook = hooks[server.name]
         for repository in REPOSITORIES:
             path = server.repository(repository)
             path.parent.mkdir(parents=True, exist_ok=True)

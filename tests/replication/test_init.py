@@ -1,52 +1,42 @@
-"""What apply installs: the hook's bytes, its marker, and the settings file."""
+"""What apply installs: the hook stub, its marker, the library it runs, the settings file."""
 
 from __future__ import annotations
 
-import ast
-import hashlib
 import json
-import sys
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from reconciler.replication import (
-    HOOK_MARKER,
-    HOOK_VERSION,
-    hook_digest,
-    hook_source,
-    post_receive,
-    settings_json,
-)
-from reconciler.replication.post_receive import SettingsError, parse_settings
-
-HOOK_FILE = Path(post_receive.__file__)
+from reconciler.replication import HOOK_MARKER, settings_json, stub
+from reconciler.server.settings import SettingsError, parse_settings
+from reconciler.testing.library import install_server_library
 
 
-def test_the_hook_is_the_file_with_its_marker_and_version() -> None:
-    source = hook_source()
-    assert source == HOOK_FILE.read_bytes()
+def test_the_hook_is_a_short_stub_with_its_marker_naming_the_library() -> None:
+    source = stub("/home/git")
     lines = source.decode().splitlines()
-    assert lines[0] == "#!/usr/bin/env python3"
+    assert lines[0] == "#!/bin/sh"
     assert lines[1] == HOOK_MARKER
-    assert f"HOOK_VERSION = {HOOK_VERSION}" in lines
-    assert hook_digest() == hashlib.sha256(source).hexdigest()
+    assert lines[-1] == 'exec /home/git/.reconciler/server/bin/post-receive "$@"'
+    assert len(source) < 400
+    # A home with a space or a quote in it is still one word for sh.
+    assert stub("/srv/it's git").decode().splitlines()[-1] == (
+        "exec '/srv/it'\"'\"'s git/.reconciler/server/bin/post-receive' \"$@\""
+    )
 
 
-def test_the_hook_imports_only_the_standard_library() -> None:
-    tree = ast.parse(hook_source())
-    modules = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            modules.update(alias.name.split(".")[0] for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            assert node.level == 0
-            modules.add((node.module or "").split(".")[0])
-    assert modules - {"__future__"} <= sys.stdlib_module_names
-
-
-def test_the_hook_parses_as_python_3_9() -> None:
-    ast.parse(hook_source(), feature_version=(3, 9))
+def test_the_stub_runs_the_installed_library(tmp_path: Path) -> None:
+    home = tmp_path / "home with space"
+    home.mkdir()
+    hook = tmp_path / "post-receive"
+    hook.write_bytes(install_server_library(home))
+    hook.chmod(0o755)
+    done = subprocess.run(
+        [str(hook), "--drain"], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert done.returncode == 2
+    assert done.stderr.startswith("usage: post-receive --drain BASE")
 
 
 def test_settings_round_trip_through_the_hook() -> None:

@@ -6,23 +6,19 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from reconciler.replication import post_receive
-from reconciler.replication.post_receive import (
-    QueueEntry,
-    drain,
-    drain_lock,
-    parse_porcelain,
-    supersede,
-    write_entry,
-)
 from reconciler.replication.queue import read_queue
+from reconciler.server import pushes
+from reconciler.server import replication as post_receive
+from reconciler.server.common import atomic_write, drain_lock
+from reconciler.server.queue import PERMANENT_REASONS, QueueEntry, write_entry
+from reconciler.server.replication import drain, parse_porcelain, supersede
+from reconciler.testing.library import install_server_library
 
 from .conftest import (
     Cluster,
@@ -390,11 +386,12 @@ def test_the_drainer_records_why_a_peer_did_not_take_an_update(tmp_path: Path) -
 
 
 def test_the_hook_file_runs_on_its_own(tmp_path: Path) -> None:
-    # Copied out of the package, with a bare interpreter and no project on the path.
+    # The stub runs the installed library, with a bare interpreter and no project on the path.
     hook = tmp_path / "post-receive"
-    hook.write_bytes(Path(post_receive.__file__).read_bytes())
+    hook.write_bytes(install_server_library(tmp_path))
+    hook.chmod(0o755)
     result = subprocess.run(
-        [sys.executable, "-I", str(hook), "--drain"],
+        [str(hook), "--drain"],
         capture_output=True,
         text=True,
         timeout=30,
@@ -600,7 +597,7 @@ def test_the_hook_runs_on_python_3_9(tmp_path: Path, mode: str) -> None:
     python = _python_3_9()
     if python is None:
         pytest.skip("no Python 3.9 on this machine")
-    cluster = build_cluster(tmp_path, mode=mode)
+    cluster = build_cluster(tmp_path, mode=mode, python=python)
     shims = tmp_path / "bin"
     shims.mkdir()
     (shims / "python3").symlink_to(python)
@@ -750,7 +747,7 @@ def test_split_brain_keeps_both_commits_and_replicates_the_rest(cluster: Cluster
 
 
 def push_records(server_base: Path) -> list[dict[str, object]]:
-    path = server_base / post_receive.PUSHES_PATH
+    path = server_base / pushes.PUSHES_PATH
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
@@ -794,12 +791,12 @@ def test_async_drainer_pushes_are_recorded(tmp_path: Path) -> None:
 def test_push_records_stop_at_their_bound(tmp_path: Path) -> None:
     base = tmp_path / "repositories"
     (base / ".reconciler").mkdir(parents=True)
-    path = base / post_receive.PUSHES_PATH
-    path.write_bytes(b"x" * post_receive.PUSHES_MAX_BYTES)
-    post_receive.record_push(base, "mirror", 0.5, "ok")
-    assert path.stat().st_size == post_receive.PUSHES_MAX_BYTES
+    path = base / pushes.PUSHES_PATH
+    path.write_bytes(b"x" * pushes.PUSHES_MAX_BYTES)
+    pushes.record_push(base, "mirror", 0.5, "ok")
+    assert path.stat().st_size == pushes.PUSHES_MAX_BYTES
     path.write_bytes(b"")
-    post_receive.record_push(base, "mirror", 0.5, "ok")
+    pushes.record_push(base, "mirror", 0.5, "ok")
     assert push_records(base)[0]["seconds"] == 0.5
 
 
@@ -808,27 +805,23 @@ def test_a_record_waiting_for_the_lock_lands_in_the_compacted_file(tmp_path: Pat
     the lock: a hook that waited for the lock writes into the new file, not the old."""
     import fcntl
 
-    from reconciler.remote import gather
-
     base = tmp_path / "repositories"
     (base / ".reconciler").mkdir(parents=True)
-    old = time.time() - 2 * gather.PUSH_WINDOW_SECONDS
-    path = base / post_receive.PUSHES_PATH
+    old = time.time() - 2 * pushes.PUSH_WINDOW_SECONDS
+    path = base / pushes.PUSHES_PATH
     path.write_text(
         json.dumps({"peer": "mirror", "time": old, "seconds": 1.0, "result": "ok"}) + "\n"
     )
     with open(path, "rb") as held:
         fcntl.flock(held.fileno(), fcntl.LOCK_EX)
-        writer = threading.Thread(
-            target=post_receive.record_push, args=(base, "mirror", 2.0, "timeout")
-        )
+        writer = threading.Thread(target=pushes.record_push, args=(base, "mirror", 2.0, "timeout"))
         writer.start()
         time.sleep(0.1)  # the writer now waits for the lock on the old file
-        peers, dirty = gather.parse_push_lines(path.read_text(), time.time())
+        peers, dirty = pushes.parse_push_lines(path.read_text(), time.time())
         assert dirty
-        gather.write_replacing(str(path), gather.compacted_push_lines(peers).encode())
+        atomic_write(str(path), pushes.compacted_push_lines(peers).encode())
     writer.join(timeout=10)
-    answer = gather.read_pushes(str(base), time.time())
+    answer = pushes.read_pushes(str(base), time.time())
     assert answer["mirror"]["count"] == 2
     assert answer["mirror"]["results"] == {"ok": 1, "timeout": 1}
     assert answer["mirror"]["recent"] == [2.0]
@@ -845,7 +838,7 @@ def test_a_peer_gitosis_refusing_the_key_is_denied_with_its_own_sentence() -> No
     run = post_receive.Run(returncode=128, stdout="", stderr=stderr, timed_out=False)
     outcome = post_receive.classify(update, None, run)
     assert (outcome.reason, outcome.detail) == ("denied", "Repository read access denied")
-    assert "denied" in post_receive.PERMANENT_REASONS
+    assert "denied" in PERMANENT_REASONS
     assert post_receive.peer_line("t0", [outcome], 30) == (
         "t0 refused access: gitosis on t0 said 'Repository read access denied': queued for review"
     )

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.replication.post_receive import QueueEntry
 from reconciler.replication.queue import (
     QueueProblem,
     queue_directory,
@@ -17,6 +16,7 @@ from reconciler.replication.queue import (
     scan_queue,
     write_entry,
 )
+from reconciler.server.queue import QueueEntry
 
 OLD = "1" * 40
 NEW = "a" * 40
@@ -124,7 +124,8 @@ def test_concurrent_writers_never_collide(tmp_path: Path) -> None:
 def test_a_drainer_also_takes_pending_entries_of_other_repositories(tmp_path: Path) -> None:
     """A hook of another repository that found the lock taken left its entries to the
     holder: the holder's drainer must not leave them behind (found by the benchmarks)."""
-    from reconciler.replication.post_receive import QueueEntry, drain, write_entry
+    from reconciler.server.queue import QueueEntry, write_entry
+    from reconciler.server.replication import drain
     from tests.replication.conftest import build_cluster
 
     cluster = build_cluster(tmp_path, mode="async")

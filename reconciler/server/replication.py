@@ -1,20 +1,16 @@
 #!/usr/bin/env python3
-# reconciler replication hook (managed by reconcile apply; local edits are replaced)
 """Replicate the ref updates of a push to the cluster's other servers.
 
-``reconcile apply`` copies this file byte for byte into ``hooks/post-receive`` of
-every mirrored repository (mode 0755) and recognises it by its sha256. It runs on
-the servers with nothing but git and Python 3.9 or newer, so it imports nothing
-beyond the standard library.
+``hooks/post-receive`` of every mirrored repository is a short stub
+(``reconciler.server.hooks``) that runs this module from the server library
+``reconcile apply`` installs once per server (``reconciler.server.library``). It
+runs on the servers with nothing but git and Python 3.9 or newer, so it imports
+nothing beyond the standard library.
 
-Settings are per server, not per repository. The hook walks up from the
-repository (``$GIT_DIR``) to the first directory holding
+Settings are per server, not per repository (``reconciler.server.settings``). The
+hook walks up from the repository (``$GIT_DIR``) to the first directory holding
 ``.reconciler/replication.json``; that directory is the repositories base, and
-the repository's name is its path below the base with one ``.git`` removed::
-
-    {"format_version": 1, "server": "master", "peers": ["mirror", "third"],
-     "mirror_users": ["git@master", "git@mirror", "git@third"],
-     "mode": "sync", "timeout": 30}
+the repository's name is its path below the base with one ``.git`` removed.
 
 For each peer the hook pushes to the git remote named after the peer, all the
 push's ref updates in one ``git push --porcelain`` with one
@@ -65,51 +61,48 @@ delete refs a peer took from someone else meanwhile.
 
 from __future__ import annotations
 
-import fcntl
+import contextlib
 import json
 import math
 import os
 import re
-import secrets
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-HOOK_VERSION = 1
-HOOK_MARKER = "# reconciler replication hook (managed by reconcile apply; local edits are replaced)"
+from reconciler.server.common import (
+    FORMAT_VERSION,
+    QUEUE_PATH,
+    SETTINGS_PATH,
+    bounded,
+    drain_lock,
+    fsync_dir,
+    kill_group,
+)
+from reconciler.server.hooks import KEPT_HOOK_PREFIX
+from reconciler.server.pushes import record_push
+from reconciler.server.queue import (
+    OBJECT_ID,
+    TRANSIENT_REASONS,
+    QueueEntry,
+    RefUpdate,
+    delete_entry,
+    is_zero,
+    new_entry_name,
+    read_entries,
+    write_entry,
+)
+from reconciler.server.settings import Settings, SettingsError, find_base, load_settings
 
-FORMAT_VERSION = 1
-SETTINGS_PATH = ".reconciler/replication.json"
-QUEUE_PATH = ".reconciler/queue"
-DRAIN_LOCK_PATH = ".reconciler/drain.lock"
-# One line per peer push (its duration and outcome), appended here and folded
-# into per-peer totals by the gather program (reconciler/replication/pushes.py).
-PUSHES_PATH = ".reconciler/pushes.jsonl"
-# The file stays small between two gathers: past this size a push is not recorded.
-PUSHES_MAX_BYTES = 256 << 10
-PUSHES_LOCK_TRIES = 50  # 10 ms apart: the gather program holds the lock for milliseconds
-KEPT_HOOK_PREFIX = "post-receive.foreign-"  # apply's copies of the hooks it replaced
-
-MODES = ("sync", "async")
-TRANSIENT_REASONS = ("unreachable", "timeout", "pending", "no remote")
-# "denied": the peer's gitosis refused this server's key access to the repository
-# (its own sentence is the detail); trying again changes nothing until the access
-# rules or the keys are fixed.
-PERMANENT_REASONS = ("diverged", "missing repository", "rejected", "denied")
-REASONS = TRANSIENT_REASONS + PERMANENT_REASONS
-
-# A stray settings file far above the repositories must not be picked up, and a
-# deep tree must not make every push slow.
-MAX_BASE_DEPTH = 32
 # After a kill, the pipes close as soon as the group is gone; wait this long at most.
 REAP_SECONDS = 5.0
+
 # The detached drainer stops starting pushes after this long; what is left stays
 # queued for `reconcile apply`.
 DRAIN_SECONDS = 600.0
@@ -141,103 +134,15 @@ REPOSITORY_ENV = (
     "GIT_SHALLOW_FILE",
     "GIT_GRAFT_FILE",
 )
-_OBJECT_ID = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 # gitosis reports a refusal on stderr as LEVEL:LOGGER:MESSAGE before it exits,
 # e.g. "ERROR:gitosis.serve.main:Repository read access denied".
 _GITOSIS_ERROR = re.compile(r"^(?:remote: )?ERROR:gitosis\.[A-Za-z0-9_.]+:\s*(.+)$", re.MULTILINE)
-# Server names become remote names and `-c remote.<name>.…` keys: nothing else.
-_SERVER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
-_HOOK_FILE = os.path.abspath(__file__)
-
-
-class SettingsError(ValueError):
-    """The settings file is missing a field or holds a wrong value."""
-
-
-def is_zero(object_id: str) -> bool:
-    return object_id.strip("0") == ""
-
-
-# --- settings ---------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Settings:
-    server: str
-    peers: tuple[str, ...]
-    mirror_users: frozenset[str]
-    mode: str = "sync"
-    timeout: float = 30.0
-    run_kept_hooks: bool = False
-    # The admin repository is never replicated by the hook: only reconcile apply
-    # sends it to the servers (the servers' keys have no write access to it).
-    admin_repository: str = ""
-
-
-def parse_settings(data: object) -> Settings:
-    if not isinstance(data, dict):
-        raise SettingsError("expected a JSON object")
-    if data.get("format_version") != FORMAT_VERSION:
-        raise SettingsError(f"unsupported format_version {data.get('format_version')!r}")
-    server = data.get("server")
-    if not isinstance(server, str) or not _SERVER_NAME.fullmatch(server):
-        raise SettingsError(f"'server' must be a server name, not {server!r}")
-    peers = _string_list(data, "peers")
-    for peer in peers:
-        if not _SERVER_NAME.fullmatch(peer):
-            raise SettingsError(f"'peers' must hold server names, not {peer!r}")
-    mirror_users = _string_list(data, "mirror_users")
-    mode = data.get("mode", "sync")
-    if mode not in MODES:
-        raise SettingsError(f"'mode' must be one of {', '.join(MODES)}, not {mode!r}")
-    timeout = data.get("timeout", 30)
-    if (
-        isinstance(timeout, bool)
-        or not isinstance(timeout, (int, float))
-        or not 0 < timeout <= 3600
-    ):
-        raise SettingsError(f"'timeout' must be a number of seconds in (0, 3600], not {timeout!r}")
-    run_kept_hooks = data.get("run_kept_hooks", False)
-    if not isinstance(run_kept_hooks, bool):
-        raise SettingsError(f"'run_kept_hooks' must be true or false, not {run_kept_hooks!r}")
-    admin = data.get("admin_repository", "")
-    if not isinstance(admin, str):
-        raise SettingsError(f"'admin_repository' must be a repository name, not {admin!r}")
-    return Settings(
-        server=server,
-        peers=tuple(p for p in peers if p != server),
-        mirror_users=frozenset(mirror_users),
-        mode=str(mode),
-        timeout=float(timeout),
-        run_kept_hooks=run_kept_hooks,
-        admin_repository=admin,
-    )
-
-
-def _string_list(data: Mapping[str, object], key: str) -> list[str]:
-    value = data.get(key, [])
-    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        raise SettingsError(f"'{key}' must be a list of non-empty strings")
-    return list(value)
-
-
-def load_settings(base: Path) -> Settings:
-    path = base / SETTINGS_PATH
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        return parse_settings(data)
-    except (OSError, ValueError) as exc:
-        raise SettingsError(f"{path}: {exc}") from exc
-
-
-def find_base(git_dir: Path) -> Path | None:
-    """The nearest directory above ``git_dir`` that holds the settings file."""
-    for depth, directory in enumerate(git_dir.parents):
-        if depth >= MAX_BASE_DEPTH:
-            break
-        if (directory / SETTINGS_PATH).is_file():
-            return directory
-    return None
+# The library this module was loaded from: the drainer runs the same version.
+_LIBRARY = str(Path(os.path.abspath(__file__)).parents[2])
+DRAINER = (
+    "import sys;sys.path.insert(0,sys.argv.pop(1));"
+    "from reconciler.server.replication import main;sys.exit(main())"
+)
 
 
 def repository_name(base: Path, git_dir: Path) -> str:
@@ -255,20 +160,7 @@ def repository_dir(base: Path, name: str) -> Path | None:
 # --- ref updates --------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class RefUpdate:
-    old: str
-    new: str
-    ref: str
-
-    @property
-    def lease(self) -> str:
-        # An empty lease means "the ref must not exist yet".
-        return f"--force-with-lease={self.ref}:{'' if is_zero(self.old) else self.old}"
-
-    @property
-    def refspec(self) -> str:
-        return f":{self.ref}" if is_zero(self.new) else f"{self.new}:{self.ref}"
+# --- ref updates --------------------------------------------------------------
 
 
 def parse_updates(text: str) -> list[RefUpdate]:
@@ -280,8 +172,8 @@ def parse_updates(text: str) -> list[RefUpdate]:
         parts = line.split()
         if (
             len(parts) != 3
-            or not _OBJECT_ID.fullmatch(parts[0])
-            or not _OBJECT_ID.fullmatch(parts[1])
+            or not OBJECT_ID.fullmatch(parts[0])
+            or not OBJECT_ID.fullmatch(parts[1])
             or not parts[2].startswith("refs/")
         ):
             raise ValueError(f"unexpected update line {line!r}")
@@ -292,90 +184,7 @@ def parse_updates(text: str) -> list[RefUpdate]:
 # --- the queue ------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class QueueEntry:
-    """One ref update one peer has not taken yet; one file in the queue."""
-
-    repository: str
-    ref: str
-    old: str
-    new: str
-    peer: str
-    reason: str
-    transient: bool
-    time: float
-    server: str
-    detail: str = ""
-    # The file the entry was read from or written to; not part of the JSON.
-    name: str = field(default="", compare=False)
-
-    @property
-    def update(self) -> RefUpdate:
-        return RefUpdate(old=self.old, new=self.new, ref=self.ref)
-
-    def to_json(self) -> dict[str, object]:
-        return {
-            "format_version": FORMAT_VERSION,
-            "repository": self.repository,
-            "ref": self.ref,
-            "old": self.old,
-            "new": self.new,
-            "peer": self.peer,
-            "reason": self.reason,
-            "transient": self.transient,
-            "time": self.time,
-            "server": self.server,
-            "detail": self.detail,
-        }
-
-    @classmethod
-    def from_json(cls, data: object, name: str = "") -> QueueEntry:
-        """Parse one queue file's JSON; ValueError names what is wrong."""
-        if not isinstance(data, dict):
-            raise ValueError("expected a JSON object")
-        if data.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"unsupported format_version {data.get('format_version')!r}")
-        strings = {}
-        for key in ("repository", "ref", "old", "new", "peer", "reason", "server"):
-            value = data.get(key)
-            if not isinstance(value, str) or not value:
-                raise ValueError(f"{key!r} must be a non-empty string")
-            strings[key] = value
-        for key in ("old", "new"):
-            if not _OBJECT_ID.fullmatch(strings[key]):
-                raise ValueError(f"{key!r} is not an object id: {strings[key]!r}")
-        for key in ("peer", "server"):
-            if not _SERVER_NAME.fullmatch(strings[key]):
-                raise ValueError(f"{key!r} is not a server name: {strings[key]!r}")
-        parts = strings["repository"].split("/")
-        if any(part in ("", ".", "..") for part in parts):
-            raise ValueError(f"'repository' is not a repository path: {strings['repository']!r}")
-        if not strings["ref"].startswith("refs/"):
-            raise ValueError(f"'ref' is not a ref name: {strings['ref']!r}")
-        if strings["reason"] not in REASONS:
-            raise ValueError(f"unknown reason {strings['reason']!r}")
-        transient = data.get("transient")
-        when = data.get("time")
-        detail = data.get("detail", "")
-        if not isinstance(transient, bool):
-            raise ValueError("'transient' must be true or false")
-        if isinstance(when, bool) or not isinstance(when, (int, float)):
-            raise ValueError("'time' must be a number")
-        if not isinstance(detail, str):
-            raise ValueError("'detail' must be a string")
-        return cls(
-            repository=strings["repository"],
-            ref=strings["ref"],
-            old=strings["old"],
-            new=strings["new"],
-            peer=strings["peer"],
-            reason=strings["reason"],
-            transient=transient,
-            time=float(when),
-            server=strings["server"],
-            detail=detail,
-            name=name,
-        )
+# --- the queue ------------------------------------------------------------------
 
 
 def make_entry(
@@ -395,142 +204,12 @@ def make_entry(
     )
 
 
-def new_entry_name() -> str:
-    # Sorts by time; pid and randomness keep concurrent hooks apart.
-    return f"{time.time_ns():020d}-{os.getpid()}-{secrets.token_hex(6)}.json"
-
-
-def is_entry_name(name: str) -> bool:
-    return name.endswith(".json") and not name.startswith(".")
-
-
-def write_entry(base: Path, entry: QueueEntry, name: str = "") -> QueueEntry:
-    """Write ``entry`` atomically (a new file, or over ``name``); returns it named."""
-    directory = base / QUEUE_PATH
-    directory.mkdir(parents=True, exist_ok=True)
-    name = name or new_entry_name()
-    data = (json.dumps(entry.to_json(), sort_keys=True) + "\n").encode("utf-8")
-    temporary = directory / f".{name}.{secrets.token_hex(4)}.tmp"
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    try:
-        with os.fdopen(fd, "wb") as stream:
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, directory / name)
-    except BaseException:
-        with _ignoring(OSError):
-            temporary.unlink()
-        raise
-    _fsync_directory(directory)
-    return replace(entry, name=name)
-
-
-def read_entries(base: Path) -> tuple[list[QueueEntry], list[tuple[str, str]]]:
-    """Every entry in time order, and (file name, problem) for files that do not parse."""
-    directory = base / QUEUE_PATH
-    try:
-        names = sorted(n for n in os.listdir(directory) if is_entry_name(n))
-    except FileNotFoundError:
-        return [], []
-    entries = []
-    problems = []
-    for name in names:
-        try:
-            text = (directory / name).read_text(encoding="utf-8")
-        except FileNotFoundError:
-            continue  # drained meanwhile
-        except (OSError, UnicodeDecodeError) as exc:
-            problems.append((name, str(exc)))
-            continue
-        try:
-            entries.append(QueueEntry.from_json(json.loads(text), name=name))
-        except ValueError as exc:
-            problems.append((name, str(exc)))
-    return entries, problems
-
-
-def delete_entry(base: Path, name: str, sync: bool = True) -> bool:
-    """Remove one queue file; False if it was already gone.
-
-    ``sync=False`` leaves the directory sync to the caller, once for many.
-    """
-    if not is_entry_name(name) or "/" in name:
-        raise ValueError(f"not a queue entry name: {name!r}")
-    directory = base / QUEUE_PATH
-    try:
-        (directory / name).unlink()
-    except FileNotFoundError:
-        return False
-    if sync:
-        _fsync_directory(directory)
-    return True
-
-
-def _fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-@contextmanager
-def _ignoring(*errors: type[BaseException]) -> Iterator[None]:
-    try:
-        yield
-    except errors:
-        return
-
-
 # --- push records -------------------------------------------------------------------
 
 
 def push_result(outcomes: Sequence[RefOutcome]) -> str:
     """ "ok" when the peer took every update, otherwise the first reason it did not."""
     return next((o.reason for o in outcomes if not o.ok), "ok")
-
-
-def record_push(base: Path, peer: str, seconds: float, result: str) -> None:
-    """Append one push's duration and outcome to ``PUSHES_PATH``; best effort.
-
-    The gather program folds old lines into totals by renaming a compacted file
-    over this one while holding ``flock`` on it, so the line is written under the
-    same lock, into the file that is at the path once the lock is held.
-    """
-    line = json.dumps(
-        {
-            "peer": peer,
-            "time": round(time.time(), 3),
-            "seconds": round(seconds, 4),
-            "result": result,
-        },
-        sort_keys=True,
-    )
-    path = base / PUSHES_PATH
-    with _ignoring(OSError):
-        for _ in range(3):
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
-            try:
-                if not _lock_briefly(fd):
-                    return
-                if os.fstat(fd).st_ino != os.stat(path).st_ino:
-                    continue  # compacted meanwhile: write into the new file
-                if os.fstat(fd).st_size < PUSHES_MAX_BYTES:
-                    os.write(fd, (line + "\n").encode("utf-8"))
-                return
-            finally:
-                os.close(fd)
-
-
-def _lock_briefly(fd: int) -> bool:
-    for _ in range(PUSHES_LOCK_TRIES):
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return True
-        except BlockingIOError:
-            time.sleep(0.01)
-    return False
 
 
 # --- running git, bounded ----------------------------------------------------------
@@ -545,49 +224,16 @@ class Run:
 
 
 def run_bounded(argv: Sequence[str], cwd: Path, env: Mapping[str, str], timeout: float) -> Run:
-    """Run ``argv`` in its own process group; kill the whole group after ``timeout``."""
-    process = subprocess.Popen(
-        list(argv),
-        cwd=cwd,
-        env=dict(env),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
-    timed_out = False
-    try:
-        out, err = process.communicate(timeout=max(timeout, 0.01))
-    except subprocess.TimeoutExpired:
-        timed_out = True
-        # The ssh that git started must go too, or it keeps the peer's connection
-        # and our pipes open.
-        _kill_group(process.pid)
-        try:
-            out, err = process.communicate(timeout=REAP_SECONDS)
-        except subprocess.TimeoutExpired:
-            # Something escaped the group and holds the pipes: stop waiting for it.
-            process.kill()
-            for stream in (process.stdout, process.stderr):
-                if stream is not None:
-                    stream.close()
-            process.wait(timeout=REAP_SECONDS)
-            out, err = b"", b""
-    finally:
-        if process.returncode is None:
-            _kill_group(process.pid)
-            process.wait(timeout=REAP_SECONDS)
+    """Run ``argv`` in its own process group; kill the whole group (the ssh that git
+    started included, or it keeps the peer's connection and our pipes open) after
+    ``timeout``."""
+    done = bounded(argv, cwd=cwd, env=env, timeout=timeout, gentle=False)
     return Run(
-        returncode=process.returncode if process.returncode is not None else -1,
-        stdout=out.decode("utf-8", "replace"),
-        stderr=err.decode("utf-8", "replace"),
-        timed_out=timed_out,
+        returncode=done.returncode,
+        stdout=done.stdout.decode("utf-8", "replace"),
+        stderr=done.stderr.decode("utf-8", "replace"),
+        timed_out=done.timed_out,
     )
-
-
-def _kill_group(pgid: int) -> None:
-    with _ignoring(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signal.SIGKILL)
 
 
 def push_environment(environ: Mapping[str, str], settings: Settings) -> dict[str, str]:
@@ -856,7 +502,7 @@ Emit = Callable[[str], None]
 
 def _emit(line: str) -> None:
     # A pusher that went away must not stop the queueing that follows.
-    with _ignoring(OSError, ValueError):
+    with contextlib.suppress(OSError, ValueError):
         sys.stdout.write(line + "\n")
         sys.stdout.flush()
 
@@ -942,7 +588,7 @@ def run_kept_hook(
     env = dict(environ)
     env["GIT_CONFIG_PARAMETERS"] = _blocked_peers(environ, settings.peers)
     argv = [str(path)]
-    with _ignoring(OSError), open(path, "rb") as handle:
+    with contextlib.suppress(OSError), open(path, "rb") as handle:
         if handle.read(2) != b"#!":
             # exec refuses a script without an interpreter line; git ran it with sh.
             argv = ["/bin/sh", str(path)]
@@ -958,7 +604,7 @@ def run_kept_hook(
     try:
         out, _ = process.communicate(stdin_text.encode("utf-8"), timeout=settings.timeout)
     except subprocess.TimeoutExpired:
-        _kill_group(process.pid)
+        kill_group(process.pid)
         try:
             out, _ = process.communicate(timeout=REAP_SECONDS)
         except subprocess.TimeoutExpired:
@@ -1001,7 +647,7 @@ def _replicate_now(
         # Written ahead, so that a hook killed halfway still leaves the update queued.
         started = new_entry_name()
         ahead: dict[str, QueueEntry] = {}
-        with _ignoring(OSError):
+        with contextlib.suppress(OSError):
             for update in updates if len(updates) <= WRITE_AHEAD_MAX else ():
                 entry = make_entry(settings, name, peer, update, "pending", "push in progress")
                 ahead[update.ref] = write_entry(base, entry)
@@ -1047,7 +693,7 @@ def record_outcomes(
         if outcome.ok:
             delivered.add(outcome.update.ref)
             if earlier is not None:
-                with _ignoring(OSError):
+                with contextlib.suppress(OSError):
                     delete_entry(base, earlier.name, sync=False)
         else:
             entry = make_entry(
@@ -1056,8 +702,8 @@ def record_outcomes(
             write_entry(base, entry, name=earlier.name if earlier is not None else "")
     if ahead:
         # One directory sync for all the deletions above.
-        with _ignoring(OSError):
-            _fsync_directory(base / QUEUE_PATH)
+        with contextlib.suppress(OSError):
+            fsync_dir(str(base / QUEUE_PATH))
     supersede(base, repository, peer, delivered, started)
 
 
@@ -1086,7 +732,7 @@ def _supersede_locked(
             and entry.reason != "pending"
             and entry.name < before_by_ref[entry.ref]
         ):
-            with _ignoring(OSError):
+            with contextlib.suppress(OSError):
                 delete_entry(base, entry.name)
 
 
@@ -1124,16 +770,18 @@ def _queue_quietly(
     detail: str,
 ) -> None:
     # Last resort after an unexpected error: the error line is already shown.
-    with _ignoring(Exception):
+    with contextlib.suppress(Exception):
         for update in updates:
             write_entry(base, make_entry(settings, name, peer, update, reason, detail))
 
 
 def start_drainer(base: Path, repository: str, environ: Mapping[str, str]) -> None:
-    """Start a drainer that git does not wait for: own session, no inherited pipes."""
+    """Start a drainer that git does not wait for: own session, no inherited pipes,
+    running this module from the library the hook itself runs from."""
     env = {k: v for k, v in environ.items() if k not in REPOSITORY_ENV}
+    argv = [sys.executable or "python3", "-I", "-c", DRAINER, _LIBRARY]
     subprocess.Popen(
-        [sys.executable or "python3", _HOOK_FILE, "--drain", str(base), "--repository", repository],
+        [*argv, "--drain", str(base), "--repository", repository],
         cwd=base,
         env=env,
         stdin=subprocess.DEVNULL,
@@ -1145,34 +793,6 @@ def start_drainer(base: Path, repository: str, environ: Mapping[str, str]) -> No
 
 
 # --- the drainer ------------------------------------------------------------------------
-
-
-@contextmanager
-def drain_lock(base: Path) -> Iterator[bool]:
-    """Hold the queue's drain lock if nobody else does; yields whether it is held.
-
-    The holder writes ``pid N since TIME: WHO`` into it, as every lock of the
-    reconciler's on a server does (execute.py's ``take_lock``, which also takes this
-    one for ``drain_queue``), so whoever waits for it can say who has it.
-    """
-    path = base / DRAIN_LOCK_PATH
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        os.ftruncate(fd, 0)
-        since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        os.pwrite(fd, f"pid {os.getpid()} since {since}: replication drainer\n".encode(), 0)
-        try:
-            yield True
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
 
 
 @dataclass(frozen=True)
@@ -1313,7 +933,7 @@ def _drain_group(
         reached: dict[str, str] = {}
         for entry, outcome in zip(batch, outcomes):  # noqa: B905 (strict= needs 3.10)
             if outcome.ok:
-                with _ignoring(OSError):
+                with contextlib.suppress(OSError):
                     delete_entry(base, entry.name)
                 delivered += 1
                 reached[entry.ref] = entry.name
@@ -1334,7 +954,7 @@ def _drain_group(
 
 def _fail(base: Path, entry: QueueEntry, reason: str, detail: str) -> None:
     updated = replace(entry, reason=reason, transient=reason in TRANSIENT_REASONS, detail=detail)
-    with _ignoring(OSError):
+    with contextlib.suppress(OSError):
         write_entry(base, updated, name=entry.name)
 
 

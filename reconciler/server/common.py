@@ -1,0 +1,507 @@
+"""What every server-side module shares: paths, reading, atomic writes, locks, commands.
+
+Standard library only, Python 3.9. One definition of each helper for the gather and
+execute programs, the replication hook and its drainer, and the gitosis runtime
+(the operator's side imports the same ones: ``atomic_write``, ``SERVER_NAME``).
+
+Files are written whole: a temporary in the same directory (a name that starts with
+``.`` and holds ``.reconciler-tmp-PID-``), fsynced, renamed, then the directory
+fsynced. Commands run in a process group of their own, bounded by a timeout after
+which the whole group is stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+
+FORMAT_VERSION = 1
+# Below the repositories directory (the "base"), all of them.
+SETTINGS_PATH = ".reconciler/replication.json"
+QUEUE_PATH = ".reconciler/queue"
+PUSHES_PATH = ".reconciler/pushes.jsonl"
+SERVER_LOCK_PATH = ".reconciler/server.lock"
+DRAIN_LOCK_PATH = ".reconciler/drain.lock"
+# Server names become remote names, `-c remote.<name>.…` keys and file names:
+# the one pattern both sides check them with.
+SERVER_NAME = re.compile(r"[a-zA-Z][a-zA-Z0-9.-]*")
+TEMPORARY_MARK = ".reconciler-tmp-"
+
+HOME = os.path.realpath(os.path.expanduser("~"))
+
+LOCK_POLL = 0.05
+# How long an execute run waits for a lock (the request's lock_wait replaces it).
+LOCK_WAIT = 30.0
+# How long a stopped command has to end after SIGTERM, then after SIGKILL.
+TERM_SECONDS = 2.0
+REAP_SECONDS = 5.0
+
+
+class OpError(Exception):
+    """An operation cannot be carried out; the message says why, in one sentence."""
+
+
+class LockBusy(Exception):
+    """The lock stayed taken for the whole wait; the message names its holder."""
+
+
+# --- reading ---------------------------------------------------------------------------
+
+
+def read_bytes(path: str, limit: int) -> bytes | None:
+    """Up to ``limit`` bytes of a file, or None. Plain os.open/os.read: a buffered
+    file object per small file costs several times more, and there are tens of
+    thousands of them (config, HEAD, refs, hook of every repository)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        chunks = []
+        left = limit
+        while left > 0:
+            chunk = os.read(fd, min(left, 65536))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return b"".join(chunks)
+
+
+def read_text(path: str, limit: int = 1 << 20) -> str | None:
+    data = read_bytes(path, limit)
+    return None if data is None else data.decode("utf-8", "replace")
+
+
+def read_lines(path: str) -> list[str]:
+    text = read_text(path, 16 << 20)
+    if text is None:
+        return []
+    return [line for line in text.splitlines() if line.strip()]
+
+
+def unquote(value: str) -> str:
+    value = value.strip()
+    if not any(c in value for c in '"\\#;'):
+        return value  # what the loop below gives, without walking every character
+    out = []
+    quoted = False
+    i = 0
+    while i < len(value):
+        c = value[i]
+        if c == '"':
+            quoted = not quoted
+        elif c == "\\" and i + 1 < len(value):
+            i += 1
+            out.append({"n": "\n", "t": "\t", "b": "\b"}.get(value[i], value[i]))
+        elif c in "#;" and not quoted:
+            break
+        else:
+            out.append(c)
+        i += 1
+    return "".join(out).strip()
+
+
+def parse_git_config(text: str) -> dict[tuple[str, str | None], dict[str, list[str]]]:
+    """The subset of git's config syntax that git itself writes: sections and keys."""
+    sections: dict[tuple[str, str | None], dict[str, list[str]]] = {}
+    current: tuple[str, str | None] | None = None
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line[0] in "#;":
+            continue
+        if line.startswith("["):
+            end = line.find("]")
+            header = line[1:end]
+            if '"' in header:
+                name, _, sub = header.partition(" ")
+                current = (name.lower(), sub.strip().strip('"').replace('\\"', '"'))
+            elif "." in header:
+                name, _, sub = header.partition(".")
+                current = (name.lower(), sub.lower())
+            else:
+                current = (header.lower(), None)
+            sections.setdefault(current, {})
+            rest = line[end + 1 :].strip()
+            if not rest:
+                continue
+            line = rest
+        if current is None:
+            continue
+        key, sep, value = line.partition("=")
+        key = key.strip().lower()
+        sections[current].setdefault(key, []).append(unquote(value) if sep else "true")
+    return sections
+
+
+def is_repository(path: str) -> bool:
+    return os.path.isfile(os.path.join(path, "HEAD")) and os.path.isdir(
+        os.path.join(path, "objects")
+    )
+
+
+def safe_relative(name: str) -> bool:
+    return bool(name) and not name.startswith("/") and ".." not in name.split("/")
+
+
+def resolve(path: str) -> str:
+    """``path`` (relative to the git user's home) as an absolute path inside it."""
+    if not path or os.path.isabs(path) or ".." in path.split("/"):
+        raise OpError(f"refusing path {path!r}: not relative to the home directory")
+    full = os.path.normpath(os.path.join(HOME, path))
+    if not (full == HOME or full.startswith(HOME + os.sep)):
+        raise OpError(f"refusing path {path!r}: outside the home directory")
+    return full
+
+
+def git_dir(relative: str) -> str:
+    """An existing repository's directory, from its path relative to the home."""
+    full = resolve(relative)
+    if not os.path.isdir(full):
+        raise OpError(f"repository {relative} does not exist")
+    return full
+
+
+# --- this process's children and temporaries ---------------------------------------------
+
+# The server lock's descriptor, handed to every command so the lock lasts as long as
+# any of them; None outside an execute run (the hook, a test calling an op directly).
+LOCK_FD: int | None = None
+_STATE = threading.Lock()
+# Running commands -> whether a closed channel kills them (see bounded()).
+_CHILDREN: dict[subprocess.Popen[bytes], bool] = {}
+_TEMPORARIES: set[str] = set()
+_ABANDONED = False
+
+
+def abandoned() -> bool:
+    return _ABANDONED
+
+
+def own_temporary(path: str) -> str:
+    with _STATE:
+        _TEMPORARIES.add(path)
+    return path
+
+
+def drop_temporary(path: str) -> None:
+    with _STATE:
+        _TEMPORARIES.discard(path)
+
+
+def place(temp: str, full: str) -> None:
+    """Move a finished temporary to its final path, unless the channel has closed:
+    a closed channel's program moves nothing more into place."""
+    with _STATE:
+        if _ABANDONED:
+            raise OpError("the operator's channel closed; stopping")
+        os.replace(temp, full)
+        _TEMPORARIES.discard(temp)
+
+
+def abandon_children(settle: float) -> list[str]:
+    """Start no more commands, stop the killable ones, give the others ``settle``
+    seconds to end; returns the temporaries left to remove."""
+    global _ABANDONED
+    with _STATE:
+        _ABANDONED = True
+        children = dict(_CHILDREN)
+        temporaries = list(_TEMPORARIES)
+    stop_groups([child.pid for child, killable in children.items() if killable])
+    deadline = time.monotonic() + settle
+    while time.monotonic() < deadline and not all(_dead(child.pid) for child in children):
+        time.sleep(0.01)
+    return temporaries
+
+
+def remove_path(path: str) -> None:
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+
+
+def remove_stale(directory: str, prefix: str) -> None:
+    """Remove what an earlier run killed mid-write left under our temporary names.
+
+    Only while holding the server lock, and never a temporary of this program's own
+    (``PREFIX<pid>-...``): every other owner held the lock too, so it is gone.
+    """
+    if LOCK_FD is None:
+        return  # not a lock holder: whoever left them may still be writing
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return
+    mine = f"{prefix}{os.getpid()}-"
+    for name in names:
+        if name.startswith(prefix) and not name.startswith(mine):
+            remove_path(os.path.join(directory, name))
+
+
+# --- writing -----------------------------------------------------------------------------
+
+
+def fsync_dir(directory: str) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def make_dirs(directory: str, mode: int = 0o755) -> None:
+    if not os.path.isdir(directory):
+        # exist_ok: repositories are created in parallel, maybe under one new parent.
+        os.makedirs(directory, mode=mode, exist_ok=True)
+
+
+def atomic_write(path: str | os.PathLike[str], data: bytes, mode: int = 0o644) -> None:
+    """Write ``data`` to ``path`` whole: temporary, fsync, rename, directory fsync.
+
+    A reader sees the old file or the new one, never half of one; a writer killed
+    midway leaves only a dot-named temporary, which the next server-lock holder
+    removes.
+    """
+    full = os.fspath(path)
+    directory = os.path.dirname(full) or "."
+    prefix = "." + os.path.basename(full) + TEMPORARY_MARK
+    remove_stale(directory, prefix)
+    fd, temp = tempfile.mkstemp(prefix=f"{prefix}{os.getpid()}-", dir=directory)
+    own_temporary(temp)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fchmod(handle.fileno(), mode)
+            os.fsync(handle.fileno())
+        place(temp, full)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        drop_temporary(temp)
+        raise
+    fsync_dir(directory)
+
+
+# --- locks -------------------------------------------------------------------------------
+
+
+def holder_line(who: str = "") -> str:
+    since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    return f"pid {os.getpid()} since {since}" + (f": {who}" if who else "")
+
+
+def read_holder(fd: int) -> str:
+    with contextlib.suppress(OSError):
+        line = os.pread(fd, 512, 0).decode("utf-8", "replace").strip()
+        if line:
+            return line.splitlines()[0]
+    return "a holder that has not said who it is yet"
+
+
+def take_lock(path: str, wait: float, who: str = "") -> tuple[int, float, str]:
+    """Hold ``fcntl.flock`` on ``path``, waiting at most ``wait`` seconds, and write
+    ``pid N since TIME: WHO`` into it.
+
+    Returns (fd, seconds waited, the holder waited for or ""). Raises LockBusy
+    naming the holder when it stayed taken. The kernel lets go of the lock when
+    the holder is gone, however it ended.
+    """
+    make_dirs(os.path.dirname(path), 0o755)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    started = time.monotonic()
+    waited_for = ""
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                waited_for = read_holder(fd)
+                if time.monotonic() - started >= wait:
+                    raise LockBusy(
+                        f"{os.path.relpath(path, HOME)} is held by {waited_for}; gave up "
+                        f"after waiting {wait:g}s and changed nothing"
+                    ) from None
+                time.sleep(LOCK_POLL)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (holder_line(who) + "\n").encode("utf-8"), 0)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, time.monotonic() - started, waited_for
+
+
+@contextlib.contextmanager
+def drain_lock(base: str | os.PathLike[str], who: str = "replication drainer") -> Iterator[bool]:
+    """Hold the replication queue's drain lock if nobody else does; yields whether
+    it is held. The hook, its drainer and execute's ``drain_queue`` share it."""
+    try:
+        fd, _waited, _holder = take_lock(os.path.join(os.fspath(base), DRAIN_LOCK_PATH), 0, who)
+    except LockBusy:
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        os.close(fd)
+
+
+# --- commands, bounded ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Finished:
+    returncode: int
+    stdout: bytes
+    stderr: bytes
+    timed_out: bool
+
+
+def bounded(
+    argv: Sequence[str],
+    *,
+    cwd: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    stdin: bytes | None = None,
+    timeout: float = 600,
+    killable: bool = False,
+    gentle: bool = True,
+) -> Finished:
+    """Run ``argv`` in a process group of its own holding the server lock's descriptor;
+    after ``timeout`` stop the whole group (git's ssh included).
+
+    ``gentle``: SIGTERM first, which git answers by removing its lock files (a
+    ``config.lock`` left behind would fail every later ``git config`` there), then
+    SIGKILL. ``killable`` commands (a clone into a temporary, a push to a peer) are
+    also stopped when the channel closes; the others are short and are let finish.
+    ``stdin`` None: the command reads nothing. Raises OSError if it cannot start,
+    OpError once the channel has closed.
+    """
+    with _STATE:
+        if _ABANDONED:
+            raise OpError("the operator's channel closed; stopping")
+        child = subprocess.Popen(
+            list(argv),
+            stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=cwd,
+            env=None if env is None else dict(env),
+            start_new_session=True,
+            pass_fds=() if LOCK_FD is None else (LOCK_FD,),
+        )
+        _CHILDREN[child] = killable
+    timed_out = False
+    try:
+        try:
+            out, err = child.communicate(stdin, timeout=max(timeout, 0.01))
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            stop_groups([child.pid], gentle=gentle)
+            try:
+                out, err = child.communicate(timeout=REAP_SECONDS)
+            except subprocess.TimeoutExpired:
+                # Something escaped the group and holds the pipes: stop waiting for it.
+                child.kill()
+                for stream in (child.stdout, child.stderr):
+                    if stream is not None:
+                        stream.close()
+                child.wait(timeout=REAP_SECONDS)
+                out, err = b"", b""
+    finally:
+        if child.returncode is None:
+            kill_group(child.pid)
+            child.wait(timeout=REAP_SECONDS)
+        with _STATE:
+            _CHILDREN.pop(child, None)
+    return Finished(child.returncode, out, err, timed_out)
+
+
+def command(
+    argv: list[str],
+    *,
+    cwd: str | None = None,
+    stdin: bytes = b"",
+    timeout: float = 600,
+    env: dict[str, str] | None = None,
+    killable: bool = False,
+) -> subprocess.CompletedProcess[bytes]:
+    """``bounded`` for an operation: a command that cannot start or runs out of time
+    is the operation's error."""
+    try:
+        done = bounded(argv, cwd=cwd, env=env, stdin=stdin, timeout=timeout, killable=killable)
+    except OSError as exc:
+        raise OpError(f"cannot run {argv[0]}: {exc.strerror}") from exc
+    if done.timed_out:
+        raise OpError(f"{argv[0]} timed out after {timeout:.0f}s")
+    return subprocess.CompletedProcess(argv, done.returncode, done.stdout, done.stderr)
+
+
+def run(
+    argv: list[str],
+    *,
+    cwd: str | None = None,
+    stdin: bytes = b"",
+    timeout: float = 600,
+    env: dict[str, str] | None = None,
+    killable: bool = False,
+) -> str:
+    """``command`` whose failure is the operation's error; its stdout."""
+    done = command(argv, cwd=cwd, stdin=stdin, timeout=timeout, env=env, killable=killable)
+    if done.returncode != 0:
+        message = done.stderr.decode("utf-8", "replace").strip().splitlines()
+        raise OpError(f"{' '.join(argv[:3])} failed: {message[-1] if message else done.returncode}")
+    return done.stdout.decode("utf-8", "replace")
+
+
+def stop_groups(pids: list[int], *, gentle: bool = True) -> None:
+    """End commands with whatever they started: SIGTERM first when ``gentle``, then
+    SIGKILL for what is still running."""
+    steps = ((signal.SIGTERM, TERM_SECONDS),) if gentle else ()
+    for sig, wait in (*steps, (signal.SIGKILL, REAP_SECONDS)):
+        for pid in pids:
+            with contextlib.suppress(OSError):
+                os.killpg(pid, sig)
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline and not all(_dead(pid) for pid in pids):
+            time.sleep(0.01)
+        if all(_dead(pid) for pid in pids):
+            return
+
+
+def kill_group(pgid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+def _dead(pid: int) -> bool:
+    """Whether a process has ended (a zombie has: it writes nothing any more)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
+            stat = handle.read()
+    except FileNotFoundError:
+        return True
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except OSError:
+            return True
+        return False
+    return stat[stat.rindex(")") + 2 :].startswith("Z")

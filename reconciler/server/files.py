@@ -1,0 +1,80 @@
+"""Plain files below the home: ``write_file`` (compare-and-swap on the digest seen
+when the plan was made) and ``remove_file``; the settings, repository settings and
+the hook stubs are written with them."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+from typing import Any
+
+from reconciler.server.common import HOME, OpError, atomic_write, make_dirs, resolve
+
+Op = dict[str, Any]
+
+
+def current_sha256(full: str) -> str | None:
+    try:
+        with open(full, "rb") as handle:
+            return hashlib.sha256(handle.read()).hexdigest()
+    except FileNotFoundError:
+        return None
+
+
+def existing_repository_only(directory: str) -> None:
+    """Refuse to make a missing ``*.git`` directory on the way to a file: repositories
+    are made whole by init_bare or clone_mirror, never as a side effect (a hook
+    written where the repository could not be created would leave a husk that
+    later looks like the repository)."""
+    path = directory
+    while path.startswith(HOME + os.sep) and not os.path.isdir(path):
+        if path.endswith(".git"):
+            raise OpError(f"repository {os.path.relpath(path, HOME)} does not exist")
+        path = os.path.dirname(path)
+
+
+def op_write_file(op: Op) -> None:
+    write_checked(
+        op["path"],
+        op["content"].encode("utf-8"),
+        op.get("mode", 0o644),
+        op.get("expect_sha256"),
+        op.get("dir_mode", 0o755),
+    )
+
+
+def write_checked(
+    path: str, content: bytes, mode: int, expect: str | None, dir_mode: int = 0o755
+) -> None:
+    """Write ``content`` at ``path`` if it still holds what the plan saw: ``expect``
+    (a sha256, "absent", or None for whatever is there)."""
+    full = resolve(path)
+    existing_repository_only(os.path.dirname(full))
+    make_dirs(os.path.dirname(full), dir_mode)
+    if expect is not None:
+        seen = current_sha256(full)
+        if seen == hashlib.sha256(content).hexdigest() and stat_mode(full) == mode:
+            return  # another run wrote exactly this meanwhile
+        if (expect == "absent" and seen is not None) or (expect != "absent" and seen != expect):
+            raise OpError(f"{path} changed since the plan was made; run plan again")
+    atomic_write(full, content, mode)
+
+
+def stat_mode(full: str) -> int | None:
+    try:
+        return os.stat(full).st_mode & 0o7777
+    except OSError:
+        return None
+
+
+def op_remove_file(op: Op) -> None:
+    full = resolve(op["path"])
+    expect = op.get("expect_sha256")
+    if expect is not None and current_sha256(full) not in (expect, None):
+        raise OpError(f"{op['path']} changed since the plan was made; run plan again")
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(full)
+
+
+OPS = {"write_file": op_write_file, "remove_file": op_remove_file}

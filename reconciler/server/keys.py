@@ -1,0 +1,93 @@
+"""The server's key pair: the git user's keys in ~/.ssh (gather: public halves only,
+the private key's existence checked, never opened) and ``keygen`` (execute)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import stat
+from typing import Any
+
+from reconciler.server.common import (
+    drop_temporary,
+    fsync_dir,
+    make_dirs,
+    own_temporary,
+    place,
+    read_text,
+    remove_stale,
+    resolve,
+    run,
+)
+
+MAX_KEY_FILES = 256  # files looked at in ~/.ssh for key pairs
+KEYGEN_PREFIX = ".reconciler-keygen-"
+
+Op = dict[str, Any]
+
+
+def key_facts(home: str) -> dict[str, Any]:
+    ssh = os.path.join(home, ".ssh")
+    public = read_text(os.path.join(ssh, "id_ed25519.pub"), 16384)
+    mode = None
+    with contextlib.suppress(OSError):
+        mode = stat.S_IMODE(os.stat(ssh).st_mode)
+    return {
+        "ssh_dir_mode": mode,
+        "server_key": public.strip() if public else None,
+        "server_key_private": os.path.isfile(os.path.join(ssh, "id_ed25519")),
+        "key_pairs": key_pairs(ssh),
+    }
+
+
+def key_pairs(ssh: str) -> list[dict[str, str]]:
+    """The public halves of the key pairs in ~/.ssh: NAME.pub beside a file NAME.
+
+    Only the private key's existence is checked; it is never opened.
+    """
+    pairs: list[dict[str, str]] = []
+    try:
+        names = sorted(os.listdir(ssh))[:MAX_KEY_FILES]
+    except OSError:
+        return pairs
+    for name in names:
+        if name.startswith(".") or not name.endswith(".pub") or len(name) <= len(".pub"):
+            continue
+        if not os.path.isfile(os.path.join(ssh, name[: -len(".pub")])):
+            continue
+        text = read_text(os.path.join(ssh, name), 16384)
+        lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
+        if len(lines) == 1:
+            pairs.append({"path": ".ssh/" + name[: -len(".pub")], "public": lines[0]})
+    return pairs
+
+
+def op_keygen(op: Op) -> None:
+    directory = resolve(".ssh")
+    make_dirs(directory, 0o700)
+    os.chmod(directory, 0o700)
+    key = os.path.join(directory, "id_ed25519")
+    if os.path.exists(key):
+        return
+    # Made under a temporary name and moved in, private key first, public key last:
+    # a run killed while ssh-keygen writes leaves no half a key pair under the real
+    # names, and once both are moved nothing is left to clean up.
+    remove_stale(directory, KEYGEN_PREFIX)
+    made = os.path.join(directory, f"{KEYGEN_PREFIX}{os.getpid()}-{secrets.token_hex(4)}")
+    own_temporary(made)
+    own_temporary(made + ".pub")
+    try:
+        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", op["comment"], "-f", made])
+        place(made, key)
+        place(made + ".pub", key + ".pub")
+    except BaseException:
+        for leftover in (made, made + ".pub"):
+            with contextlib.suppress(OSError):
+                os.unlink(leftover)
+            drop_temporary(leftover)
+        raise
+    fsync_dir(directory)
+
+
+OPS = {"keygen": op_keygen}

@@ -1,0 +1,259 @@
+"""The server library: this package, installed once per server, and the bare server's
+git user.
+
+``~/.reconciler/server/lib-VERSION/`` holds the package (``reconciler/__init__.py``,
+``reconciler/server/``, ``reconciler/gitosis/``), made aside and renamed into place
+whole; ``bin/post-receive`` runs its replication hook (every repository's stub
+execs it); ``VERSION`` is written last. VERSION is a digest of the files
+(``library_digest``), so any change is a new version, an upgrade is one op per
+server, and gather checks cheaply, once per server, that the files are intact.
+
+A server served by the project's gitosis runtime also gets the commands
+``~/.reconciler/gitosis/bin/gitosis-{init,serve,run-hook}`` (authorized_keys
+``command=`` lines and gitosis-admin's post-update hook name them by absolute path,
+so they stay where they are) running the same library, and
+``~/.reconciler/gitosis/VERSION``.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import pwd
+import re
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterable
+from typing import Any
+
+from reconciler.server.common import (
+    OpError,
+    atomic_write,
+    fsync_dir,
+    make_dirs,
+    read_bytes,
+    read_text,
+    resolve,
+    run,
+)
+
+# Relative to the git user's home.
+LIBRARY_DIR = ".reconciler/server"
+RUNTIME_DIR = ".reconciler/gitosis"
+RUNTIME_BIN = f"{RUNTIME_DIR}/bin"
+# Commands in LIBRARY_DIR/bin: name -> "module:function".
+ENTRY_POINTS = {"post-receive": "reconciler.server.replication:main"}
+# The gitosis runtime's commands in RUNTIME_BIN.
+RUNTIME_COMMANDS = {
+    "gitosis-init": "reconciler.gitosis.init:main",
+    "gitosis-serve": "reconciler.gitosis.serve:main",
+    "gitosis-run-hook": "reconciler.gitosis.run_hook:main",
+}
+VERSION_RE = re.compile(r"[0-9a-f]{8,64}")
+MAX_LIBRARY_BYTES = 8 << 20
+
+WRAPPER = """#!{python} -I
+import sys
+sys.path.insert(0, {lib!r})
+from {module} import {function}
+sys.exit({function}())
+"""
+
+Op = dict[str, Any]
+
+
+def library_digest(files: Iterable[tuple[str, bytes]]) -> str:
+    """The version of a library: a digest of its files (path below lib-VERSION, content)."""
+    digest = hashlib.sha256()
+    for path, content in sorted(files):
+        digest.update(path.encode() + b"\0" + content + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def wrapper(lib: str, target: str) -> bytes:
+    module, function = target.split(":")
+    return WRAPPER.format(python=sys.executable, lib=lib, module=module, function=function).encode()
+
+
+def _lib(root: str, version: str) -> str:
+    return os.path.join(root, "lib-" + version)
+
+
+def _library_files(lib: str) -> list[tuple[str, bytes]] | None:
+    """The .py files below ``lib`` (compiled caches left out); None if unreadable."""
+    found = []
+    total = 0
+    for directory, dirs, files in os.walk(lib):
+        dirs[:] = [d for d in dirs if d != "__pycache__"]
+        for name in files:
+            if not name.endswith(".py"):
+                continue
+            path = os.path.join(directory, name)
+            data = read_bytes(path, MAX_LIBRARY_BYTES)
+            if data is None:
+                return None
+            total += len(data)
+            if total > MAX_LIBRARY_BYTES:
+                return None
+            found.append((os.path.relpath(path, lib), data))
+    return found
+
+
+def _wrappers_current(directory: str, lib: str, targets: dict[str, str]) -> bool:
+    return all(
+        read_bytes(os.path.join(directory, name), 4096) == wrapper(lib, target)
+        for name, target in targets.items()
+    )
+
+
+def installed(version: str, home: str | None = None) -> bool:
+    """Whether VERSION names ``version`` and its entry points are in place (cheap: the
+    full check is gather's)."""
+    root = os.path.join(home, LIBRARY_DIR) if home else resolve(LIBRARY_DIR)
+    text = read_text(os.path.join(root, "VERSION"), 256)
+    lib = _lib(root, version)
+    return (
+        text is not None
+        and text.strip() == version
+        and os.path.isdir(lib)
+        and _wrappers_current(os.path.join(root, "bin"), lib, ENTRY_POINTS)
+    )
+
+
+def library_facts(home: str) -> dict[str, Any]:
+    """Gather: the installed version (None: none) and whether its files, entry points
+    and (where the runtime is installed) gitosis commands are what that version is."""
+    root = os.path.join(home, LIBRARY_DIR)
+    text = read_text(os.path.join(root, "VERSION"), 256)
+    version = text.strip() if text else None
+    intact = False
+    if version and VERSION_RE.fullmatch(version):
+        lib = _lib(root, version)
+        files = _library_files(lib)
+        intact = (
+            files is not None
+            and library_digest(files) == version
+            and _wrappers_current(os.path.join(root, "bin"), lib, ENTRY_POINTS)
+        )
+        runtime = read_text(os.path.join(home, RUNTIME_DIR, "VERSION"), 256)
+        if intact and runtime is not None and runtime.strip() == version:
+            intact = _wrappers_current(os.path.join(home, RUNTIME_BIN), lib, RUNTIME_COMMANDS)
+    return {"version": version, "intact": intact}
+
+
+def gitosis_facts(home: str) -> dict[str, Any]:
+    """Which gitosis serves here: the runtime the reconciler installed (its version),
+    and whether a gitosis-serve is on the PATH that sshd's forced commands get."""
+    text = read_text(os.path.join(home, RUNTIME_DIR, "VERSION"), 256)
+    return {
+        "runtime": text.strip() if text else None,
+        "on_path": shutil.which("gitosis-serve") is not None,
+    }
+
+
+def op_install_library(op: Op) -> None:
+    """Install the library ``files`` as ``lib-VERSION`` (made aside and renamed into
+    place whole; a copy that is not intact is replaced), its entry points in ``bin``
+    (each replaced atomically), with ``runtime`` the gitosis commands too, ``VERSION``
+    last. A hook or gitosis-serve started before the switch finishes on the version it
+    started with; the version current until now is kept for it, older ones go."""
+    version = op["version"]
+    if VERSION_RE.fullmatch(version) is None:
+        raise OpError(f"refusing library version {version!r}")
+    files = {}
+    for relative, content in op["files"].items():
+        if relative.startswith("/") or ".." in relative.split("/"):
+            raise OpError(f"refusing library file {relative!r}")
+        files[relative] = base64.b64decode(content)
+    if library_digest(files.items()) != version:
+        raise OpError(f"the library files sent are not version {version}")
+    root = resolve(LIBRARY_DIR)
+    make_dirs(root, 0o755)
+    lib = _lib(root, version)
+    present = _library_files(lib) if os.path.isdir(lib) else None
+    if present is None or library_digest(present) != version:
+        _make_lib(root, lib, version, files)
+    previous = (read_text(os.path.join(root, "VERSION"), 256) or "").strip()
+    for directory, targets in _commands(op):
+        make_dirs(directory, 0o755)
+        for name, target in sorted(targets.items()):
+            atomic_write(os.path.join(directory, name), wrapper(lib, target), 0o755)
+    if op.get("runtime"):
+        runtime = resolve(RUNTIME_DIR)
+        old_runtime = (read_text(os.path.join(runtime, "VERSION"), 256) or "").strip()
+        atomic_write(os.path.join(runtime, "VERSION"), (version + "\n").encode(), 0o644)
+        # The runtime's own lib-* of the layout before the server library.
+        _remove_libs(runtime, keep=("lib-" + old_runtime,))
+    atomic_write(os.path.join(root, "VERSION"), (version + "\n").encode(), 0o644)
+    _remove_libs(root, keep=("lib-" + version, "lib-" + previous))
+
+
+def _commands(op: Op) -> list[tuple[str, dict[str, str]]]:
+    commands = [(resolve(LIBRARY_DIR + "/bin"), ENTRY_POINTS)]
+    if op.get("runtime"):
+        commands.append((resolve(RUNTIME_BIN), RUNTIME_COMMANDS))
+    return commands
+
+
+def _make_lib(root: str, lib: str, version: str, files: dict[str, bytes]) -> None:
+    temp = tempfile.mkdtemp(prefix=f".lib-{version}-", dir=root)
+    try:
+        for relative, content in sorted(files.items()):
+            full = os.path.join(temp, relative)
+            make_dirs(os.path.dirname(full), 0o755)
+            with open(full, "wb") as handle:
+                handle.write(content)
+                os.fsync(handle.fileno())
+            os.chmod(full, 0o644)
+        for directory, _dirs, _files in os.walk(temp):
+            os.chmod(directory, 0o755)  # noqa: S103 - code others may read, as /usr/lib
+        if os.path.isdir(lib):
+            # Not intact: moved aside whole, so lib-VERSION is never half of one.
+            broken = tempfile.mkdtemp(prefix=f".lib-{version}-broken-", dir=root)
+            os.rename(lib, os.path.join(broken, "lib"))
+            shutil.rmtree(broken, ignore_errors=True)
+        os.rename(temp, lib)
+    except BaseException:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise
+    fsync_dir(root)
+
+
+def _remove_libs(root: str, keep: tuple[str, ...]) -> None:
+    try:
+        names = os.listdir(root)
+    except OSError:
+        return
+    for name in names:
+        if (name.startswith("lib-") or name.startswith(".lib-")) and name not in keep:
+            shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+
+
+GIT_USER_RE = re.compile(r"[a-zA-Z_][a-zA-Z0-9_.-]{0,31}")
+
+
+def op_create_git_user(op: Op) -> None:
+    """Run as root: create the git user gitosis serves as (home, a shell for sshd's
+    forced commands, no password but not locked, so that key logins work)."""
+    user = op["user"]
+    if GIT_USER_RE.fullmatch(user) is None:
+        raise OpError(f"refusing to create user {user!r}: not a valid user name")
+    try:
+        pwd.getpwnam(user)
+        return
+    except KeyError:
+        pass
+    # --password '*' in the same call: a run killed between useradd and a usermod
+    # would leave an account locked ('!'), whose keys sshd refuses without PAM.
+    # sbin is not on every session's PATH (sshd's SetEnv, a sudoer's).
+    search = os.environ.get("PATH", "") + ":/usr/local/sbin:/usr/sbin:/sbin"
+    found = shutil.which("useradd", path=search)
+    if found is None:
+        raise OpError("cannot create the git user: useradd is not installed")
+    useradd = [found, "--create-home", "--shell", "/bin/sh", "--password", "*"]
+    run([*useradd, "--comment", "git version control", user])
+
+
+OPS = {"install_library": op_install_library, "create_git_user": op_create_git_user}

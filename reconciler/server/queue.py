@@ -1,0 +1,252 @@
+"""The durable replication queue: its format, its reader and writer, the drain op.
+
+Where: ``<base>/.reconciler/queue/`` on each server (``QUEUE_PATH``). One JSON file
+per (peer, ref update) the peer has not taken, named ``<time_ns, 20 digits>-<pid>-<12
+hex>.json``, so that names sort by time and concurrent hooks never collide; written
+whole (``common.atomic_write``). The format and the drain protocol are described in
+``reconciler/replication/queue.py``. Written by the hook and its drainer; read by
+gather (``gather_queue``); delivered entries removed by ``op_drain_queue``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import secrets
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from reconciler.server import common
+from reconciler.server.common import (
+    DRAIN_LOCK_PATH,
+    FORMAT_VERSION,
+    QUEUE_PATH,
+    SERVER_NAME,
+    LockBusy,
+    OpError,
+    atomic_write,
+    fsync_dir,
+    read_text,
+    resolve,
+)
+
+TRANSIENT_REASONS = ("unreachable", "timeout", "pending", "no remote")
+# "denied": the peer's gitosis refused this server's key access to the repository
+# (its own sentence is the detail); trying again changes nothing until the access
+# rules or the keys are fixed.
+PERMANENT_REASONS = ("diverged", "missing repository", "rejected", "denied")
+REASONS = TRANSIENT_REASONS + PERMANENT_REASONS
+OBJECT_ID = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
+MAX_QUEUE = 100000  # files a gather reads
+MAX_ENTRY_BYTES = 1 << 16
+
+
+def is_zero(object_id: str) -> bool:
+    return object_id.strip("0") == ""
+
+
+@dataclass(frozen=True)
+class RefUpdate:
+    old: str
+    new: str
+    ref: str
+
+    @property
+    def lease(self) -> str:
+        # An empty lease means "the ref must not exist yet".
+        return f"--force-with-lease={self.ref}:{'' if is_zero(self.old) else self.old}"
+
+    @property
+    def refspec(self) -> str:
+        return f":{self.ref}" if is_zero(self.new) else f"{self.new}:{self.ref}"
+
+
+@dataclass(frozen=True)
+class QueueEntry:
+    """One ref update one peer has not taken yet; one file in the queue."""
+
+    repository: str
+    ref: str
+    old: str
+    new: str
+    peer: str
+    reason: str
+    transient: bool
+    time: float
+    server: str
+    detail: str = ""
+    # The file the entry was read from or written to; not part of the JSON.
+    name: str = field(default="", compare=False)
+
+    @property
+    def update(self) -> RefUpdate:
+        return RefUpdate(old=self.old, new=self.new, ref=self.ref)
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "format_version": FORMAT_VERSION,
+            "repository": self.repository,
+            "ref": self.ref,
+            "old": self.old,
+            "new": self.new,
+            "peer": self.peer,
+            "reason": self.reason,
+            "transient": self.transient,
+            "time": self.time,
+            "server": self.server,
+            "detail": self.detail,
+        }
+
+    @classmethod
+    def from_json(cls, data: object, name: str = "") -> QueueEntry:
+        """Parse one queue file's JSON; ValueError names what is wrong."""
+        if not isinstance(data, dict):
+            raise ValueError("expected a JSON object")
+        if data.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"unsupported format_version {data.get('format_version')!r}")
+        strings = {}
+        for key in ("repository", "ref", "old", "new", "peer", "reason", "server"):
+            value = data.get(key)
+            if not isinstance(value, str) or not value:
+                raise ValueError(f"{key!r} must be a non-empty string")
+            strings[key] = value
+        for key in ("old", "new"):
+            if not OBJECT_ID.fullmatch(strings[key]):
+                raise ValueError(f"{key!r} is not an object id: {strings[key]!r}")
+        for key in ("peer", "server"):
+            if not SERVER_NAME.fullmatch(strings[key]):
+                raise ValueError(f"{key!r} is not a server name: {strings[key]!r}")
+        parts = strings["repository"].split("/")
+        if any(part in ("", ".", "..") for part in parts):
+            raise ValueError(f"'repository' is not a repository path: {strings['repository']!r}")
+        if not strings["ref"].startswith("refs/"):
+            raise ValueError(f"'ref' is not a ref name: {strings['ref']!r}")
+        if strings["reason"] not in REASONS:
+            raise ValueError(f"unknown reason {strings['reason']!r}")
+        transient = data.get("transient")
+        when = data.get("time")
+        detail = data.get("detail", "")
+        if not isinstance(transient, bool):
+            raise ValueError("'transient' must be true or false")
+        if isinstance(when, bool) or not isinstance(when, (int, float)):
+            raise ValueError("'time' must be a number")
+        if not isinstance(detail, str):
+            raise ValueError("'detail' must be a string")
+        return cls(
+            repository=strings["repository"],
+            ref=strings["ref"],
+            old=strings["old"],
+            new=strings["new"],
+            peer=strings["peer"],
+            reason=strings["reason"],
+            transient=transient,
+            time=float(when),
+            server=strings["server"],
+            detail=detail,
+            name=name,
+        )
+
+
+def new_entry_name() -> str:
+    # Sorts by time; pid and randomness keep concurrent hooks apart.
+    return f"{time.time_ns():020d}-{os.getpid()}-{secrets.token_hex(6)}.json"
+
+
+def is_entry_name(name: str) -> bool:
+    return name.endswith(".json") and not name.startswith(".")
+
+
+def write_entry(base: Path, entry: QueueEntry, name: str = "") -> QueueEntry:
+    """Write ``entry`` atomically (a new file, or over ``name``); returns it named."""
+    directory = base / QUEUE_PATH
+    directory.mkdir(parents=True, exist_ok=True)
+    name = name or new_entry_name()
+    data = (json.dumps(entry.to_json(), sort_keys=True) + "\n").encode("utf-8")
+    atomic_write(directory / name, data, 0o644)
+    return replace(entry, name=name)
+
+
+def read_entries(
+    base: Path | str, limit: int | None = None
+) -> tuple[list[QueueEntry], list[tuple[str, str]]]:
+    """Every entry in time order (the first ``limit`` files), and (file name,
+    problem) for files that do not parse."""
+    directory = os.path.join(os.fspath(base), QUEUE_PATH)
+    try:
+        names = sorted(n for n in os.listdir(directory) if is_entry_name(n))
+    except FileNotFoundError:
+        return [], []
+    except OSError as exc:
+        return [], [(".", str(exc))]
+    entries = []
+    problems = []
+    for name in names[:limit]:
+        path = os.path.join(directory, name)
+        text = read_text(path, MAX_ENTRY_BYTES)
+        if text is None:
+            if os.path.lexists(path):
+                problems.append((name, "cannot be read"))
+            continue  # drained meanwhile
+        try:
+            entries.append(QueueEntry.from_json(json.loads(text), name=name))
+        except ValueError as exc:
+            problems.append((name, str(exc)))
+    return entries, problems
+
+
+def delete_entry(base: Path, name: str, sync: bool = True) -> bool:
+    """Remove one queue file; False if it was already gone.
+
+    ``sync=False`` leaves the directory sync to the caller, once for many.
+    """
+    if not is_entry_name(name) or "/" in name:
+        raise ValueError(f"not a queue entry name: {name!r}")
+    directory = base / QUEUE_PATH
+    try:
+        (directory / name).unlink()
+    except FileNotFoundError:
+        return False
+    if sync:
+        fsync_dir(str(directory))
+    return True
+
+
+# --- gather and execute ----------------------------------------------------------------
+
+
+def gather_queue(base: str) -> dict[str, Any]:
+    """The queue's valid entries (each with its ``file``) and the names of the files
+    that are not entries."""
+    entries, problems = read_entries(base, MAX_QUEUE)
+    return {
+        "queue": [{**entry.to_json(), "file": entry.name} for entry in entries],
+        "queue_errors": [name for name, _problem in problems],
+    }
+
+
+def op_drain_queue(op: dict[str, Any]) -> None:
+    """Remove delivered queue entries while holding the queue's drain lock."""
+    base = resolve(op["base"])
+    queue = os.path.join(base, op["queue"])
+    try:
+        fd, _waited, _holder = common.take_lock(
+            os.path.join(base, DRAIN_LOCK_PATH), common.LOCK_WAIT, "reconcile apply (drain_queue)"
+        )
+    except LockBusy as exc:
+        raise OpError(f"the replication queue's drain lock {exc}") from None
+    try:
+        for name in op["files"]:
+            if "/" in name or name.startswith("."):
+                raise OpError(f"refusing queue entry name {name!r}")
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(queue, name))
+        fsync_dir(queue)
+    finally:
+        os.close(fd)
+
+
+OPS = {"drain_queue": op_drain_queue}

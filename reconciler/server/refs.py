@@ -1,0 +1,129 @@
+"""Refs: the replicated refs of each repository (gather), and pushing them to a peer
+with compare-and-swap (execute's ``push_refs``)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from typing import Any
+
+from reconciler.server.common import (
+    FORMAT_VERSION,
+    OpError,
+    command,
+    git_dir,
+    is_repository,
+    read_text,
+)
+
+REPLICATED_PREFIXES = ("refs/heads/", "refs/tags/", "refs/notes/")
+MAX_REF_DEPTH = 512  # only a guard against recursion; os.walk had none
+
+Op = dict[str, Any]
+
+
+def read_refs(gitdir: str) -> dict[str, str]:
+    refs: dict[str, str] = {}
+    packed = read_text(os.path.join(gitdir, "packed-refs"), 256 << 20)
+    if packed:
+        for line in packed.splitlines():
+            if not line or line[0] in "#^":
+                continue
+            sha, _, name = line.partition(" ")
+            refs[name.strip()] = sha
+    read_loose_refs(os.path.join(gitdir, "refs"), "refs/", refs, 0)
+    return {ref: sha for ref, sha in refs.items() if ref.startswith(REPLICATED_PREFIXES)}
+
+
+def read_loose_refs(directory: str, prefix: str, refs: dict[str, str], depth: int) -> None:
+    """Loose refs under ``directory`` into ``refs`` (as os.walk would find them:
+    symlinked directories are not entered, unreadable ones are skipped)."""
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return
+    for entry in entries:
+        if entry.is_dir():
+            if depth < MAX_REF_DEPTH and not entry.is_symlink():
+                read_loose_refs(entry.path, prefix + entry.name + "/", refs, depth + 1)
+            continue
+        text = read_text(entry.path, 4096)
+        if text is None:
+            continue
+        text = text.strip()
+        if len(text) in (40, 64) and not text.startswith("ref:"):
+            refs[prefix + entry.name] = text
+
+
+def refs_digest(refs: dict[str, str]) -> str:
+    digest = hashlib.sha256()
+    for ref in sorted(refs):
+        digest.update(f"{refs[ref]} {ref}\n".encode())
+    return digest.hexdigest()
+
+
+def answer_refs(base: str, names: list[str]) -> dict[str, Any]:
+    """Mode "refs": every replicated ref of the named repositories."""
+    refs = {}
+    for name in names:
+        gitdir = os.path.join(base, name + ".git")
+        if is_repository(gitdir):
+            refs[name] = read_refs(gitdir)
+    return {"format_version": FORMAT_VERSION, "refs": refs}
+
+
+def answer_ancestry(base: str, checks: list[list[str]]) -> dict[str, Any]:
+    """Mode "ancestry": for each [repository, ancestor, descendant], is it an ancestor?
+
+    Asked of the server holding ``descendant``; a missing ``ancestor`` object
+    means it is not in that history (false).
+    """
+    results = []
+    for name, ancestor, descendant in checks:
+        done = command(
+            [
+                "git",
+                "--git-dir",
+                os.path.join(base, name + ".git"),
+                "merge-base",
+                "--is-ancestor",
+                ancestor,
+                descendant,
+            ]
+        )
+        results.append(done.returncode == 0)
+    return {"format_version": FORMAT_VERSION, "results": results}
+
+
+def op_push_refs(op: Op) -> None:
+    """Push ref updates to a peer remote with compare-and-swap on each target value.
+
+    ``updates``: [ref, new, expected]; an empty ``new`` deletes, an empty
+    ``expected`` requires the ref to be absent on the peer. Never forced otherwise.
+    """
+    repo = git_dir(op["repo"])
+    argv = ["git", "--git-dir", repo, "push", "--porcelain"]
+    refspecs = []
+    for ref, new, expected in op["updates"]:
+        argv.append(f"--force-with-lease={ref}:{expected}")
+        refspecs.append(f"{new}:{ref}" if new else f":{ref}")
+    env = dict(os.environ)
+    env.setdefault("GIT_SSH_COMMAND", "ssh -o BatchMode=yes -o ConnectTimeout=15")
+    # The peer's replication hook must not forward what the reconciler delivers.
+    env["RECONCILER_REPLICA"] = "reconcile"
+    done = command(
+        [*argv, op["peer"], *refspecs], env=env, timeout=op.get("timeout", 600), killable=True
+    )
+    rejected = []
+    for line in done.stdout.decode("utf-8", "replace").splitlines():
+        parts = line.split("\t")
+        if len(parts) >= 3 and parts[0] == "!":
+            rejected.append(f"{parts[1].split(':')[-1]} {parts[2]}")
+    if rejected:
+        raise OpError(f"{op['peer']} rejected " + "; ".join(rejected))
+    if done.returncode != 0:
+        lines = done.stderr.decode("utf-8", "replace").strip().splitlines()
+        raise OpError(f"push to {op['peer']} failed: {lines[-1] if lines else done.returncode}")
+
+
+OPS = {"push_refs": op_push_refs}

@@ -1,0 +1,127 @@
+"""The server package as the operator's side sends it.
+
+Programs (``gather``, ``execute``) are assembled at send time from the modules of
+``reconciler.server`` that they import (``program_blob``); the library installed once
+per server is the whole package with the gitosis runtime (``library_files``), its
+version a digest of those files (``reconciler.server.library.library_digest``, the
+definition the server checks them with).
+"""
+
+from __future__ import annotations
+
+import ast
+import base64
+import functools
+import json
+import zlib
+from importlib import resources
+
+from reconciler.server.library import library_digest
+
+# Entry points of the programs sent over the channel: name -> "module:function".
+PROGRAMS = {
+    "gather": "reconciler.server.gather:main",
+    "execute": "reconciler.server.execute:run",
+}
+
+
+# Run by the transport's bootstrap with the blob as ``b``: imports the program's
+# modules from the blob, ahead of anything installed on the server, and calls the
+# entry point.
+LOADER = """
+import importlib, importlib.abc, importlib.util, sys
+
+modules = b["modules"]
+
+
+class Finder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    def find_spec(self, name, path=None, target=None):
+        if name not in modules:
+            return None
+        return importlib.util.spec_from_loader(name, self, is_package=modules[name][0])
+
+    def create_module(self, spec):
+        return None
+
+    def exec_module(self, module):
+        _package, source, path = modules[module.__name__]
+        module.__file__ = "<reconciler>/" + path
+        exec(compile(source, module.__file__, "exec"), module.__dict__)
+
+
+sys.meta_path.insert(0, Finder())
+name, function = b["entry"].split(":")
+sys.exit(getattr(importlib.import_module(name), function)())
+"""
+
+
+@functools.cache
+def library_files() -> dict[str, bytes]:
+    """Path below lib-VERSION -> content: ``reconciler/__init__.py`` and every module
+    of ``reconciler.server`` and ``reconciler.gitosis``."""
+    files = {"reconciler/__init__.py": resources.files("reconciler").joinpath("__init__.py")}
+    for package in ("server", "gitosis"):
+        for entry in resources.files(f"reconciler.{package}").iterdir():
+            if entry.name.endswith(".py"):
+                files[f"reconciler/{package}/{entry.name}"] = entry
+    return {path: files[path].read_bytes() for path in sorted(files)}
+
+
+@functools.cache
+def library_version() -> str:
+    return library_digest(library_files().items())
+
+
+def install_library_op(*, runtime: bool) -> dict[str, object]:
+    """The op that installs this version's library (and, with ``runtime``, the gitosis
+    runtime's commands running it)."""
+    return {
+        "op": "install_library",
+        "version": library_version(),
+        "files": {
+            path: base64.b64encode(content).decode() for path, content in library_files().items()
+        },
+        "runtime": runtime,
+    }
+
+
+def _module_name(path: str) -> str:
+    name = path[: -len(".py")].replace("/", ".")
+    return name[: -len(".__init__")] if name.endswith(".__init__") else name
+
+
+def _imports(source: bytes) -> set[str]:
+    """The ``reconciler.*`` modules a module's source imports (``from P import M`` may
+    name a module M of package P)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found |= {f"{node.module}.{alias.name}" for alias in node.names}
+    return {name for name in found if name.startswith("reconciler")}
+
+
+@functools.cache
+def program_blob(name: str) -> bytes:
+    """Program ``name`` as zlib-compressed JSON: {"loader": LOADER, "entry":
+    "module:function", "modules": {module: [is_package, source, path]}} holding the
+    modules it needs, for the transport's bootstrap."""
+    entry = PROGRAMS[name]
+    by_module = {_module_name(path): path for path in library_files()}
+    wanted = [entry.split(":")[0]]
+    modules: dict[str, list[object]] = {}
+    while wanted:
+        module = wanted.pop()
+        if module in modules or module not in by_module:
+            continue
+        path = by_module[module]
+        source = library_files()[path]
+        modules[module] = [path.endswith("/__init__.py"), source.decode("utf-8"), path]
+        parts = module.split(".")
+        # Its packages too: importing a module imports them first.
+        wanted += [".".join(parts[:i]) for i in range(1, len(parts))]
+        wanted += sorted(_imports(source))
+    blob = {"loader": LOADER, "entry": entry, "modules": dict(sorted(modules.items()))}
+    return zlib.compress(json.dumps(blob, separators=(",", ":")).encode(), 9)
