@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 
 from reconciler.errors import ReconcilerError
+from reconciler.server.common import atomic_write
 
 
 class GitError(ReconcilerError):
@@ -136,22 +137,6 @@ def fetch_bundle(repo: Path, data: bytes, ref: str) -> None:
         run_git(repo, "fetch", "--quiet", "--no-tags", "--no-write-fetch-head", str(path), ref)
 
 
-def write_file_atomically(path: Path, content: bytes, mode: int = 0o644) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(content)
-            handle.flush()
-            os.fchmod(handle.fileno(), mode)
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        if os.path.exists(temp):
-            os.unlink(temp)
-        raise
-
-
 def commit_files(
     repo: Path,
     files: dict[str, str],
@@ -163,7 +148,9 @@ def commit_files(
     ``also`` pathspecs) and commit them together with the working-tree state of the
     ``also`` pathspecs; return the commit."""
     for relative, content in files.items():
-        write_file_atomically(repo / relative, content.encode("utf-8"))
+        target = repo / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(target, content.encode("utf-8"))
     for relative in remove:
         try:
             (repo / relative).unlink()

@@ -108,7 +108,11 @@ def program_blob(name: str) -> bytes:
     """Program ``name`` as zlib-compressed JSON: {"loader": LOADER, "entry":
     "module:function", "modules": {module: [is_package, source, path]}} holding the
     modules it needs, for the transport's bootstrap."""
-    entry = PROGRAMS[name]
+    return entry_blob(PROGRAMS[name])
+
+
+def entry_blob(entry: str) -> bytes:
+    """``program_blob`` for any entry point "module:function" of the library."""
     by_module = {_module_name(path): path for path in library_files()}
     wanted = [entry.split(":")[0]]
     modules: dict[str, list[object]] = {}

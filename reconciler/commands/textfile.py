@@ -7,15 +7,13 @@ scrape sees the previous run's metrics or this run's, never half of either.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
 
 from reconciler.errors import ReconcilerError
 from reconciler.metrics import RunInfo, exposition, previous_last_success, run_succeeded
+from reconciler.server.common import atomic_write
 from reconciler.status import StatusReport
 
 TEXTFILE_NAME = "reconcile.prom"
@@ -72,25 +70,8 @@ def write_textfile(directory: Path, report: StatusReport | None, run: RunInfo) -
     path = directory / TEXTFILE_NAME
     data = exposition(report, run).encode("utf-8")
     try:
-        fd, temporary = tempfile.mkstemp(dir=directory, prefix=f".{TEXTFILE_NAME}.", suffix=".tmp")
-    except OSError as exc:
-        raise ReconcilerError(f"--textfile {directory}: cannot write there: {exc}") from exc
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
         # Readable by node_exporter, which runs as its own user.
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
+        atomic_write(path, data, 0o644)
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
         raise ReconcilerError(f"--textfile {directory}: cannot write {path}: {exc}") from exc
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
     return path

@@ -35,6 +35,7 @@ from reconciler.gitosis.names import (
     repo_path_problem,
     strip_git_suffix,
 )
+from reconciler.server.common import SERVER_NAME
 
 CLUSTER_DIR = "cluster.d"
 KEYDIR = "keydir"
@@ -638,11 +639,10 @@ def _is_cluster_name(name: str) -> bool:
 
 def is_server_name(name: str) -> bool:
     """A server name makes ``git@NAME`` a safe gitosis user and a valid remote name."""
-    return _SERVER_NAME_RE.fullmatch(name) is not None
+    return SERVER_NAME.fullmatch(name) is not None
 
 
 _CLUSTER_NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9._-]*")
-_SERVER_NAME_RE = re.compile(r"[a-zA-Z][a-zA-Z0-9.-]*")
 
 
 def _config_value_problem(value: str) -> str | None:

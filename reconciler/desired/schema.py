@@ -14,8 +14,9 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
 from reconciler.gitosis.names import SAFE_GROUP_RE, SAFE_REPO_PATH_RE, SAFE_USER_RE
+from reconciler.server.common import SERVER_NAME
 
-SERVER_NAME_PATTERN = r"^[a-zA-Z][a-zA-Z0-9.-]*$"
+SERVER_NAME_PATTERN = f"^{SERVER_NAME.pattern}$"
 CLUSTER_NAME_PATTERN = r"^[a-zA-Z0-9][a-zA-Z0-9._-]*$"
 
 

@@ -27,6 +27,7 @@ from reconciler.gitosis.config import generated_files_dir, repository_dir
 from reconciler.gitosis.names import is_safe_user
 from reconciler.gitosis.repositories import init_bare
 from reconciler.gitosis.run_hook import post_update
+from reconciler.server.common import atomic_write
 
 log = logging.getLogger("gitosis.init")
 
@@ -96,11 +97,8 @@ def init_admin_repository(git_dir: str, user: str, pubkey: str) -> None:
         # renamed: an init killed here must not leave an empty executable hook
         # that a later run would take for gitosis's.
         os.makedirs(os.path.dirname(hook), exist_ok=True)
-        tmp = f"{hook}.{os.getpid()}.tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(post_update_hook(app.sibling_command(RUN_HOOK)))
-        os.chmod(tmp, 0o755)  # noqa: S103 - a hook must be executable
-        os.replace(tmp, hook)
+        hook_text = post_update_hook(app.sibling_command(RUN_HOOK))
+        atomic_write(hook, hook_text.encode("utf-8"), 0o755)
     os.chmod(hook, 0o755)  # noqa: S103 - a hook must be executable
     if not has_initial_commit(git_dir):
         log.info("Making initial commit...")

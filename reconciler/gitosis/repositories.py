@@ -23,6 +23,7 @@ from reconciler.gitosis.config import (
     get_bool,
     repository_dir,
 )
+from reconciler.server.common import atomic_write
 
 EXPORT_OK = "git-daemon-export-ok"
 DESCRIPTION = "description"
@@ -35,28 +36,8 @@ PROJECTS_LIST = "projects.list"
 Locate = Callable[[str], "str | None"]
 
 
-def write_file_atomic(path: str, data: str, mode: int = 0o644) -> None:
-    """Write ``path`` through a temporary file in its directory, fsynced, then renamed."""
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(tmp)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.rename(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    with contextlib.suppress(OSError):
-        dir_fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+def write_text(path: str, data: str, mode: int = 0o644) -> None:
+    atomic_write(path, data.encode("utf-8", "surrogateescape"), mode)
 
 
 def _repo_sections(config: configparser.RawConfigParser) -> list[tuple[str, str]]:
@@ -110,7 +91,7 @@ def set_descriptions(config: configparser.RawConfigParser) -> None:
         found = _find_on_disk(repositories, name, log)
         if found is None:
             continue
-        write_file_atomic(os.path.join(repositories, found, DESCRIPTION), f"{description}\n")
+        write_text(os.path.join(repositories, found, DESCRIPTION), f"{description}\n")
 
 
 def quote_plus_python2(text: str) -> str:
@@ -168,9 +149,7 @@ def project_list(config: configparser.RawConfigParser) -> str:
 
 
 def write_project_list(config: configparser.RawConfigParser) -> None:
-    write_file_atomic(
-        os.path.join(generated_files_dir(config), PROJECTS_LIST), project_list(config)
-    )
+    write_text(os.path.join(generated_files_dir(config), PROJECTS_LIST), project_list(config))
 
 
 def daemon_flags(config: configparser.RawConfigParser) -> Callable[[str], bool]:
