@@ -449,6 +449,113 @@ def measure_add_server(size: Size, workdir: Path) -> tuple[list[float], list[flo
         cluster.stop()
 
 
+# -- installing the hook ------------------------------------------------------------
+
+
+def sent_for_plan(scenario: Scenario) -> dict[str, tuple[int, int, int]]:
+    """Per server: the bytes ``reconcile apply`` sends it for the plan made now (the
+    execute program and its JSON payload, once per phase), of which the hooks' ops,
+    and the number of hook actions. Planned here, in this process, from the same
+    facts the apply that follows reads."""
+    from reconciler.apply import SERVER_LOCK_WAIT, lock_holder, plan_cluster
+    from reconciler.commands.common import plan_options
+    from reconciler.desired import load
+    from reconciler.gather import open_transports
+    from reconciler.transport import program_source
+
+    saved = dict(os.environ)
+    os.environ.update(scenario.operator.env())
+    os.environ.pop("SSH_AUTH_SOCK", None)
+    try:
+        desired = load(scenario.operator.checkout)
+        transports = open_transports(desired, desired.servers)
+        try:
+            plan, _facts = plan_cluster(desired, transports, plan_options([]))
+        finally:
+            for transport in transports.values():
+                transport.close()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    program = len(program_source("execute"))
+    sent: dict[str, tuple[int, int, int]] = {}
+    for server in desired.servers:
+        mine = [a for a in plan.actions if a.server == server]
+        total = 0
+        for phase in sorted({a.phase for a in mine}):
+            payload = {
+                "actions": [list(a.ops) for a in mine if a.phase == phase],
+                "repositories": desired.servers[server].repositories,
+                "lock_wait": SERVER_LOCK_WAIT,
+                "holder": lock_holder(desired.root),
+                "lock": True,
+            }
+            total += program + len(json.dumps(payload))
+        hooks = [a for a in mine if a.subject == "hook"]
+        sent[server] = (total, sum(len(json.dumps(list(a.ops))) for a in hooks), len(hooks))
+    return sent
+
+
+def measure_hook_install(scenario: Scenario, count: int) -> list[Row]:
+    """``reconcile apply`` installing the hook in every repository of every server, as
+    on a cluster applied before there was a hook (and the library) at all."""
+    servers = scenario.cluster.servers
+    for server in servers:
+        server.run(
+            [
+                "sh",
+                "-c",
+                'rm -rf "$HOME/.reconciler/server" && find "$HOME/repositories" '
+                "-path '*.git/hooks/post-receive' -delete",
+            ],
+            timeout=600,
+        )
+    floor = scenario.must("plan", "--detailed-exitcode", codes=(2,))
+    sent = sent_for_plan(scenario)
+    done = scenario.must("apply", "--yes")
+    scenario.must("plan", "--detailed-exitcode")
+    hooks = min(n for _total, _hook, n in sent.values())
+    per_repository = max(hook / max(n, 1) for _total, hook, n in sent.values())
+    fixed = max(total - hook for total, hook, _n in sent.values())
+    log(
+        f"P10: apply {done.seconds:.2f}s, peak {done.max_rss_mb:.0f} MB, per server "
+        f"{fixed} B + {per_repository:.0f} B x {hooks} repositories"
+    )
+    return [
+        Row(
+            "P10",
+            f"reconcile apply installing the hook, 3 x {count} (floor: reconcile plan)",
+            done.seconds,
+            floor.seconds,
+            "s",
+            "(for information)",
+            None,
+            [done.seconds],
+            [floor.seconds],
+        ),
+        Row(
+            "P10",
+            f"peak memory of reconcile apply installing the hook at 3 x {count}",
+            done.max_rss_mb,
+            None,
+            "MB",
+            "<= 150 MB",
+            done.max_rss_mb <= 150,
+            [done.max_rss_mb],
+        ),
+        Row(
+            "P10",
+            "bytes sent to a server for it, per repository",
+            per_repository,
+            None,
+            "B",
+            "only the per-repository ops grow",
+            per_repository < 1024,
+            note=f"plus {fixed} B once per server: the library and the programs",
+        ),
+    ]
+
+
 # -- profiles -----------------------------------------------------------------------
 
 
@@ -528,7 +635,7 @@ def ratio_row(
     return row
 
 
-ALL_ROWS = ("P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8", "P9")
+ALL_ROWS = ("P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8", "P9", "P10")
 
 
 def run_all(
@@ -617,6 +724,9 @@ def run_all(
                         py_floors,
                     )
                 )
+
+        if "P10" in want:
+            rows += measure_hook_install(scenario, size.small)
 
         if "P2" in want:
             scenario.converge(servers, repository_names(size.large))
