@@ -43,6 +43,8 @@ class RepositoryFacts:
     refs_digest: str
     ref_count: int
     refs: dict[str, str] | None = None
+    # hooks/reference-transaction: None absent, a symlink's target, or "file".
+    transaction_hook: str | None = None
     export_ok: bool = False  # git-daemon-export-ok exists
 
 
@@ -180,6 +182,7 @@ def _repository(name: str, data: dict[str, Any]) -> RepositoryFacts:
         refs_digest=str(data["refs_digest"]),
         ref_count=int(data.get("ref_count", 0)),
         refs=dict(data["refs"]) if data.get("refs") is not None else None,
+        transaction_hook=data.get("transaction_hook"),
         export_ok=bool(data.get("export_ok")),
     )
 

@@ -55,6 +55,7 @@ class StatusReport:
     generated: float = field(default_factory=time.time)
     # Declared repositories missing on some server that was read.
     missing_somewhere: tuple[str, ...] = ()
+    replication: str = ""  # the mode and what it tolerates, in one line
 
     def count(self, status: str) -> int:
         return sum(1 for state in self.refs if state.status == status)
@@ -122,6 +123,7 @@ class StatusReport:
         return {
             "format_version": STATUS_FORMAT_VERSION,
             "summary": self.summary(),
+            "replication": self.replication,
             "complete": self.complete,
             "servers_read": self.read,
             "servers_unknown": self.unknown,
@@ -264,6 +266,7 @@ def build_status(desired: Desired, facts: Facts, refs: RefReport, hook_digest: s
             )
         )
     return StatusReport(
+        replication=desired.quorum_summary(),
         repositories=len(mirrored),
         refs=refs.states,
         servers=tuple(servers),

@@ -5,7 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from reconciler.commands.common import close_all, load_and_connect, plan_options
-from reconciler.commands.output import ConsoleReporter, print_errors, print_json, print_plan
+from reconciler.commands.output import (
+    ConsoleReporter,
+    print_errors,
+    print_json,
+    print_plan,
+    print_replication,
+)
 
 
 def run(
@@ -29,8 +35,9 @@ def run(
     finally:
         close_all(transports)
     if json_output:
-        print_json(plan.to_json())
+        print_json({**plan.to_json(), "replication": desired.quorum_summary()})
     else:
+        print_replication(desired.quorum_summary())
         print_plan(plan)
     print_errors(plan)
     code = plan.exit_code()

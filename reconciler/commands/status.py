@@ -120,4 +120,6 @@ def print_report(report: StatusReport) -> None:
             problems.append(f"{len(server.missing_repositories)} repositories missing")
         if problems:
             console.print(f"[yellow]attention[/] {server.server}: {escape('; '.join(problems))}")
+    if report.replication:
+        console.print(f"[dim]Replication: {escape(report.replication)}[/]")
     console.print(f"Status: {escape(report.summary())}")

@@ -44,12 +44,17 @@ def plan_refs(ctx: PlanContext) -> tuple[list[Action], list[Note]]:
         return actions, notes
     planned = set(ctx.planned_servers())
     deletions = _deletions(ctx)
+    quorum = ctx.desired.cluster.replication.mode == "quorum"
     # (pusher, repository, target) -> list of [ref, new, expected old]
     pushes: dict[tuple[str, str, str], list[list[str]]] = defaultdict(list)
     for state in report.states:
         key = (state.repository, state.ref)
         if key in deletions:
             _plan_deletion(state, deletions[key], pushes, notes)
+            continue
+        # Quorum mode: a majority's value that is not the tip (a minority is ahead on
+        # a value no majority took, or diverged) is followed; the tip's is below.
+        if quorum and _follow_majority(ctx, state, planned, pushes, actions):
             continue
         if state.status == "diverged":
             shown = ", ".join(f"{s} {_short(v)}" for s, v in state.values.items())
@@ -94,6 +99,58 @@ def plan_refs(ctx: PlanContext) -> tuple[list[Action], list[Note]]:
         )
     actions += _drain_queues(ctx, report.states)
     return actions, notes
+
+
+def _follow_majority(
+    ctx: PlanContext,
+    state: RefState,
+    planned: set[str],
+    pushes: dict[tuple[str, str, str], list[list[str]]],
+    actions: list[Action],
+) -> bool:
+    """Quorum mode: a value held by a majority of the declared servers is the ref's
+    value (only such a value can have been acknowledged); the others follow it, and
+    a value of their own that never reached a majority is kept under
+    refs/reconciler/aborted/. False when no value has a majority (a conflict)."""
+    needed = len(ctx.desired.servers) // 2 + 1
+    holders: dict[str, list[str]] = defaultdict(list)
+    for server, value in state.values.items():
+        if value is not None:
+            holders[value].append(server)
+    winner = next((v for v, held in holders.items() if len(held) >= needed), None)
+    if winner is None or winner == state.tip:
+        return False
+    source = sorted(holders[winner])[0]
+    for target, value in sorted(state.values.items()):
+        if value == winner or target not in planned:
+            continue
+        if value is None:
+            pushes[(source, state.repository, target)].append([state.ref, winner, ""])
+            continue
+        kept = f"refs/reconciler/aborted/{state.ref[len('refs/') :]}/{value}"
+        actions.append(
+            Action(
+                target,
+                "ref",
+                "change",
+                f"{state.repository} {state.ref}",
+                f"{state.repository}: {state.ref} follows the majority's {_short(winner)} "
+                f"(from {source}); its own {_short(value)}, which no majority took, is kept as "
+                f"{kept} unless it is already in that history",
+                Phase.REFS,
+                (
+                    {
+                        "op": "adopt_majority",
+                        "repo": ctx.repository_path(target, state.repository),
+                        "ref": state.ref,
+                        "new": winner,
+                        "old": value,
+                        "peer": source,
+                    },
+                ),
+            )
+        )
+    return True
 
 
 def _plan_deletion(

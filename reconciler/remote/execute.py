@@ -461,6 +461,78 @@ def op_keep_file(op: Op) -> None:
     atomic_write(target, data, stat.S_IMODE(info.st_mode))
 
 
+def op_symlink(op: Op) -> None:
+    """Make ``path`` a symlink to ``target`` (a name in the same directory), atomically;
+    with ``expect`` the path must be absent or already such a link."""
+    full = resolve(op["path"])
+    link = op["target"]
+    if "/" in link or link in ("", ".", ".."):
+        raise OpError(f"refusing link target {link!r}: not a name beside {op['path']}")
+    existing_repository_only(os.path.dirname(full))
+    if os.path.islink(full) and os.readlink(full) == link:
+        return
+    if os.path.lexists(full):
+        raise OpError(f"{op['path']} exists and is not ours; run plan again")
+    directory = os.path.dirname(full)
+    temp = os.path.join(directory, f".{os.path.basename(full)}.{os.getpid()}.reconciler-tmp-link")
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(temp)
+    os.symlink(link, temp)
+    os.replace(temp, full)
+    fsync_dir(directory)
+
+
+def op_remove_symlink(op: Op) -> None:
+    """Remove ``path`` only while it is the symlink to ``target`` the reconciler made."""
+    full = resolve(op["path"])
+    if os.path.islink(full) and os.readlink(full) == op["target"]:
+        os.unlink(full)
+        fsync_dir(os.path.dirname(full))
+
+
+ABORTED_NAMESPACE = "refs/reconciler/aborted/"
+
+
+def op_adopt_majority(op: Op) -> None:
+    """Quorum mode's repair of a server holding a value a majority does not: fetch
+    the majority's value from a peer holding it, keep this server's own value under
+    ``refs/reconciler/aborted/`` (unless it is an ancestor of the majority's: then
+    nothing is lost by moving on) and move the ref, all with compare-and-swap."""
+    repo = git_dir(op)
+    ref, new, old, peer = op["ref"], op["new"], op["old"], op["peer"]
+    if not re.fullmatch(r"refs/[A-Za-z0-9._/-]+", ref) or ".." in ref:
+        raise OpError(f"refusing ref {ref!r}")
+    if not re.fullmatch(r"[0-9a-f]{40}|[0-9a-f]{64}", new):
+        raise OpError(f"refusing object id {new!r}")
+    env = dict(os.environ)
+    env.setdefault("GIT_SSH_COMMAND", "ssh -o BatchMode=yes -o ConnectTimeout=15")
+    run(
+        ["git", "--git-dir", repo, "fetch", "--quiet", "--no-tags", "--", peer, ref],
+        env=env,
+        timeout=op.get("timeout", 600),
+        killable=True,
+    )
+    fetched = run(["git", "--git-dir", repo, "rev-parse", "--verify", "FETCH_HEAD"]).strip()
+    if fetched != new:
+        raise OpError(f"{ref} on {peer} moved since the plan was made; run plan again")
+    lines = []
+    if old:
+        ancestor = subprocess.run(
+            ["git", "--git-dir", repo, "merge-base", "--is-ancestor", old, new],
+            capture_output=True,
+            check=False,
+        )
+        if ancestor.returncode != 0:
+            kept = ABORTED_NAMESPACE + ref[len("refs/") :] + "/" + old
+            lines.append(f"create {kept} {old}\n")
+    lines.append(f"update {ref} {new} {old or '0' * len(new)}\n")
+    stdin = ("start\n" + "".join(lines) + "prepare\ncommit\n").encode()
+    run(
+        ["git", "--git-dir", repo, "update-ref", "-m", "reconcile: follow the majority", "--stdin"],
+        stdin=stdin,
+    )
+
+
 def op_edit_lines(op: Op) -> None:
     full = resolve(op["path"])
     make_dirs(os.path.dirname(full), op.get("dir_mode", 0o700))
@@ -818,6 +890,9 @@ OPS = {
     "write_file": op_write_file,
     "edit_lines": op_edit_lines,
     "keep_file": op_keep_file,
+    "symlink": op_symlink,
+    "adopt_majority": op_adopt_majority,
+    "remove_symlink": op_remove_symlink,
     "keygen": op_keygen,
     "init_bare": op_init_bare,
     "clone_mirror": op_clone_mirror,
@@ -859,6 +934,9 @@ def main() -> None:
     global LOCK_FD, LOCK_WAIT
 
     os.umask(0o022)
+    # Every ref this program writes is a repair, not a person's push: quorum mode's
+    # reference-transaction hook lets it through without a vote.
+    os.environ["RECONCILER_REPLICA"] = "reconcile-apply"
     request = json.loads(sys.stdin.read() or "{}")
     if request.get("lock") is False:
         # Run as root to create the git user: there is no git user's home (nor its

@@ -253,6 +253,16 @@ def repository_facts(gitdir, want_refs, known=NO_KNOWN_CONTENT):
         "refs_digest": refs_digest(refs),
         "ref_count": len(refs),
     }
+    # quorum mode's hooks/reference-transaction: absent (the common case) says nothing;
+    # otherwise where a symlink points, or "file" for anything else.
+    transaction_hook = os.path.join(gitdir, "hooks", "reference-transaction")
+    try:
+        facts["transaction_hook"] = os.readlink(transaction_hook)
+    except FileNotFoundError:
+        pass
+    except OSError:
+        if os.path.lexists(transaction_hook):
+            facts["transaction_hook"] = "file"
     # Absent means false: a stat per repository, and most repositories are not exported.
     if os.path.exists(os.path.join(gitdir, EXPORT_OK)):
         facts["export_ok"] = True
