@@ -176,7 +176,14 @@ def test_q3_racing_pushes(
         results: dict[Path, subprocess.CompletedProcess[str]] = {}
         holders_at_return: dict[Path, int] = {}
 
-        def push(who: Any, work: Path) -> None:
+        def push(
+            who: Any,
+            work: Path,
+            gate: threading.Barrier = gate,
+            results: dict[Path, subprocess.CompletedProcess[str]] = results,
+            holders_at_return: dict[Path, int] = holders_at_return,
+            mine: dict[Path, str] = mine,
+        ) -> None:
             gate.wait(timeout=30)
             results[work] = user_git(made, who, work, "push", "origin", f"HEAD:{ref}", check=False)
             if results[work].returncode == 0:
