@@ -45,6 +45,8 @@ class RepositoryFacts:
     refs: dict[str, str] | None = None
     # hooks/reference-transaction: None absent, a symlink's target, or "file".
     transaction_hook: str | None = None
+    # REF.lock files git left (a push killed while it held the lock): (ref, age seconds).
+    ref_locks: tuple[tuple[str, float], ...] = ()
     export_ok: bool = False  # git-daemon-export-ok exists
 
 
@@ -183,6 +185,7 @@ def _repository(name: str, data: dict[str, Any]) -> RepositoryFacts:
         ref_count=int(data.get("ref_count", 0)),
         refs=dict(data["refs"]) if data.get("refs") is not None else None,
         transaction_hook=data.get("transaction_hook"),
+        ref_locks=tuple((str(r), float(a)) for r, a in data.get("ref_locks") or ()),
         export_ok=bool(data.get("export_ok")),
     )
 

@@ -98,6 +98,58 @@ def plan_refs(ctx: PlanContext) -> tuple[list[Action], list[Note]]:
             )
         )
     actions += _drain_queues(ctx, report.states)
+    locks, lock_notes = plan_stale_locks(ctx)
+    return actions + locks, notes + lock_notes
+
+
+def stale_lock_age(ctx: PlanContext) -> float:
+    """After how long a ref's lock file can only be a killed push's: the quorum hook
+    holds a ref's lock for a proposal and a put-back, each bounded by the timeout."""
+    return 3.0 * ctx.desired.cluster.replication.timeout + 15.0
+
+
+def plan_stale_locks(ctx: PlanContext) -> tuple[list[Action], list[Note]]:
+    """A ``REF.lock`` left by a push killed while it held the lock blocks every later
+    update of that ref (git never removes it by itself): removed once it is older
+    than any live push could hold it."""
+    actions: list[Action] = []
+    notes: list[Note] = []
+    limit = stale_lock_age(ctx)
+    for name, facts in ctx.reachable().items():
+        for repository, repo in sorted(facts.repositories.items()):
+            for ref, age in repo.ref_locks:
+                target = f"{repository} {ref}.lock"
+                if age < limit:
+                    notes.append(
+                        Note(
+                            name,
+                            "ref",
+                            target,
+                            "warning",
+                            f"{repository}: {ref} is locked ({ref}.lock, {age:.0f}s old); if no "
+                            f"push is running it is removed once it is {limit:.0f}s old",
+                        )
+                    )
+                    continue
+                actions.append(
+                    Action(
+                        name,
+                        "ref",
+                        "remove",
+                        target,
+                        f"{repository}: remove {ref}.lock, left {age:.0f}s ago by a push that "
+                        "was killed (it blocks every update of the ref)",
+                        Phase.CONFIGURATION,
+                        (
+                            {
+                                "op": "remove_stale_lock",
+                                "repo": ctx.repository_path(name, repository),
+                                "ref": ref,
+                                "min_age": limit,
+                            },
+                        ),
+                    )
+                )
     return actions, notes
 
 

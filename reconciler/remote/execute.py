@@ -493,6 +493,24 @@ def op_remove_symlink(op: Op) -> None:
 ABORTED_NAMESPACE = "refs/reconciler/aborted/"
 
 
+def op_remove_stale_lock(op: Op) -> None:
+    """Remove ``REF.lock`` that a killed push left, only while it is still older than
+    ``min_age`` seconds (a live push holds a ref's lock for a few seconds at most)."""
+    repo = git_dir(op)
+    ref = op["ref"]
+    if not re.fullmatch(r"refs/[A-Za-z0-9._/-]+", ref) or ".." in ref:
+        raise OpError(f"refusing ref {ref!r}")
+    path = os.path.join(repo, ref + ".lock")
+    try:
+        age = time.time() - os.lstat(path).st_mtime
+    except FileNotFoundError:
+        return
+    if age < float(op["min_age"]):
+        raise OpError(f"{ref}.lock is only {age:.0f}s old: a push may still hold it")
+    os.unlink(path)
+    fsync_dir(os.path.dirname(path))
+
+
 def op_adopt_majority(op: Op) -> None:
     """Quorum mode's repair of a server holding a value a majority does not: fetch
     the majority's value from a peer holding it, keep this server's own value under
@@ -892,6 +910,7 @@ OPS = {
     "keep_file": op_keep_file,
     "symlink": op_symlink,
     "adopt_majority": op_adopt_majority,
+    "remove_stale_lock": op_remove_stale_lock,
     "remove_symlink": op_remove_symlink,
     "keygen": op_keygen,
     "init_bare": op_init_bare,

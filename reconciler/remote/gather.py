@@ -145,7 +145,9 @@ def parse_git_config(text):
     return sections
 
 
-def read_refs(gitdir):
+def read_refs(gitdir, locks=None):
+    """The replicated refs; ``locks`` (a list) receives [ref, age in seconds] of each
+    ``REF.lock`` that git left: a push killed while it held the ref's lock."""
     refs = {}
     packed = read_text(os.path.join(gitdir, "packed-refs"), 256 << 20)
     if packed:
@@ -154,11 +156,11 @@ def read_refs(gitdir):
                 continue
             sha, _, name = line.partition(" ")
             refs[name.strip()] = sha
-    read_loose_refs(os.path.join(gitdir, "refs"), "refs/", refs, 0)
+    read_loose_refs(os.path.join(gitdir, "refs"), "refs/", refs, 0, locks)
     return {ref: sha for ref, sha in refs.items() if ref.startswith(REPLICATED_PREFIXES)}
 
 
-def read_loose_refs(directory, prefix, refs, depth):
+def read_loose_refs(directory, prefix, refs, depth, locks=None):
     """Loose refs under ``directory`` into ``refs`` (as os.walk would find them:
     symlinked directories are not entered, unreadable ones are skipped)."""
     try:
@@ -168,7 +170,14 @@ def read_loose_refs(directory, prefix, refs, depth):
     for entry in entries:
         if entry.is_dir():
             if depth < MAX_REF_DEPTH and not entry.is_symlink():
-                read_loose_refs(entry.path, prefix + entry.name + "/", refs, depth + 1)
+                read_loose_refs(entry.path, prefix + entry.name + "/", refs, depth + 1, locks)
+            continue
+        if entry.name.endswith(".lock"):
+            # No ref's name ends in .lock: git's lock of the ref while it is updated.
+            if locks is not None:
+                with contextlib.suppress(OSError):
+                    age = time.time() - entry.stat(follow_symlinks=False).st_mtime
+                    locks.append([prefix + entry.name[: -len(".lock")], round(age, 1)])
             continue
         text = read_text(entry.path, 4096)
         if text is None:
@@ -244,7 +253,8 @@ def repository_facts(gitdir, want_refs, known=NO_KNOWN_CONTENT):
             if (values.get("reconcilermanaged") or ["false"])[-1] == "true":
                 remote["managed"] = True
             remotes[sub] = remote
-    refs = read_refs(gitdir)
+    locks: list[list[object]] = []
+    refs = read_refs(gitdir, locks)
     facts = {
         "head": (read_text(os.path.join(gitdir, "HEAD"), 4096) or "").strip(),
         "bare": (config.get(("core", None), {}).get("bare") or ["true"])[-1] == "true",
@@ -253,6 +263,8 @@ def repository_facts(gitdir, want_refs, known=NO_KNOWN_CONTENT):
         "refs_digest": refs_digest(refs),
         "ref_count": len(refs),
     }
+    if locks:
+        facts["ref_locks"] = locks
     # quorum mode's hooks/reference-transaction: absent (the common case) says nothing;
     # otherwise where a symlink points, or "file" for anything else.
     transaction_hook = os.path.join(gitdir, "hooks", "reference-transaction")

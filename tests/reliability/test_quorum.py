@@ -277,3 +277,120 @@ def test_q5_behind_server_refuses_and_catches_up(
     assert plan.returncode == 0, plan.stdout + plan.stderr
     assert shutil.which("git")
     assert has_commit(gamma, REPOSITORY, majority_value or "")
+
+
+def test_q1_lost_disk(cluster: tuple[SshCluster, Operator], tmp_path: Path, report: Any) -> None:
+    """One server stopped, 10 pushes to a second, then the second's repositories
+    directory is lost: every acknowledged commit is on the third; after the stopped
+    one returns and apply re-creates the lost one, all three hold every one."""
+    made, operator = cluster
+    alpha, beta, gamma = made.servers
+    alice = made.new_identity("alice@desk")
+    work = tmp_path / "w"
+    user_clone(made, alice, beta, REPOSITORY, work)
+    ref = "refs/heads/disk"
+    acknowledged = []
+    gamma.stop()
+    try:
+        for i in range(10):
+            sha = commit(work, f"acknowledged {i}", path="disk.txt")
+            pushed = user_git(made, alice, work, "push", "origin", f"HEAD:{ref}", check=False)
+            if pushed.returncode == 0:
+                acknowledged.append(sha)
+        shutil.rmtree(beta.home / "repositories")  # the lost disk
+        on_alpha = [sha for sha in acknowledged if has_commit(alpha, REPOSITORY, sha)]
+    finally:
+        gamma.start()
+    assert len(acknowledged) == 10
+    assert on_alpha == acknowledged
+    applied = operator.reconcile("apply", "--yes")
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    plan = operator.reconcile("plan", "--detailed-exitcode")
+    assert plan.returncode == 0, plan.stdout + plan.stderr
+    missing = [
+        (server.name, sha)
+        for server in made.servers
+        for sha in acknowledged
+        if not has_commit(server, REPOSITORY, sha)
+    ]
+    report(acknowledged=len(acknowledged), on_third=len(on_alpha), lost=len(missing))
+    assert not missing
+    for server in made.servers:
+        assert value(made, server.name, ref) == acknowledged[-1], server.name
+
+
+def _hook_pids(server: Any) -> list[int]:
+    from reconciler.testing.cluster import all_pids, process_cmdline
+
+    found = []
+    for pid in all_pids():
+        try:
+            uid = Path(f"/proc/{pid}").stat().st_uid
+        except OSError:
+            continue
+        if uid == server.uid and any("reference-transaction" in a for a in process_cmdline(pid)):
+            found.append(pid)
+    return found
+
+
+def test_q4_killed_proposer(
+    cluster: tuple[SshCluster, Operator], tmp_path: Path, report: Any
+) -> None:
+    """The hook's process group killed at random points in 10 rounds: at most one value
+    per ref on a majority, repair converges, nothing acknowledged is lost."""
+    import os
+    import random
+    import signal
+
+    made, operator = cluster
+    beta = made["beta"]
+    alice = made.new_identity("alice@desk")
+    work = tmp_path / "w"
+    user_clone(made, alice, beta, REPOSITORY, work)
+    rng = random.Random(11)
+    acknowledged: list[str] = []
+    killed = 0
+    for round_ in range(10):
+        ref = f"refs/heads/kill{round_}"
+        sha = commit(work, f"kill {round_}", path="kill.txt")
+        process = subprocess.Popen(
+            ["git", "push", "origin", f"HEAD:{ref}"],
+            cwd=work,
+            env=made.git_env(alice),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        deadline = time.monotonic() + rng.uniform(0.0, 1.2)
+        hit = False
+        while time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.005)
+        for pid in _hook_pids(beta):
+            try:
+                os.killpg(os.getpgid(pid), signal.SIGKILL)
+                hit = True
+            except ProcessLookupError:
+                pass
+        killed += hit
+        process.communicate(timeout=60)
+        if process.returncode == 0:
+            acknowledged.append(sha)
+        values = [refs_of(s, REPOSITORY).get(ref) for s in made.servers]
+        counts = {v: values.count(v) for v in values if v is not None}
+        assert sum(1 for c in counts.values() if c >= 2) <= 1, values
+        if process.returncode == 0:
+            assert counts.get(sha, 0) >= 2, (round_, values)
+    # A push killed while git held a ref's lock leaves REF.lock behind; apply removes
+    # such a lock only once no live push can hold it (3 x timeout + 15 s).
+    time.sleep(3 * TIMEOUT + 16)
+    applied = operator.reconcile("apply", "--yes")
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    again = operator.reconcile("apply", "--yes")
+    plan = operator.reconcile("plan", "--detailed-exitcode")
+    lost = [
+        sha for sha in acknowledged if not all(has_commit(s, REPOSITORY, sha) for s in made.servers)
+    ]
+    report(rounds=10, killed=killed, acknowledged=len(acknowledged), lost=len(lost))
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert plan.returncode == 0, plan.stdout + plan.stderr
+    assert not lost
+    assert killed >= 3
