@@ -181,3 +181,62 @@ def test_saved_plan_refused_when_cluster_d_changed_and_keeps_its_server_limit(  
     # The rest with an ordinary apply, twice.
     scenario.apply_twice()
     assert (alpha.home / "repositories" / "more.git").is_dir()
+
+
+def test_changes_found_after_the_first_phase_that_the_plan_does_not_hold_stay_pending(  # type: ignore[no-untyped-def]
+    ssh_cluster_factory, tmp_path: Path
+) -> None:
+    """beta lost its key pair: the plan generates one. Only once it exists can apply see
+    that keydir/git@beta.pub must change, and with it the admin commit on every server:
+    changes nobody reviewed, so apply FILE leaves them pending and exits 2."""
+    cluster = ssh_cluster_factory(2, names=["alpha", "beta"])
+    alpha, beta = cluster.servers
+    scenario = start_scenario(cluster, tmp_path)
+    scenario.apply_twice()
+    for name in ("id_ed25519", "id_ed25519.pub"):
+        (beta.home / ".ssh" / name).unlink()
+    plan_file = tmp_path / "p.plan"
+    assert scenario.reconcile("plan", "-out", str(plan_file)).returncode == 0
+    planned = [(a["server"], a["subject"]) for a in saved(plan_file)["plan"]["actions"]]
+    assert planned == [("beta", "server-key")], planned
+    head = scenario.operator.git("rev-parse", "HEAD")
+    admin_heads = {
+        s.name: s.run(
+            [
+                "git",
+                "--git-dir",
+                str(s.home / "repositories/gitosis-admin.git"),
+                "rev-parse",
+                "HEAD",
+            ]
+        ).stdout
+        for s in cluster.servers
+    }
+
+    done = scenario.reconcile("apply", str(plan_file))
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert (beta.home / ".ssh" / "id_ed25519.pub").exists()  # the saved plan was carried out
+    assert "Not carried out: " in done.stderr, done.stderr
+    assert "(admin checkout): ~ commit keydir/git@beta.pub" in done.stderr, done.stderr
+    assert scenario.operator.git("rev-parse", "HEAD") == head
+    assert {
+        s.name: s.run(
+            [
+                "git",
+                "--git-dir",
+                str(s.home / "repositories/gitosis-admin.git"),
+                "rev-parse",
+                "HEAD",
+            ]
+        ).stdout
+        for s in cluster.servers
+    } == admin_heads
+
+    # Reviewed in a new plan, they are carried out.
+    plan_file = tmp_path / "p2.plan"
+    assert scenario.reconcile("plan", "-out", str(plan_file)).returncode == 0
+    assert {a["subject"] for a in saved(plan_file)["plan"]["actions"]} == {"admin"}
+    done = scenario.reconcile("apply", str(plan_file))
+    assert done.returncode == 0, done.stdout + done.stderr
+    scenario.assert_converged()
+    del alpha
