@@ -40,8 +40,6 @@ def plan_refs(ctx: PlanContext) -> tuple[list[Action], list[Note]]:
     actions: list[Action] = []
     notes: list[Note] = []
     report = ctx.refs
-    if report is None:
-        return actions, notes
     planned = set(ctx.planned_servers())
     deletions = _deletions(ctx)
     # (pusher, repository, target) -> list of [ref, new, expected old]
