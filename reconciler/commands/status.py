@@ -74,18 +74,16 @@ def run(
 
 
 def _gather_status(directory: Path) -> StatusReport:
-    from reconciler.gather import gather_facts
-    from reconciler.refs import gather_ref_report
+    from reconciler.pipeline import observe
     from reconciler.replication import hook_digest
     from reconciler.status import build_status
 
     desired, transports = load_and_connect(directory, [], False)
     try:
-        facts = gather_facts(desired, transports)
-        refs = gather_ref_report(desired, facts, {n: transports[n] for n in facts.servers})
+        observed = observe(desired, transports)
     finally:
         close_all(transports)
-    return build_status(desired, facts, refs, hook_digest())
+    return build_status(desired, observed.facts, observed.refs, hook_digest())
 
 
 def print_report(report: StatusReport) -> None:

@@ -40,8 +40,6 @@ def plan_refs(ctx: PlanContext) -> tuple[list[Action], list[Note]]:
     actions: list[Action] = []
     notes: list[Note] = []
     report = ctx.refs
-    if report is None:
-        return actions, notes
     planned = set(ctx.planned_servers())
     deletions = _deletions(ctx)
     quorum = ctx.desired.cluster.replication.mode == "quorum"

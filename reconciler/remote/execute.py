@@ -85,12 +85,15 @@ def holder_line(who: str = "") -> str:
     return f"pid {os.getpid()} since {since}" + (f": {who}" if who else "")
 
 
+NO_HOLDER_YET = "a holder that has not said who it is yet"
+
+
 def read_holder(fd: int) -> str:
     with contextlib.suppress(OSError):
         line = os.pread(fd, 512, 0).decode("utf-8", "replace").strip()
         if line:
             return line.splitlines()[0]
-    return "a holder that has not said who it is yet"
+    return NO_HOLDER_YET
 
 
 def take_lock(path: str, wait: float, who: str = "") -> tuple[int, float, str]:
@@ -110,6 +113,12 @@ def take_lock(path: str, wait: float, who: str = "") -> tuple[int, float, str]:
                 break
             except BlockingIOError:
                 waited_for = read_holder(fd)
+                for _ in range(20):
+                    if waited_for != NO_HOLDER_YET:
+                        break
+                    # Taken a moment ago: its holder writes who it is right after.
+                    time.sleep(0.01)
+                    waited_for = read_holder(fd)
                 if time.monotonic() - started >= wait:
                     raise LockBusy(
                         f"{os.path.relpath(path, HOME)} is held by {waited_for}; gave up "

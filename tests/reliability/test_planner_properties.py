@@ -26,6 +26,7 @@ from reconciler.planning.context import settings_text
 from reconciler.planning.known_hosts import desired_lines
 from reconciler.planning.model import Plan
 from reconciler.refs import ZERO, RefReport, classify
+from tests.planning.test_planner import settled_checkout
 
 HOOK = b"#!/usr/bin/env python3\n# reconciler replication hook (property test)\n"
 HOOK_SHA = hashlib.sha256(HOOK).hexdigest()
@@ -219,8 +220,15 @@ def make(desired: Desired, raw: dict[str, dict[str, Any]], graph: dict[str, set[
     for name, data in raw.items():
         if data["settings_text"] == "current":
             data["settings_text"] = settings_text(desired, name)
+    facts = to_facts(raw)
     return make_plan(
-        PlanContext(desired, to_facts(raw), None, OPTIONS, ref_report(desired, raw, graph))
+        PlanContext(
+            desired,
+            facts,
+            settled_checkout(desired, facts),
+            OPTIONS,
+            ref_report(desired, raw, graph),
+        )
     )
 
 
@@ -367,7 +375,9 @@ def test_generator_matches_the_planner(tmp_path: Path) -> None:
     desired = desired_for(3, 1, tmp_path)
     raw = {name: {"known_hosts": [], "host_key": HOST_KEYS[name]} for name in SERVERS}
     facts = Facts(servers={})
-    lines, _notes = desired_lines(PlanContext(desired, facts, None, OPTIONS), "a")
+    lines, _notes = desired_lines(
+        PlanContext(desired, facts, settled_checkout(desired, facts), OPTIONS, RefReport()), "a"
+    )
     del raw
     assert lines == {}  # without facts or pins no line can be written
     from reconciler.planning.context import repository_url
