@@ -54,8 +54,11 @@ SERVER_PARTS: dict[str, tuple[str, ...]] = {
 }
 REPOSITORY_PARTS: dict[str, tuple[str, ...]] = {
     "refs": ("head", "refs_digest", "ref_count", "refs"),
-    "hook": ("hook",),
+    "hook": ("hook", "transaction_hook"),
     "remotes": ("remotes",),
+    # Which refs are locked, not for how long: the age moves at every gather, and the
+    # removal checks it again when it runs.
+    "ref locks": ("ref_locks",),
     "bare, git-daemon-export-ok": ("bare", "export_ok"),
 }
 
@@ -118,6 +121,12 @@ def fingerprint_server(name: str, facts: Facts) -> ServerFingerprint:
     return ServerFingerprint(digest({"state": state, "parts": parts}), state, parts, {})
 
 
+def _repository_value(facts: Any, name: str) -> Any:
+    if name == "ref_locks":
+        return sorted(ref for ref, _age in facts.ref_locks)
+    return plain(getattr(facts, name))
+
+
 def _fingerprint_read(server: ServerFacts) -> ServerFingerprint:
     full: dict[str, Any] = {}
     parts = {}
@@ -127,7 +136,7 @@ def _fingerprint_read(server: ServerFacts) -> ServerFingerprint:
     repositories = {}
     for repository, facts in sorted(server.repositories.items()):
         each = [
-            digest({n: plain(getattr(facts, n)) for n in names})
+            digest({n: _repository_value(facts, n) for n in names})
             for names in REPOSITORY_PARTS.values()
         ]
         full[f"repository {repository}"] = each

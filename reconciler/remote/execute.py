@@ -292,6 +292,9 @@ def command(
     even by SIGTERM, now and then leaves its ``config.lock`` behind, which fails every
     later ``git config`` in that repository.
     """
+    # Every ref written here is a repair, not a person's push: quorum mode's
+    # reference-transaction hook lets it through without a vote.
+    env = {**(os.environ if env is None else env), "RECONCILER_REPLICA": "reconcile-apply"}
     with _STATE:
         if _ABANDONED:
             raise OpError("the operator's channel closed; stopping")
@@ -962,9 +965,6 @@ def main() -> None:
     global LOCK_FD, LOCK_WAIT
 
     os.umask(0o022)
-    # Every ref this program writes is a repair, not a person's push: quorum mode's
-    # reference-transaction hook lets it through without a vote.
-    os.environ["RECONCILER_REPLICA"] = "reconcile-apply"
     request = json.loads(sys.stdin.read() or "{}")
     if request.get("lock") is False:
         # Run as root to create the git user: there is no git user's home (nor its
