@@ -47,6 +47,8 @@ class RepositoryFacts:
     transaction_hook: str | None = None
     # REF.lock files git left (a push killed while it held the lock): (ref, age seconds).
     ref_locks: tuple[tuple[str, float], ...] = ()
+    # Values quorum repair kept under refs/reconciler/aborted/ (never acknowledged).
+    aborted: tuple[str, ...] = ()
     export_ok: bool = False  # git-daemon-export-ok exists
 
 
@@ -186,6 +188,7 @@ def _repository(name: str, data: dict[str, Any]) -> RepositoryFacts:
         refs=dict(data["refs"]) if data.get("refs") is not None else None,
         transaction_hook=data.get("transaction_hook"),
         ref_locks=tuple((str(r), float(a)) for r, a in data.get("ref_locks") or ()),
+        aborted=tuple(str(r) for r in data.get("aborted") or ()),
         export_ok=bool(data.get("export_ok")),
     )
 

@@ -53,7 +53,7 @@ SERVER_PARTS: dict[str, tuple[str, ...]] = {
     "repository descriptions": ("repo_sections",),
 }
 REPOSITORY_PARTS: dict[str, tuple[str, ...]] = {
-    "refs": ("head", "refs_digest", "ref_count", "refs"),
+    "refs": ("head", "refs_digest", "ref_count", "refs", "aborted"),
     "hook": ("hook", "transaction_hook"),
     "remotes": ("remotes",),
     # Which refs are locked, not for how long: the age moves at every gather, and the

@@ -114,10 +114,16 @@ def print_report(report: StatusReport) -> None:
             problems.append(f"{server.queue_problems} unreadable queue file(s)")
         if server.stale_hooks:
             problems.append(f"hook missing or outdated in {len(server.stale_hooks)} repositories")
+        if server.aborted:
+            shown = ", ".join(server.aborted[:5]) + (" ..." if len(server.aborted) > 5 else "")
+            problems.append(
+                f"{len(server.aborted)} value(s) no majority took, kept under "
+                f"refs/reconciler/aborted/: {shown}"
+            )
         if server.missing_repositories:
             problems.append(f"{len(server.missing_repositories)} repositories missing")
         if problems:
             console.print(f"[yellow]attention[/] {server.server}: {escape('; '.join(problems))}")
-    if report.replication:
-        console.print(f"[dim]Replication: {escape(report.replication)}[/]")
-    console.print(f"Status: {escape(report.summary())}")
+    # One line when all is well, the mode and what it tolerates included.
+    mode = f"; replication {report.replication}" if report.replication else ""
+    console.print(f"Status: {escape(report.summary() + mode)}")

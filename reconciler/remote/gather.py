@@ -29,6 +29,7 @@ from typing import Any
 
 FORMAT_VERSION = 1
 REPLICATED_PREFIXES = ("refs/heads/", "refs/tags/", "refs/notes/")
+ABORTED_PREFIX = "refs/reconciler/aborted/"  # quorum repair's keeping of unacknowledged values
 HOOK_MARKER = b"# reconciler replication hook"
 MAX_DEPTH = 12
 MAX_REF_DEPTH = 512  # only a guard against recursion; os.walk had none
@@ -145,9 +146,10 @@ def parse_git_config(text):
     return sections
 
 
-def read_refs(gitdir, locks=None):
+def read_refs(gitdir, locks=None, aborted=None):
     """The replicated refs; ``locks`` (a list) receives [ref, age in seconds] of each
-    ``REF.lock`` that git left: a push killed while it held the ref's lock."""
+    ``REF.lock`` that git left: a push killed while it held the ref's lock;
+    ``aborted`` the refs quorum repair kept under refs/reconciler/aborted/."""
     refs = {}
     packed = read_text(os.path.join(gitdir, "packed-refs"), 256 << 20)
     if packed:
@@ -157,6 +159,8 @@ def read_refs(gitdir, locks=None):
             sha, _, name = line.partition(" ")
             refs[name.strip()] = sha
     read_loose_refs(os.path.join(gitdir, "refs"), "refs/", refs, 0, locks)
+    if aborted is not None:
+        aborted.extend(sorted(ref for ref in refs if ref.startswith(ABORTED_PREFIX)))
     return {ref: sha for ref, sha in refs.items() if ref.startswith(REPLICATED_PREFIXES)}
 
 
@@ -254,7 +258,8 @@ def repository_facts(gitdir, want_refs, known=NO_KNOWN_CONTENT):
                 remote["managed"] = True
             remotes[sub] = remote
     locks: list[list[object]] = []
-    refs = read_refs(gitdir, locks)
+    aborted: list[str] = []
+    refs = read_refs(gitdir, locks, aborted)
     facts = {
         "head": (read_text(os.path.join(gitdir, "HEAD"), 4096) or "").strip(),
         "bare": (config.get(("core", None), {}).get("bare") or ["true"])[-1] == "true",
@@ -265,6 +270,8 @@ def repository_facts(gitdir, want_refs, known=NO_KNOWN_CONTENT):
     }
     if locks:
         facts["ref_locks"] = locks
+    if aborted:
+        facts["aborted"] = aborted
     # quorum mode's hooks/reference-transaction: absent (the common case) says nothing;
     # otherwise where a symlink points, or "file" for anything else.
     transaction_hook = os.path.join(gitdir, "hooks", "reference-transaction")

@@ -75,7 +75,11 @@ def test_quorum_hooks_installed_and_push_taken_by_all(
 ) -> None:
     made, operator = cluster
     status = operator.reconcile("status")
-    assert "quorum: 3 servers, writes need 2, tolerates 1 down" in status.stdout, status.stdout
+    assert status.stdout.strip().endswith(
+        "; replication quorum: 3 servers, writes need 2, tolerates 1 down"
+    ), status.stdout
+    plan = operator.reconcile("plan")
+    assert "Replication: quorum: 3 servers, writes need 2, tolerates 1 down" in plan.stdout
     for server in made.servers:
         hook = server.home / "repositories" / f"{REPOSITORY}.git" / "hooks/reference-transaction"
         assert hook.is_symlink() and str(hook.readlink()) == "post-receive", server.name
@@ -394,3 +398,52 @@ def test_q4_killed_proposer(
     assert plan.returncode == 0, plan.stdout + plan.stderr
     assert not lost
     assert killed >= 3
+
+
+def test_repair_follows_the_majority_and_keeps_the_minority_value(
+    cluster: tuple[SshCluster, Operator], tmp_path: Path, report: Any
+) -> None:
+    """A value only one server holds (a proposal whose put-back never arrived) is not
+    fast-forwarded onto the others: that server keeps it under refs/reconciler/aborted/
+    and follows the majority; status lists it."""
+    import json
+
+    made, operator = cluster
+    gamma = made["gamma"]
+    alice = made.new_identity("alice@desk")
+    work = tmp_path / "w"
+    user_clone(made, alice, made["alpha"], REPOSITORY, work)
+    ref = "refs/heads/minority"
+    acked = commit(work, "acknowledged", path="minority.txt")
+    user_git(made, alice, work, "push", "origin", f"HEAD:{ref}")
+    git = ["git", "--git-dir", str(gamma.home / "repositories" / f"{REPOSITORY}.git")]
+    env = {
+        "GIT_AUTHOR_NAME": "x",
+        "GIT_AUTHOR_EMAIL": "x@x",
+        "GIT_COMMITTER_NAME": "x",
+        "GIT_COMMITTER_EMAIL": "x@x",
+        "RECONCILER_REPLICA": "test",
+    }
+    tree = gamma.run([*git, "rev-parse", f"{acked}^{{tree}}"]).stdout.strip()
+    # A descendant of the acknowledged value that no majority took: a fast-forward
+    # the old repair would have spread to everyone.
+    minority = gamma.run(
+        [*git, "commit-tree", tree, "-p", acked, "-m", "never acked"], env=env
+    ).stdout.strip()
+    gamma.run([*git, "update-ref", ref, minority, acked], env=env)
+    plan = operator.reconcile("plan")
+    assert "follows the majority's" in plan.stdout, plan.stdout
+    applied = operator.reconcile("apply", "--yes")
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    kept = f"refs/reconciler/aborted/heads/minority/{minority}"
+    gamma_refs = refs_of(gamma, REPOSITORY)
+    assert gamma_refs[ref] == acked and gamma_refs[kept] == minority, gamma_refs
+    for server in made.servers[:2]:
+        assert refs_of(server, REPOSITORY)[ref] == acked
+        assert not has_commit(server, REPOSITORY, minority)
+    status = json.loads(operator.reconcile("status", "--json").stdout)
+    listed = {s["server"]: s.get("aborted") for s in status["servers"]}
+    assert listed["gamma"] == [f"{REPOSITORY} {kept}"], listed
+    plan = operator.reconcile("plan", "--detailed-exitcode")
+    assert plan.returncode == 0, plan.stdout + plan.stderr
+    report(minority_values=1, spread=0, kept=1)
