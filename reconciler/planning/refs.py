@@ -170,6 +170,11 @@ def _follow_majority(
     winner = next((v for v, held in holders.items() if len(held) >= needed), None)
     if winner is None or winner == state.tip:
         return False
+    if state.tip is not None and _queued(ctx, state.repository, state.ref, state.tip):
+        # An update some server acknowledged and queued for the others (sync or async
+        # mode before a switch to quorum, or a quorum write whose takers are down):
+        # delivered as ever, not moved aside.
+        return False
     source = sorted(holders[winner])[0]
     for target, value in sorted(state.values.items()):
         if value == winner or target not in planned:
@@ -201,6 +206,16 @@ def _follow_majority(
             )
         )
     return True
+
+
+def _queued(ctx: PlanContext, repository: str, ref: str, value: str) -> bool:
+    return any(
+        entry.get("repository") == repository
+        and entry.get("ref") == ref
+        and entry.get("new") == value
+        for facts in ctx.facts.servers.values()
+        for entry in facts.queue
+    )
 
 
 def _plan_deletion(

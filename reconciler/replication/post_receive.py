@@ -1047,8 +1047,15 @@ def quorum_hook(state: str, stdin_text: str, environ: Mapping[str, str]) -> int:
     """hooks/reference-transaction: decide in "prepared"; nothing to do otherwise."""
     if state != "prepared":
         return 0
+    # A transaction also names HEAD (and other symbolic or pseudo refs) when a ref
+    # it points at moves: only the replicated refs themselves vote.
+    lines = [
+        line
+        for line in stdin_text.splitlines()
+        if len(line.split()) == 3 and line.split()[2].startswith(QUORUM_PREFIXES)
+    ]
     try:
-        updates = [u for u in parse_updates(stdin_text) if u.ref.startswith(QUORUM_PREFIXES)]
+        updates = parse_updates("\n".join(lines))
     except ValueError as exc:
         _emit_err(f"quorum hook error: {exc}")
         return 1  # a write we cannot read is not let through unchecked
