@@ -314,8 +314,8 @@ def remove_floor_hooks(scenario: Scenario) -> None:
     """The floor repository must take a push without running anything (apply puts the
     hook back, so this follows every apply)."""
     for server in scenario.cluster.servers:
-        hook = server.home / "repositories" / f"{FLOOR_REPOSITORY}.git" / "hooks" / "post-receive"
-        server.run(["rm", "-f", str(hook)])
+        hooks = server.home / "repositories" / f"{FLOOR_REPOSITORY}.git" / "hooks"
+        server.run(["rm", "-f", str(hooks / "post-receive"), str(hooks / "reference-transaction")])
 
 
 def prepare_pushers(scenario: Scenario) -> tuple[Pusher, Pusher]:
@@ -350,6 +350,29 @@ def measure_sync(
             raise RuntimeError(f"sync replication did not go through:\n{done.stderr}")
         replicated.append(seen - started)
     return replicated, floors
+
+
+def measure_quorum(
+    scenario: Scenario, hooked: Pusher, floor: Pusher, runs: int
+) -> tuple[list[float], list[float]]:
+    """From the start of a user's push to its acknowledgement (the new value is then on
+    a majority), against the same push to a repository without hooks plus the same
+    update pushed to the peers in parallel."""
+    cluster = scenario.cluster
+    first = cluster.servers[0]
+    pushes: list[float] = []
+    floors: list[float] = []
+    for _ in range(runs):
+        floor.new_commit()
+        floors.append(
+            floor.push(*(f"{s.url}/{FLOOR_REPOSITORY}.git" for s in cluster.servers)).seconds
+        )
+        hooked.new_commit()
+        done = hooked.push(f"{first.url}/{PUSH_REPOSITORY}.git")
+        if "taken by 3 of 3" not in done.stderr:
+            raise RuntimeError(f"the quorum push was not taken by every server:\n{done.stderr}")
+        pushes.append(done.seconds)
+    return pushes, floors
 
 
 def measure_async(
@@ -637,7 +660,7 @@ def ratio_row(
     return row
 
 
-ALL_ROWS = ("P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8", "P9", "P10")
+ALL_ROWS = ("P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8", "P9", "P10", "P11")
 
 
 def run_all(
@@ -805,6 +828,25 @@ def run_all(
                     push_floors,
                     "<= 1.15x floor",
                     1.15,
+                )
+            )
+        if "P11" in want:
+            if "P5" not in want and "P6" not in want:
+                hooked, floor = prepare_pushers(scenario)
+            scenario.write_cluster_d(
+                servers, [*names, PUSH_REPOSITORY, FLOOR_REPOSITORY], mode="quorum"
+            )
+            scenario.must("apply", "--yes")
+            remove_floor_hooks(scenario)
+            quorum, quorum_floors = measure_quorum(scenario, hooked, floor, size.runs)
+            rows.append(
+                ratio_row(
+                    "P11",
+                    "quorum replication: the user's push until acknowledged (on a majority)",
+                    quorum,
+                    quorum_floors,
+                    "<= 1.3x floor",
+                    1.3,
                 )
             )
     finally:

@@ -17,21 +17,26 @@ import socket
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from reconciler import git
-from reconciler.admin_checkout import COMMITTED_WITH_RENDERING, gather_checkout
+from reconciler import git, pipeline
+from reconciler.admin_checkout import COMMITTED_WITH_RENDERING
 from reconciler.desired import Desired
 from reconciler.errors import HostKeyError, ReconcilerError
 from reconciler.facts import Facts
-from reconciler.gather import gather_facts, run_json_program
-from reconciler.planning import Action, Plan, PlanContext, PlanOptions, make_plan
+from reconciler.gather import run_json_program
+from reconciler.planning import Action, Plan, PlanOptions
 from reconciler.planning.admin import BUNDLE, HEAD
 from reconciler.planning.bootstrap import ADMIN_SUBJECT
-from reconciler.planning.model import ADMIN_CHECKOUT
-from reconciler.refs import RefReport, gather_ref_report
+from reconciler.planning.model import ADMIN_CHECKOUT, BlobPacker
+from reconciler.refs import RefReport
 from reconciler.report import Reporter
+from reconciler.server_library import library_version
 from reconciler.transport import Transport
+
+if TYPE_CHECKING:
+    from reconciler.saved_plan import SavedPlan
 
 MAX_ROUNDS = 8
 EXECUTE_TIMEOUT = 3600.0
@@ -61,6 +66,9 @@ class Outcome:
     refs: RefReport | None = None
     # Servers left alone because another run held their lock: server -> why.
     stopped: dict[str, str] = field(default_factory=dict)
+    saved: bool = False  # carrying out a saved plan (apply FILE)
+    # Saved plans: actions apply found to do that the saved plan does not hold.
+    unplanned: tuple[Action, ...] = ()
 
     @property
     def failed(self) -> list[ActionResult]:
@@ -72,6 +80,8 @@ class Outcome:
             return 1
         if final.conflicts:
             return 3
+        if final.actions and self.saved and len(self.unplanned) == len(final.actions):
+            return 2  # what is left was not in the saved plan: plan again
         if final.actions:
             return 1  # not converged: something changed behind apply's back
         return 0
@@ -83,21 +93,9 @@ def plan_cluster(
     options: PlanOptions,
     reporter: Reporter | None = None,
 ) -> tuple[Plan, Facts]:
-    """Gather facts and plan. The checkout facts come from the operator's side."""
-    plan, facts, _refs = _plan(desired, transports, options, reporter)
-    return plan, facts
-
-
-def _plan(
-    desired: Desired,
-    transports: dict[str, Transport],
-    options: PlanOptions,
-    reporter: Reporter | None = None,
-) -> tuple[Plan, Facts, RefReport]:
-    facts = gather_facts(desired, transports, reporter)
-    checkout = gather_checkout(desired, facts)
-    refs = gather_ref_report(desired, facts, {n: transports[n] for n in facts.servers})
-    return make_plan(PlanContext(desired, facts, checkout, options, refs)), facts, refs
+    """Gather facts and plan (``reconciler.pipeline``); the facts are the servers'."""
+    plan, observed = pipeline.plan_cluster(desired, transports, options, reporter)
+    return plan, observed.facts
 
 
 def _key(action: Action) -> tuple[str, str, str, str]:
@@ -244,24 +242,118 @@ def apply_cluster(
     confirm: Callable[[Plan], bool] | None = None,
 ) -> Outcome:
     reporter = reporter or Reporter()
-    plan, facts, refs = _plan(desired, transports, options, reporter)
-    refused = [str(e) for e in facts.errors.values() if isinstance(e, HostKeyError)]
-    if refused:
-        # Whoever answered in that server's place must not steer changes anywhere.
-        raise ReconcilerError(f"{'; '.join(refused)}; nothing was changed on any server")
-    outcome = Outcome(first_plan=plan, facts=facts, refs=refs)
+    plan, observed = pipeline.plan_cluster(desired, transports, options, reporter)
+    _refuse_host_keys(observed.facts)
+    outcome = Outcome(first_plan=plan, facts=observed.facts, refs=observed.refs)
     if not plan.actions:
         outcome.final_plan = plan
         return outcome
     if confirm is not None and not confirm(plan):
         outcome.declined = True
         return outcome
+    _carry_out(desired, transports, options, reporter, outcome, plan)
+    return outcome
+
+
+def apply_saved_plan(
+    desired: Desired,
+    transports: dict[str, Transport],
+    saved: SavedPlan,
+    path: Path,
+    reporter: Reporter | None = None,
+) -> Outcome:
+    """Carry out a saved plan, and nothing else (README: "Saved plans").
+
+    Refused, before anything changes, when the desired state or a server's facts
+    differ from what the plan was made from. The first phase carries out the saved
+    actions. Every later phase is planned again on what the servers hold then, and an
+    action of it is carried out only when the saved plan holds the same action: same
+    server, subject, kind, target and ops. The admin commit is the one exception: its
+    files are rendered at apply time (like the commit and bundle that fill ``@HEAD``
+    and ``@BUNDLE``), with the server keys the plan's first phase generated, so an
+    admin action matches on server, subject, kind and target. Actions the saved plan
+    does not hold are left pending (``Outcome.unplanned``) for the next plan.
+    """
+    from reconciler.saved_plan import (
+        check_unchanged,
+        desired_identity,
+        fingerprint_facts,
+        plan_differences,
+    )
+
+    reporter = reporter or Reporter()
+    if library_version() != saved.options.library:
+        raise ReconcilerError(
+            f"{path} was made by a reconcile with another server library "
+            f"(version {saved.version}); run plan again with this one "
+            "(nothing was changed on any server)"
+        )
+    options = PlanOptions(
+        replace_foreign=saved.options.replace_foreign,
+        prune=saved.options.prune,
+        only_servers=saved.options.servers,
+        stamp=saved.options.stamp,
+    )
+    plan, observed = pipeline.plan_cluster(desired, transports, options, reporter)
+    _refuse_host_keys(observed.facts)
+    check_unchanged(
+        saved,
+        desired_identity(desired.root, observed.checkout),
+        fingerprint_facts(observed.facts, desired.servers),
+        path=path,
+    )
+    packer = BlobPacker()
+    differences = plan_differences(saved.plan, plan, packer.key)
+    if differences:
+        raise ReconcilerError(
+            f"{path}: the same facts give a different plan with this reconcile ("
+            f"{'; '.join(differences[:4])}); run plan again (nothing was changed on any server)"
+        )
+    outcome = Outcome(first_plan=saved.plan, facts=observed.facts, refs=observed.refs, saved=True)
+    if not saved.plan.actions:
+        outcome.final_plan = plan
+        return outcome
+    in_plan = {_saved_key(a, packer) for a in saved.plan.actions}
+
+    def allowed(action: Action) -> bool:
+        return _saved_key(action, packer) in in_plan
+
+    _carry_out(desired, transports, options, reporter, outcome, saved.plan, allowed)
+    outcome.unplanned = tuple(a for a in (outcome.final_plan or plan).actions if not allowed(a))
+    return outcome
+
+
+def _saved_key(action: Action, packer: BlobPacker) -> str:
+    if action.subject == "admin":
+        return json.dumps([action.server, action.subject, action.kind, action.target])
+    return packer.key(action)
+
+
+def _refuse_host_keys(facts: Facts) -> None:
+    refused = [str(e) for e in facts.errors.values() if isinstance(e, HostKeyError)]
+    if refused:
+        # Whoever answered in that server's place must not steer changes anywhere.
+        raise ReconcilerError(f"{'; '.join(refused)}; nothing was changed on any server")
+
+
+def _carry_out(
+    desired: Desired,
+    transports: dict[str, Transport],
+    options: PlanOptions,
+    reporter: Reporter,
+    outcome: Outcome,
+    plan: Plan,
+    allowed: Callable[[Action], bool] | None = None,
+) -> None:
+    """Phase by phase: the lowest phase still pending, then gather and plan again."""
     executor = _Executor(desired, transports, reporter)
     attempted: set[tuple[str, str, str, str]] = set()
     for _round in range(MAX_ROUNDS):
         pending = [
             a for a in plan.actions if _key(a) not in attempted and a.server not in executor.stopped
         ]
+        if allowed is not None:
+            pending = [a for a in pending if allowed(a)]
         if not pending:
             break
         phase = min(a.phase for a in pending)
@@ -276,7 +368,7 @@ def apply_cluster(
             elif server not in warned:  # one line for the server, not one per action
                 warned.add(server)
                 reporter.warning(f"{server}: left alone: {result.error}")
-        plan, outcome.facts, outcome.refs = _plan(desired, transports, options, reporter)
+        plan, observed = pipeline.plan_cluster(desired, transports, options, reporter)
+        outcome.facts, outcome.refs = observed.facts, observed.refs
     outcome.final_plan = plan
     outcome.stopped = dict(executor.stopped)
-    return outcome

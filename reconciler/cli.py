@@ -112,6 +112,16 @@ def plan(
     ] = False,
     replace_foreign: ReplaceForeignOption = False,
     prune: PruneOption = False,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "-out",
+            "--out",
+            help="Save the complete plan to FILE, for 'reconcile apply FILE'.",
+            dir_okay=False,
+            metavar="FILE",
+        ),
+    ] = None,
 ) -> int:
     """Show what apply would change on each server."""
     from reconciler.commands import plan as command
@@ -124,11 +134,20 @@ def plan(
         trust_new_host_keys=trust_new_host_keys,
         replace_foreign=replace_foreign,
         prune=prune,
+        out=out,
     )
 
 
 @app.command()
 def apply(
+    plan_file: Annotated[
+        Path | None,
+        typer.Argument(
+            help="A plan saved with 'reconcile plan -out FILE': carry out exactly that.",
+            dir_okay=False,
+            metavar="[FILE]",
+        ),
+    ] = None,
     directory: DirOption = Path("."),
     server: ServerOption = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
@@ -150,7 +169,7 @@ def apply(
         ),
     ] = LogFormatChoice.logfmt,
 ) -> int:
-    """Change every server to match cluster.d/."""
+    """Change every server to match cluster.d/, or carry out a saved plan."""
     from reconciler.commands import apply as command
 
     return command.run(
@@ -164,6 +183,7 @@ def apply(
         prune=prune,
         textfile=textfile,
         log_format="json" if log_format is LogFormatChoice.json else "logfmt",
+        plan_file=plan_file,
     )
 
 

@@ -44,6 +44,12 @@ class RepositoryFacts:
     refs_digest: str
     ref_count: int
     refs: dict[str, str] | None = None
+    # hooks/reference-transaction: None absent, a symlink's target, or "file".
+    transaction_hook: str | None = None
+    # REF.lock files git left (a push killed while it held the lock): (ref, age seconds).
+    ref_locks: tuple[tuple[str, float], ...] = ()
+    # Values quorum repair kept under refs/reconciler/aborted/ (never acknowledged).
+    aborted: tuple[str, ...] = ()
     export_ok: bool = False  # git-daemon-export-ok exists
 
 
@@ -191,6 +197,9 @@ def _repository(name: str, data: dict[str, Any]) -> RepositoryFacts:
         refs_digest=str(data["refs_digest"]),
         ref_count=int(data.get("ref_count", 0)),
         refs=dict(data["refs"]) if data.get("refs") is not None else None,
+        transaction_hook=data.get("transaction_hook"),
+        ref_locks=tuple((str(r), float(a)) for r, a in data.get("ref_locks") or ()),
+        aborted=tuple(str(r) for r in data.get("aborted") or ()),
         export_ok=bool(data.get("export_ok")),
     )
 

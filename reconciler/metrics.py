@@ -199,7 +199,8 @@ def status_families(report: StatusReport | None, run: RunInfo) -> list[Family]:
             _gauge(
                 "reconcile_refs",
                 "Replicated refs on the server by state: in_sync, behind (an ancestor of the "
-                "tip), missing (absent here), diverged (on a different line of history).",
+                "tip), missing (absent here), diverged (on a different line of history), "
+                "aborted (values no majority took, kept under refs/reconciler/aborted/).",
                 (
                     ({"server": s.server, "state": state}, s.refs.get(state, 0))
                     for s in read

@@ -20,7 +20,7 @@ from reconciler.server.queue import QueueEntry
 
 STATUS_FORMAT_VERSION = 1
 # Each ref's state on one server (metrics label values: no spaces).
-REF_STATES = ("in_sync", "behind", "missing", "diverged")
+REF_STATES = ("in_sync", "behind", "missing", "diverged", "aborted")
 # Queue reasons that wait for a person, not for a peer to come back.
 REVIEW_REASONS = ("diverged", "missing repository", "rejected")
 
@@ -48,6 +48,8 @@ class ServerHealth:
     queues: dict[str, PeerQueue] = field(default_factory=dict)  # peer -> its queue here
     refs: dict[str, int] = field(default_factory=dict)  # REF_STATES -> refs on this server
     pushes: dict[str, PushStats] = field(default_factory=dict)  # peer -> the hook's pushes
+    # "repository ref" kept under refs/reconciler/aborted/ by quorum repair.
+    aborted: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,7 @@ class StatusReport:
     generated: float = field(default_factory=time.time)
     # Declared repositories missing on some server that was read.
     missing_somewhere: tuple[str, ...] = ()
+    replication: str = ""  # the mode and what it tolerates, in one line
 
     def count(self, status: str) -> int:
         return sum(1 for state in self.refs if state.status == status)
@@ -125,6 +128,7 @@ class StatusReport:
         return {
             "format_version": STATUS_FORMAT_VERSION,
             "summary": self.summary(),
+            "replication": self.replication,
             "complete": self.complete,
             "servers_read": self.read,
             "servers_unknown": self.unknown,
@@ -166,6 +170,7 @@ def _server_json(s: ServerHealth) -> dict[str, Any]:
         "queue_problems": s.queue_problems,
         "stale_hooks": list(s.stale_hooks),
         "missing_repositories": list(s.missing_repositories),
+        "aborted": list(s.aborted),
         "foreign_hooks": list(s.foreign_hooks),
         "queues": {
             peer: {"entries": q.entries, "oldest": q.oldest, "needs_review": q.needs_review}
@@ -249,6 +254,8 @@ def build_status(desired: Desired, facts: Facts, refs: RefReport) -> StatusRepor
             if state.values.get(name) is not None:
                 held -= 1
         counts["in_sync"] = max(0, held)
+        aborted = tuple(f"{r} {ref}" for r in present for ref in server.repositories[r].aborted)
+        counts["aborted"] = len(aborted)
         servers.append(
             ServerHealth(
                 name,
@@ -259,12 +266,14 @@ def build_status(desired: Desired, facts: Facts, refs: RefReport) -> StatusRepor
                 stale_hooks=stale,
                 missing_repositories=missing,
                 foreign_hooks=foreign,
+                aborted=aborted,
                 queues=_queues(server.queue, [p for p in desired.servers if p != name]),
                 refs=counts,
                 pushes=dict(server.pushes),
             )
         )
     return StatusReport(
+        replication=desired.quorum_summary(),
         repositories=len(mirrored),
         refs=refs.states,
         servers=tuple(servers),

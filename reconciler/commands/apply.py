@@ -46,26 +46,43 @@ def run(
     prune: bool = False,
     textfile: Path | None = None,
     log_format: LogFormat = "logfmt",
+    plan_file: Path | None = None,
 ) -> int:
     from reconciler.commands.textfile import RunClock, check_directory
 
     clock = RunClock()
     if textfile is not None:
         check_directory(textfile)
+    if plan_file is not None and cron:
+        raise ReconcilerError(
+            f"apply --cron takes no plan file ({plan_file}): it fast-forwards the checkout "
+            "first, which a saved plan forbids; run apply --cron alone, or apply FILE alone"
+        )
     log = LogReporter(log_format) if cron and not json_output else None
     desired: Desired | None = None
     try:
-        desired, outcome = _apply(
-            directory,
-            servers=servers,
-            yes=yes,
-            json_output=json_output,
-            cron=cron,
-            trust_new_host_keys=trust_new_host_keys,
-            replace_foreign=replace_foreign,
-            prune=prune,
-            log=log,
-        )
+        if plan_file is not None:
+            desired, outcome = _apply_saved(
+                directory,
+                plan_file,
+                servers=servers,
+                json_output=json_output,
+                trust_new_host_keys=trust_new_host_keys,
+                replace_foreign=replace_foreign,
+                prune=prune,
+            )
+        else:
+            desired, outcome = _apply(
+                directory,
+                servers=servers,
+                yes=yes,
+                json_output=json_output,
+                cron=cron,
+                trust_new_host_keys=trust_new_host_keys,
+                replace_foreign=replace_foreign,
+                prune=prune,
+                log=log,
+            )
     except ReconcilerError as exc:
         if textfile is not None:
             _write_metrics(textfile, clock, exc.exit_code, desired, None)
@@ -142,6 +159,46 @@ def _apply(
     return desired, outcome
 
 
+def _apply_saved(
+    directory: Path,
+    plan_file: Path,
+    *,
+    servers: list[str],
+    json_output: bool,
+    trust_new_host_keys: bool,
+    replace_foreign: bool,
+    prune: bool,
+) -> tuple[Desired, Outcome]:
+    """``apply FILE``: the plan was reviewed when it was made, so nothing is asked."""
+    from reconciler.apply import apply_saved_plan
+    from reconciler.saved_plan import read_saved_plan
+
+    saved = read_saved_plan(plan_file)
+    recorded = saved.options
+    given = [
+        f"--server {' '.join(servers)}" if servers and tuple(servers) != recorded.servers else "",
+        "--replace-foreign" if replace_foreign and not recorded.replace_foreign else "",
+        "--prune" if prune and not recorded.prune else "",
+    ]
+    if any(given):
+        shown = " ".join(g for g in given if g)
+        made = " ".join(f"--server {s}" for s in recorded.servers) or "no --server"
+        raise ReconcilerError(
+            f"{plan_file} was made with {made}"
+            f"{', --replace-foreign' if recorded.replace_foreign else ''}"
+            f"{', --prune' if recorded.prune else ''}; apply carries it out as it was made, "
+            f"so {shown} cannot change it: run plan again with the options you want"
+        )
+    reporter = ConsoleReporter(quiet=json_output, progress=not json_output)
+    desired, transports = load_and_connect(directory, list(recorded.servers), trust_new_host_keys)
+    try:
+        require_admin_checkout(directory)
+        outcome = apply_saved_plan(desired, transports, saved, plan_file, reporter)
+    finally:
+        close_all(transports)
+    return desired, outcome
+
+
 def _report(outcome: Outcome, *, json_output: bool, cron: bool, log: LogReporter | None) -> int:
     final = outcome.final_plan or outcome.first_plan
     if json_output:
@@ -153,6 +210,7 @@ def _report(outcome: Outcome, *, json_output: bool, cron: bool, log: LogReporter
                     {**r.action.to_json(), "ok": r.ok, "error": r.error} for r in outcome.results
                 ],
                 "final": final.to_json(),
+                "unplanned": [a.to_json() for a in outcome.unplanned],
                 "exit_code": outcome.exit_code(),
             }
         )
@@ -180,6 +238,13 @@ def _report(outcome: Outcome, *, json_output: bool, cron: bool, log: LogReporter
         stderr().print(
             escape(f"error: {result.action.server}: {result.action.description}: {result.error}")
         )
+    if outcome.unplanned:
+        stderr().print(
+            f"Not carried out: {len(outcome.unplanned)} change(s) found during apply that "
+            "the saved plan does not hold (run plan again to review them):"
+        )
+        for action in sorted(outcome.unplanned, key=lambda a: a.sort_key()):
+            stderr().print(escape(f"  {action.server}: {action.symbol} {action.description}"))
     if final.actions or final.conflicts or final.errors:
         stderr().print("After apply:")
         print_plan(final, stderr())

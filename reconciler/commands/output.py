@@ -55,6 +55,11 @@ class ConsoleReporter(Reporter):
             self.err.print(f"[dim]{escape(message)}…[/]")
 
 
+def print_replication(summary: str, console: Console | None = None) -> None:
+    """What an acknowledged push means in this cluster, before the plan or status."""
+    (console or stdout()).print(f"[dim]Replication: {escape(summary)}[/]")
+
+
 def print_plan(plan: Plan, console: Console | None = None) -> None:
     console = console or stdout()
     grouped = plan.by_server()

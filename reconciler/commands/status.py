@@ -74,17 +74,15 @@ def run(
 
 
 def _gather_status(directory: Path) -> StatusReport:
-    from reconciler.gather import gather_facts
-    from reconciler.refs import gather_ref_report
+    from reconciler.pipeline import observe
     from reconciler.status import build_status
 
     desired, transports = load_and_connect(directory, [], False)
     try:
-        facts = gather_facts(desired, transports)
-        refs = gather_ref_report(desired, facts, {n: transports[n] for n in facts.servers})
+        observed = observe(desired, transports)
     finally:
         close_all(transports)
-    return build_status(desired, facts, refs)
+    return build_status(desired, observed.facts, observed.refs)
 
 
 def print_report(report: StatusReport) -> None:
@@ -115,8 +113,16 @@ def print_report(report: StatusReport) -> None:
             problems.append(f"{server.queue_problems} unreadable queue file(s)")
         if server.stale_hooks:
             problems.append(f"hook missing or outdated in {len(server.stale_hooks)} repositories")
+        if server.aborted:
+            shown = ", ".join(server.aborted[:5]) + (" ..." if len(server.aborted) > 5 else "")
+            problems.append(
+                f"{len(server.aborted)} value(s) no majority took, kept under "
+                f"refs/reconciler/aborted/: {shown}"
+            )
         if server.missing_repositories:
             problems.append(f"{len(server.missing_repositories)} repositories missing")
         if problems:
             console.print(f"[yellow]attention[/] {server.server}: {escape('; '.join(problems))}")
-    console.print(f"Status: {escape(report.summary())}")
+    # One line when all is well, the mode and what it tolerates included.
+    mode = f"; replication {report.replication}" if report.replication else ""
+    console.print(f"Status: {escape(report.summary() + mode)}")

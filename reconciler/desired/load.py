@@ -12,7 +12,7 @@ import dataclasses
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from reconciler.desired.keys import public_key_problem
 from reconciler.desired.model import (
@@ -305,7 +305,7 @@ class _Loader:
             admin_repository=admin,
             mirror_group=spec.mirror_group,
             replication=Replication(
-                mode=spec.replication.mode,
+                mode=spec.replication.mode or "sync",
                 timeout=spec.replication.timeout,
                 run_kept_hooks=spec.replication.run_kept_hooks,
             ),
@@ -593,6 +593,16 @@ class _Loader:
         for name, keys in inline.items():
             users[name] = keys
         servers = self.servers()
+        if (
+            self.cluster_entry is None
+            or self.cluster_entry[0] is None
+            or (self.cluster_entry[0].replication.mode is None)
+        ):
+            # The default: quorum where a majority can survive a server down.
+            mode: Literal["sync", "async", "quorum"] = "quorum" if len(servers) >= 3 else "sync"
+            cluster = dataclasses.replace(
+                cluster, replication=dataclasses.replace(cluster.replication, mode=mode)
+            )
         repositories = self.repositories()
         groups = self.groups(
             cluster, set(users) | set(self.entries["users"]), set(self.entries["servers"])

@@ -115,7 +115,7 @@ def _normalise(path: Path) -> str:
 
 @dataclass(frozen=True)
 class Replication:
-    mode: Literal["sync", "async"] = "sync"
+    mode: Literal["sync", "async", "quorum"] = "sync"
     timeout: int = 30
     run_kept_hooks: bool = False
 
@@ -182,6 +182,19 @@ class Desired:
     orphaned_key_files: tuple[str, ...] = ()
     # Where each server, repository, group and user was declared: ("servers", name) -> place.
     locations: dict[tuple[str, str], Location] = field(default_factory=dict)
+
+    def quorum_summary(self) -> str:
+        """What the replication mode means for writes, in one line."""
+        mode = self.cluster.replication.mode
+        count = len(self.servers)
+        if mode != "quorum":
+            return f"{mode}: {count} server{'s' if count != 1 else ''}"
+        needed = count // 2 + 1
+        tolerated = count - needed
+        line = f"quorum: {count} servers, writes need {needed}, tolerates {tolerated} down"
+        if count == 2:
+            line += " (with two servers, any server down stops writes)"
+        return line
 
     def mirrored_repositories(self) -> list[str]:
         """Every repository replicated to every server, the admin repository included."""

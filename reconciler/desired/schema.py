@@ -27,8 +27,11 @@ class Spec(BaseModel):
 class ReplicationSpec(Spec):
     """How the replication hook forwards a push to the other servers."""
 
-    mode: Literal["sync", "async"] = Field(
-        "sync", description="sync: the hook waits for the peers; async: it queues and returns."
+    mode: Literal["sync", "async", "quorum"] | None = Field(
+        None,
+        description="quorum: a push is acknowledged only once a majority of the servers holds "
+        "it (the default for 3 or more servers); sync: the hook waits for the peers after the "
+        "push (the default for 1 or 2 servers); async: it queues and returns.",
     )
     timeout: int = Field(30, ge=1, le=3600, description="Seconds per peer push from the hook.")
     run_kept_hooks: bool = Field(

@@ -6,7 +6,7 @@ from reconciler.planning.access import plan_access
 from reconciler.planning.admin import plan_admin
 from reconciler.planning.bootstrap import plan_bootstrap
 from reconciler.planning.context import PlanContext, PlanOptions
-from reconciler.planning.hooks import plan_hooks
+from reconciler.planning.hooks import plan_hooks, plan_transaction_hooks
 from reconciler.planning.keys import plan_server_keys
 from reconciler.planning.known_hosts import plan_known_hosts
 from reconciler.planning.model import Action, Note, Phase, Plan
@@ -27,6 +27,7 @@ SUBJECTS = (
     plan_repository_settings,
     plan_remotes,
     plan_hooks,
+    plan_transaction_hooks,
     plan_refs,
 )
 

@@ -85,7 +85,7 @@ def _admin_settled(ctx: PlanContext, server: str) -> bool:
     """The server's admin repository (hence its authorized_keys) is what the checkout
     renders, with nothing planned to change it."""
     checkout = ctx.checkout
-    if checkout is None or checkout.files or checkout.uncommitted or checkout.removed:
+    if checkout.files or checkout.uncommitted or checkout.removed:
         return False
     facts = ctx.facts.servers[server]
     return (

@@ -37,8 +37,6 @@ def plan_admin(ctx: PlanContext) -> tuple[list[Action], list[Note]]:
     actions: list[Action] = []
     notes: list[Note] = []
     checkout = ctx.checkout
-    if checkout is None:
-        return actions, notes
     admin = ctx.desired.cluster.admin_repository
     new_commit = bool(checkout.files or checkout.uncommitted or checkout.removed)
     if new_commit:

@@ -34,11 +34,14 @@ class PlanOptions:
 
 @dataclass(frozen=True)
 class PlanContext:
+    """Every input is required: a planner never mistakes "not gathered" for "in line"
+    (``reconciler.pipeline.observe`` gathers all of them in one pass)."""
+
     desired: Desired
     facts: Facts
-    checkout: CheckoutFacts | None = None
-    options: PlanOptions = field(default_factory=PlanOptions)
-    refs: RefReport | None = None
+    checkout: CheckoutFacts
+    options: PlanOptions
+    refs: RefReport
 
     def planned_servers(self) -> list[str]:
         """The servers this plan changes: all, or those named with --server."""

@@ -16,8 +16,72 @@ import hashlib
 from reconciler.facts import HookFacts
 from reconciler.planning.context import PlanContext
 from reconciler.planning.model import Action, Note, Phase
-from reconciler.server.hooks import HOOK_MODE, KEPT_HOOK_PREFIX, stub
+from reconciler.server.hooks import HOOK_MODE, HOOK_NAME, KEPT_HOOK_PREFIX, TRANSACTION_HOOK, stub
 from reconciler.server_library import library_version
+
+# Quorum mode: hooks/reference-transaction is a symlink to the stub, which runs the
+# library's entry point named after the hook; it decides before the ref is written
+# (docs/quorum.md).
+TRANSACTION_TARGET = HOOK_NAME
+
+
+def plan_transaction_hooks(ctx: PlanContext) -> tuple[list[Action], list[Note]]:
+    actions: list[Action] = []
+    notes: list[Note] = []
+    quorum = ctx.desired.cluster.replication.mode == "quorum"
+    admin = ctx.desired.cluster.admin_repository
+    for name, facts in ctx.reachable().items():
+        for repository in ctx.desired.mirrored_repositories():
+            existing = facts.repositories.get(repository)
+            current = existing.transaction_hook if existing else None
+            hook = existing.hook if existing else None
+            # Only beside the replication hook: the link must never lead to a foreign one.
+            ours = (
+                hook is None or (hook.managed and not hook.symlink) or ctx.options.replace_foreign
+            )
+            wanted = quorum and repository != admin and ours
+            if (current == TRANSACTION_TARGET) == wanted and current in (None, TRANSACTION_TARGET):
+                continue
+            path = f"{ctx.repository_path(name, repository)}/hooks/{TRANSACTION_HOOK}"
+            target = f"{repository} {TRANSACTION_HOOK}"
+            op = {"op": "symlink", "path": path, "target": TRANSACTION_TARGET}
+            if wanted and current is None:
+                actions.append(
+                    Action(
+                        name,
+                        "hook",
+                        "create",
+                        target,
+                        f"{repository}: install the quorum hook ({TRANSACTION_HOOK})",
+                        Phase.CONFIGURATION,
+                        (op,),
+                    )
+                )
+            elif not wanted and current == TRANSACTION_TARGET:
+                why = "not quorum mode" if repository != admin else "not replicated by hooks"
+                actions.append(
+                    Action(
+                        name,
+                        "hook",
+                        "remove",
+                        target,
+                        f"{repository}: remove the quorum hook ({why})",
+                        Phase.CONFIGURATION,
+                        ({**op, "op": "remove_symlink"},),
+                    )
+                )
+            elif wanted:
+                notes.append(
+                    Note(
+                        name,
+                        "hook",
+                        target,
+                        "conflict",
+                        f"{repository}: hooks/{TRANSACTION_HOOK} is not the reconciler's; quorum "
+                        "mode needs it: merge it by hand (move it away) and apply again",
+                    )
+                )
+    return actions, notes
 
 
 def _current(hook: HookFacts | None, digest: str, uid: int) -> bool:

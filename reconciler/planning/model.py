@@ -9,11 +9,18 @@ needs a human.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import asdict, dataclass, field
 from enum import IntEnum
 from typing import Any, Literal
 
 PLAN_FORMAT_VERSION = 1
+
+# Strings at least this long in ops (the hook, runtime files) are written once, in
+# the plan's "blobs", and referred to by digest: 3 x 1,000 hook installs are one copy.
+BLOB_MIN = 1024
+BLOB_KEY = "@blob"
 
 Kind = Literal["create", "change", "remove"]
 SYMBOLS: dict[str, str] = {"create": "+", "change": "~", "remove": "-"}
@@ -76,6 +83,67 @@ class Action:
             "description": self.description,
             "phase": int(self.phase),
         }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], blobs: dict[str, str]) -> Action:
+        kind = data["kind"]
+        if kind not in SYMBOLS:
+            raise ValueError(f"unknown action kind {kind!r}")
+        return cls(
+            server=str(data["server"]),
+            subject=str(data["subject"]),
+            kind=kind,
+            target=str(data["target"]),
+            description=str(data["description"]),
+            phase=Phase(int(data["phase"])),
+            ops=tuple(unpack_blobs(op, blobs) for op in data["ops"]),
+        )
+
+
+class BlobPacker:
+    """Replaces long strings by ``{"@blob": sha256}`` and collects them once each.
+
+    The same string object (one hook for every repository) is hashed only once."""
+
+    def __init__(self) -> None:
+        self.blobs: dict[str, str] = {}
+        self._digests: dict[int, tuple[str, str]] = {}
+
+    def digest(self, text: str) -> str:
+        known = self._digests.get(id(text))
+        if known is not None and known[1] is text:
+            return known[0]
+        value = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+        self._digests[id(text)] = (value, text)
+        self.blobs.setdefault(value, text)
+        return value
+
+    def pack(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return {BLOB_KEY: self.digest(value)} if len(value) >= BLOB_MIN else value
+        if isinstance(value, dict):
+            return {key: self.pack(item) for key, item in value.items()}
+        if isinstance(value, list | tuple):
+            return [self.pack(item) for item in value]
+        return value
+
+    def action(self, action: Action) -> dict[str, Any]:
+        return {**action.to_json(), "ops": [self.pack(op) for op in action.ops]}
+
+    def key(self, action: Action) -> str:
+        """The action as canonical JSON, long strings by digest: equal keys, equal actions."""
+        return json.dumps(self.action(action), sort_keys=True, separators=(",", ":"))
+
+
+def unpack_blobs(value: Any, blobs: dict[str, str]) -> Any:
+    """The inverse of ``BlobPacker.pack``: every reference becomes the one string."""
+    if isinstance(value, dict):
+        if set(value) == {BLOB_KEY}:
+            return blobs[str(value[BLOB_KEY])]
+        return {key: unpack_blobs(item, blobs) for key, item in value.items()}
+    if isinstance(value, list):
+        return [unpack_blobs(item, blobs) for item in value]
+    return value
 
 
 NoteLevel = Literal["info", "unmanaged", "warning", "conflict", "error"]
@@ -141,8 +209,12 @@ class Plan:
                 grouped.setdefault(note.server, []).append(note)
         return grouped
 
-    def to_json(self) -> dict[str, Any]:
-        return {
+    def to_json(self, *, with_ops: bool = False) -> dict[str, Any]:
+        """The plan as data; ``with_ops`` adds each action's operations (long strings
+        once each, under ``blobs``) and the servers it changes: all apply needs."""
+        actions = sorted(self.actions, key=Action.sort_key)
+        packer = BlobPacker()
+        data = {
             "format_version": PLAN_FORMAT_VERSION,
             "summary": {
                 "create": self.count("create"),
@@ -151,6 +223,34 @@ class Plan:
                 "conflicts": len(self.conflicts),
                 "errors": len(self.errors),
             },
-            "actions": [a.to_json() for a in sorted(self.actions, key=Action.sort_key)],
+            "actions": [packer.action(a) if with_ops else a.to_json() for a in actions],
             "notes": [n.to_json() for n in self.notes],
         }
+        if with_ops:
+            data["servers"] = list(self.servers)
+            data["blobs"] = packer.blobs
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Plan:
+        """The inverse of ``to_json(with_ops=True)``; raises KeyError, TypeError or
+        ValueError on anything else."""
+        blobs = {str(k): str(v) for k, v in data["blobs"].items()}
+        notes = []
+        for note in data["notes"]:
+            if note["level"] not in ("info", "unmanaged", "warning", "conflict", "error"):
+                raise ValueError(f"unknown note level {note['level']!r}")
+            notes.append(
+                Note(
+                    str(note["server"]),
+                    str(note["subject"]),
+                    str(note["target"]),
+                    note["level"],
+                    str(note["message"]),
+                )
+            )
+        return cls(
+            actions=tuple(Action.from_json(a, blobs) for a in data["actions"]),
+            notes=tuple(notes),
+            servers=tuple(str(s) for s in data["servers"]),
+        )

@@ -38,16 +38,19 @@ def plan_refs(ctx: PlanContext) -> tuple[list[Action], list[Note]]:
     actions: list[Action] = []
     notes: list[Note] = []
     report = ctx.refs
-    if report is None:
-        return actions, notes
     planned = set(ctx.planned_servers())
     deletions = _deletions(ctx)
+    quorum = ctx.desired.cluster.replication.mode == "quorum"
     # (pusher, repository, target) -> list of [ref, new, expected old]
     pushes: dict[tuple[str, str, str], list[list[str]]] = defaultdict(list)
     for state in report.states:
         key = (state.repository, state.ref)
         if key in deletions:
             _plan_deletion(state, deletions[key], pushes, notes)
+            continue
+        # Quorum mode: a majority's value that is not the tip (a minority is ahead on
+        # a value no majority took, or diverged) is followed; the tip's is below.
+        if quorum and _follow_majority(ctx, state, planned, pushes, actions):
             continue
         if state.status == "diverged":
             shown = ", ".join(f"{s} {_short(v)}" for s, v in state.values.items())
@@ -91,7 +94,124 @@ def plan_refs(ctx: PlanContext) -> tuple[list[Action], list[Note]]:
             )
         )
     actions += _drain_queues(ctx, report.states)
+    locks, lock_notes = plan_stale_locks(ctx)
+    return actions + locks, notes + lock_notes
+
+
+def stale_lock_age(ctx: PlanContext) -> float:
+    """After how long a ref's lock file can only be a killed push's: the quorum hook
+    holds a ref's lock for a proposal and a put-back, each bounded by the timeout."""
+    return 3.0 * ctx.desired.cluster.replication.timeout + 15.0
+
+
+def plan_stale_locks(ctx: PlanContext) -> tuple[list[Action], list[Note]]:
+    """A ``REF.lock`` left by a push killed while it held the lock blocks every later
+    update of that ref (git never removes it by itself): removed once it is older
+    than any live push could hold it."""
+    actions: list[Action] = []
+    notes: list[Note] = []
+    limit = stale_lock_age(ctx)
+    for name, facts in ctx.reachable().items():
+        for repository, repo in sorted(facts.repositories.items()):
+            for ref, age in repo.ref_locks:
+                target = f"{repository} {ref}.lock"
+                if age < limit:
+                    notes.append(
+                        Note(
+                            name,
+                            "ref",
+                            target,
+                            "warning",
+                            f"{repository}: {ref} is locked ({ref}.lock, {age:.0f}s old); if no "
+                            f"push is running it is removed once it is {limit:.0f}s old",
+                        )
+                    )
+                    continue
+                actions.append(
+                    Action(
+                        name,
+                        "ref",
+                        "remove",
+                        target,
+                        f"{repository}: remove {ref}.lock, left {age:.0f}s ago by a push that "
+                        "was killed (it blocks every update of the ref)",
+                        Phase.CONFIGURATION,
+                        (
+                            {
+                                "op": "remove_stale_lock",
+                                "repo": ctx.repository_path(name, repository),
+                                "ref": ref,
+                                "min_age": limit,
+                            },
+                        ),
+                    )
+                )
     return actions, notes
+
+
+def _follow_majority(
+    ctx: PlanContext,
+    state: RefState,
+    planned: set[str],
+    pushes: dict[tuple[str, str, str], list[list[str]]],
+    actions: list[Action],
+) -> bool:
+    """Quorum mode: a value held by a majority of the declared servers is the ref's
+    value (only such a value can have been acknowledged); the others follow it, and
+    a value of their own that never reached a majority is kept under
+    refs/reconciler/aborted/. False when no value has a majority (a conflict)."""
+    needed = len(ctx.desired.servers) // 2 + 1
+    holders: dict[str, list[str]] = defaultdict(list)
+    for server, value in state.values.items():
+        if value is not None:
+            holders[value].append(server)
+    winner = next((v for v, held in holders.items() if len(held) >= needed), None)
+    if winner is None or winner == state.tip:
+        return False
+    if state.tip is not None and _queued(ctx, state.repository, state.ref, state.tip):
+        # An update some server acknowledged and queued for the others (sync or async
+        # mode before a switch to quorum, or a quorum write whose takers are down):
+        # delivered as ever, not moved aside.
+        return False
+    source = sorted(holders[winner])[0]
+    for target, value in sorted(state.values.items()):
+        if value == winner or target not in planned:
+            continue
+        if value is None:
+            pushes[(source, state.repository, target)].append([state.ref, winner, ""])
+            continue
+        kept = f"refs/reconciler/aborted/{state.ref[len('refs/') :]}/{value}"
+        actions.append(
+            Action(
+                target,
+                "ref",
+                "change",
+                f"{state.repository} {state.ref}",
+                f"{state.repository}: {state.ref} follows the majority's {_short(winner)} "
+                f"(from {source}); its own {_short(value)}, which no majority took, is kept as "
+                f"{kept} unless it is already in that history",
+                Phase.REFS,
+                (
+                    {
+                        "op": "adopt_majority",
+                        "repo": ctx.repository_path(target, state.repository),
+                        "ref": state.ref,
+                        "new": winner,
+                        "old": value,
+                        "peer": source,
+                    },
+                ),
+            )
+        )
+    return True
+
+
+def _queued(ctx: PlanContext, repository: str, ref: str, value: str) -> bool:
+    return any(
+        entry.repository == repository and entry.ref == ref and entry.new == value
+        for facts in ctx.facts.servers.values()
+        for entry in facts.queue
+    )
 
 
 def _plan_deletion(

@@ -20,13 +20,16 @@ from typing import Any
 
 from reconciler.server import library
 from reconciler.server.common import OpError, atomic_write, fsync_dir, read_bytes, resolve
-from reconciler.server.files import write_checked
+from reconciler.server.files import existing_repository_only, write_checked
 
 # On the stub's second line, as on every hook the reconciler wrote before it.
 HOOK_MARKER = "# reconciler replication hook (managed by reconcile apply; local edits are replaced)"
 HOOK_MODE = 0o755
 MANAGED = HOOK_MARKER.split(" (")[0].encode()
 HOOK_NAME = "post-receive"
+# Quorum mode: hooks/reference-transaction is a symlink to the stub, which runs the
+# library's entry point of the same name (docs/quorum.md).
+TRANSACTION_HOOK = "reference-transaction"
 KEPT_HOOK_PREFIX = "post-receive.foreign-"  # apply's copies of the hooks it replaced
 
 Op = dict[str, Any]
@@ -34,13 +37,14 @@ Op = dict[str, Any]
 
 def stub(home: str) -> bytes:
     """The stub for a git user whose home is ``home`` (as gather reports it)."""
-    entry = os.path.join(home, library.LIBRARY_DIR, "bin", HOOK_NAME)
+    entry = os.path.join(home, library.LIBRARY_DIR, "bin")
     return (
         "#!/bin/sh\n"
         f"{HOOK_MARKER}\n"
         "# Runs the replication hook of the server library reconcile apply installs once\n"
         "# per server (~/.reconciler/server); a new version there is one op per server.\n"
-        f'exec {shlex.quote(entry)} "$@"\n'
+        "# Its entry point is the hook's name: reference-transaction links here.\n"
+        f'exec {shlex.quote(entry)}/"${{0##*/}}" "$@"\n'
     ).encode()
 
 
@@ -85,6 +89,18 @@ def hook_facts(gitdir: str, known: KnownContent = NO_KNOWN_CONTENT) -> dict[str,
         facts["sha256"] = known.digest(data)
         facts["managed"] = MANAGED in data[:512]
     return facts
+
+
+def transaction_hook_facts(gitdir: str) -> dict[str, str]:
+    """Quorum mode's hooks/reference-transaction: absent (the common case) says
+    nothing; otherwise where a symlink points, or "file" for anything else."""
+    path = os.path.join(gitdir, "hooks", TRANSACTION_HOOK)
+    try:
+        return {"transaction_hook": os.readlink(path)}
+    except FileNotFoundError:
+        return {}
+    except OSError:
+        return {"transaction_hook": "file"} if os.path.lexists(path) else {}
 
 
 def op_install_hook(op: Op) -> None:
@@ -141,4 +157,38 @@ def op_keep_file(op: Op) -> None:
     atomic_write(target, data, stat.S_IMODE(info.st_mode))
 
 
-OPS = {"install_hook": op_install_hook, "keep_file": op_keep_file}
+def op_symlink(op: Op) -> None:
+    """Make ``path`` a symlink to ``target`` (a name in the same directory), atomically;
+    with ``expect`` the path must be absent or already such a link."""
+    full = resolve(op["path"])
+    link = op["target"]
+    if "/" in link or link in ("", ".", ".."):
+        raise OpError(f"refusing link target {link!r}: not a name beside {op['path']}")
+    existing_repository_only(os.path.dirname(full))
+    if os.path.islink(full) and os.readlink(full) == link:
+        return
+    if os.path.lexists(full):
+        raise OpError(f"{op['path']} exists and is not ours; run plan again")
+    directory = os.path.dirname(full)
+    temp = os.path.join(directory, f".{os.path.basename(full)}.{os.getpid()}.reconciler-tmp-link")
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(temp)
+    os.symlink(link, temp)
+    os.replace(temp, full)
+    fsync_dir(directory)
+
+
+def op_remove_symlink(op: Op) -> None:
+    """Remove ``path`` only while it is the symlink to ``target`` the reconciler made."""
+    full = resolve(op["path"])
+    if os.path.islink(full) and os.readlink(full) == op["target"]:
+        os.unlink(full)
+        fsync_dir(os.path.dirname(full))
+
+
+OPS = {
+    "install_hook": op_install_hook,
+    "keep_file": op_keep_file,
+    "symlink": op_symlink,
+    "remove_symlink": op_remove_symlink,
+}

@@ -44,7 +44,10 @@ LIBRARY_DIR = ".reconciler/server"
 RUNTIME_DIR = ".reconciler/gitosis"
 RUNTIME_BIN = f"{RUNTIME_DIR}/bin"
 # Commands in LIBRARY_DIR/bin: name -> "module:function".
-ENTRY_POINTS = {"post-receive": "reconciler.server.replication:main"}
+ENTRY_POINTS = {
+    "post-receive": "reconciler.server.replication:main",
+    "reference-transaction": "reconciler.server.replication:transaction_main",
+}
 # The gitosis runtime's commands in RUNTIME_BIN.
 RUNTIME_COMMANDS = {
     "gitosis-init": "reconciler.gitosis.init:main",

@@ -3,26 +3,38 @@ with compare-and-swap (execute's ``push_refs``)."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import re
+import subprocess
+import time
 from typing import Any
 
 from reconciler.server.common import (
     FORMAT_VERSION,
     OpError,
     command,
+    fsync_dir,
     git_dir,
     is_repository,
     read_text,
+    run,
 )
 
 REPLICATED_PREFIXES = ("refs/heads/", "refs/tags/", "refs/notes/")
+ABORTED_PREFIX = "refs/reconciler/aborted/"  # quorum repair's keeping of unacknowledged values
 MAX_REF_DEPTH = 512  # only a guard against recursion; os.walk had none
 
 Op = dict[str, Any]
 
 
-def read_refs(gitdir: str) -> dict[str, str]:
+def read_refs(
+    gitdir: str, locks: list[list[object]] | None = None, aborted: list[str] | None = None
+) -> dict[str, str]:
+    """The replicated refs; ``locks`` (a list) receives [ref, age in seconds] of each
+    ``REF.lock`` that git left: a push killed while it held the ref's lock;
+    ``aborted`` the refs quorum repair kept under refs/reconciler/aborted/."""
     refs: dict[str, str] = {}
     packed = read_text(os.path.join(gitdir, "packed-refs"), 256 << 20)
     if packed:
@@ -31,11 +43,19 @@ def read_refs(gitdir: str) -> dict[str, str]:
                 continue
             sha, _, name = line.partition(" ")
             refs[name.strip()] = sha
-    read_loose_refs(os.path.join(gitdir, "refs"), "refs/", refs, 0)
+    read_loose_refs(os.path.join(gitdir, "refs"), "refs/", refs, 0, locks)
+    if aborted is not None:
+        aborted.extend(sorted(ref for ref in refs if ref.startswith(ABORTED_PREFIX)))
     return {ref: sha for ref, sha in refs.items() if ref.startswith(REPLICATED_PREFIXES)}
 
 
-def read_loose_refs(directory: str, prefix: str, refs: dict[str, str], depth: int) -> None:
+def read_loose_refs(
+    directory: str,
+    prefix: str,
+    refs: dict[str, str],
+    depth: int,
+    locks: list[list[object]] | None = None,
+) -> None:
     """Loose refs under ``directory`` into ``refs`` (as os.walk would find them:
     symlinked directories are not entered, unreadable ones are skipped)."""
     try:
@@ -45,7 +65,14 @@ def read_loose_refs(directory: str, prefix: str, refs: dict[str, str], depth: in
     for entry in entries:
         if entry.is_dir():
             if depth < MAX_REF_DEPTH and not entry.is_symlink():
-                read_loose_refs(entry.path, prefix + entry.name + "/", refs, depth + 1)
+                read_loose_refs(entry.path, prefix + entry.name + "/", refs, depth + 1, locks)
+            continue
+        if entry.name.endswith(".lock"):
+            # No ref's name ends in .lock: git's lock of the ref while it is updated.
+            if locks is not None:
+                with contextlib.suppress(OSError):
+                    age = time.time() - entry.stat(follow_symlinks=False).st_mtime
+                    locks.append([prefix + entry.name[: -len(".lock")], round(age, 1)])
             continue
         text = read_text(entry.path, 4096)
         if text is None:
@@ -126,4 +153,68 @@ def op_push_refs(op: Op) -> None:
         raise OpError(f"push to {op['peer']} failed: {lines[-1] if lines else done.returncode}")
 
 
-OPS = {"push_refs": op_push_refs}
+def _checked_ref(ref: str) -> str:
+    if not re.fullmatch(r"refs/[A-Za-z0-9._/-]+", ref) or ".." in ref:
+        raise OpError(f"refusing ref {ref!r}")
+    return ref
+
+
+def op_remove_stale_lock(op: Op) -> None:
+    """Remove ``REF.lock`` that a killed push left, only while it is still older than
+    ``min_age`` seconds (a live push holds a ref's lock for a few seconds at most)."""
+    repo = git_dir(op["repo"])
+    ref = _checked_ref(op["ref"])
+    path = os.path.join(repo, ref + ".lock")
+    try:
+        age = time.time() - os.lstat(path).st_mtime
+    except FileNotFoundError:
+        return
+    if age < float(op["min_age"]):
+        raise OpError(f"{ref}.lock is only {age:.0f}s old: a push may still hold it")
+    os.unlink(path)
+    fsync_dir(os.path.dirname(path))
+
+
+def op_adopt_majority(op: Op) -> None:
+    """Quorum mode's repair of a server holding a value a majority does not: fetch
+    the majority's value from a peer holding it, keep this server's own value under
+    ``refs/reconciler/aborted/`` (unless it is an ancestor of the majority's: then
+    nothing is lost by moving on) and move the ref, all with compare-and-swap."""
+    repo = git_dir(op["repo"])
+    ref, new, old, peer = _checked_ref(op["ref"]), op["new"], op["old"], op["peer"]
+    if not re.fullmatch(r"[0-9a-f]{40}|[0-9a-f]{64}", new):
+        raise OpError(f"refusing object id {new!r}")
+    env = dict(os.environ)
+    env.setdefault("GIT_SSH_COMMAND", "ssh -o BatchMode=yes -o ConnectTimeout=15")
+    run(
+        ["git", "--git-dir", repo, "fetch", "--quiet", "--no-tags", "--", peer, ref],
+        env=env,
+        timeout=op.get("timeout", 600),
+        killable=True,
+    )
+    fetched = run(["git", "--git-dir", repo, "rev-parse", "--verify", "FETCH_HEAD"]).strip()
+    if fetched != new:
+        raise OpError(f"{ref} on {peer} moved since the plan was made; run plan again")
+    lines = []
+    if old:
+        ancestor = subprocess.run(
+            ["git", "--git-dir", repo, "merge-base", "--is-ancestor", old, new],
+            capture_output=True,
+            check=False,
+        )
+        if ancestor.returncode != 0:
+            kept = ABORTED_PREFIX + ref[len("refs/") :] + "/" + old
+            lines.append(f"create {kept} {old}\n")
+    lines.append(f"update {ref} {new} {old or '0' * len(new)}\n")
+    stdin = ("start\n" + "".join(lines) + "prepare\ncommit\n").encode()
+    run(
+        ["git", "--git-dir", repo, "update-ref", "-m", "reconcile: follow the majority", "--stdin"],
+        stdin=stdin,
+    )
+
+
+OPS = {
+    "push_refs": op_push_refs,
+    "adopt_majority": op_adopt_majority,
+    "remove_stale_lock": op_remove_stale_lock,
+}

@@ -100,6 +100,14 @@ from reconciler.server.queue import (
 )
 from reconciler.server.settings import Settings, SettingsError, find_base, load_settings
 
+# In quorum mode each mirrored repository's hooks/reference-transaction is a link to
+# its post-receive stub, which runs this library's bin/reference-transaction
+# (``transaction_main``): it decides, while git holds the ref's lock, whether a
+# majority of the declared servers takes the update (docs/quorum.md).
+QUORUM_HOOK = "reference-transaction"
+QUORUM_PREFIXES = ("refs/heads/", "refs/tags/", "refs/notes/")  # the replicated refs
+ABORTED_NAMESPACE = "refs/reconciler/aborted/"
+
 # After a kill, the pipes close as soon as the group is gone; wait this long at most.
 REAP_SECONDS = 5.0
 
@@ -533,7 +541,9 @@ def run_hook(stdin_text: str, environ: Mapping[str, str], emit: Emit = _emit) ->
         return 0
     reported: set[str] = set()
     try:
-        if settings.mode == "async":
+        if settings.mode == "quorum":
+            pass  # the reference-transaction hook replicated it before the ref moved
+        elif settings.mode == "async":
             _queue_all(base, settings, name, updates, environ, emit, reported)
         else:
             _replicate_now(base, git_dir, settings, name, updates, environ, emit, reported)
@@ -548,6 +558,389 @@ def run_hook(stdin_text: str, environ: Mapping[str, str], emit: Emit = _emit) ->
         except Exception as exc:
             emit(f"kept post-receive hook: error: {exc}")
     return 0
+
+
+# --- quorum mode: the decision before the ref is written -------------------------------
+#
+# git runs hooks/reference-transaction with the state (prepared, committed, aborted)
+# as its argument and "OLD NEW REF" lines on stdin. In "prepared" the ref is locked
+# here and the pushed objects are in place; a non-zero exit aborts the update. The
+# update is proposed to every peer at once with compare-and-swap; it goes through
+# only when a majority of the declared servers, this one included, holds the new
+# value. Otherwise the peers this proposal moved are put back (compare-and-swap
+# again) and the update is refused. A peer whose ref is locked by its own pending
+# update, or holds another value, refuses: of two conflicting updates at most one
+# can be taken by a majority. The protocol and its corner cases: docs/quorum.md.
+
+
+def majority(declared: int) -> int:
+    """Servers that must hold a value before a write is acknowledged."""
+    return declared // 2 + 1
+
+
+@dataclass(frozen=True)
+class Vote:
+    """A peer's answer to a proposal."""
+
+    peer: str
+    took: bool  # it holds the proposed value now
+    moved: bool = False  # it holds it because of this proposal: a put-back undoes it
+    reason: str = ""  # why not: unreachable, timeout, busy, other value, denied, ...
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Decision:
+    accept: bool
+    holders: int  # servers holding the value, this one included
+    needed: int
+    declared: int
+    put_back: tuple[str, ...] = ()  # peers to put back when refused
+
+
+def decide(declared: int, votes: Sequence[Vote]) -> Decision:
+    """The pure rule: accept when this server and the peers that took the value are a
+    majority of the declared servers; otherwise undo what this proposal moved."""
+    holders = 1 + sum(1 for vote in votes if vote.took)
+    needed = majority(declared)
+    if holders >= needed:
+        return Decision(True, holders, needed, declared)
+    moved = tuple(vote.peer for vote in votes if vote.moved)
+    return Decision(False, holders, needed, declared, moved)
+
+
+def _vote_reason(vote: Vote) -> str:
+    if vote.reason == "busy":
+        return f"{vote.peer} is taking another update of it"
+    if vote.reason == "other value":
+        return f"{vote.peer} holds another value"
+    if vote.reason == "denied":
+        return f"{vote.peer} refused access ({vote.detail})"
+    return f"{vote.peer} {vote.reason}"
+
+
+def refusal_line(ref: str, decision: Decision, votes: Sequence[Vote]) -> str:
+    why = ", ".join(_vote_reason(v) for v in votes if not v.took)
+    line = (
+        f"{ref} refused: {decision.holders} of {decision.declared} servers could take it "
+        f"({why}); nothing changed"
+    )
+    if any(v.reason in ("busy", "other value") for v in votes if not v.took):
+        line += "; fetch and retry"
+    return line
+
+
+def _propose(
+    git_dir: Path, peer: str, updates: Sequence[RefUpdate], env: Mapping[str, str], timeout: float
+) -> dict[str, Vote]:
+    """Push the updates to one peer with compare-and-swap; a vote per ref."""
+    argv = [
+        "git",
+        "-c",
+        f"remote.{peer}.mirror=false",
+        "-c",
+        "push.followTags=false",
+        "push",
+        "--porcelain",
+        *[u.lease for u in updates],
+        "--",
+        peer,
+        *[u.refspec for u in updates],
+    ]
+    run = run_bounded(argv, git_dir, env, timeout)
+    statuses = parse_porcelain(run.stdout)
+    votes = {}
+    for update in updates:
+        status = statuses.get(update.ref)
+        if status is None:
+            outcome = classify(update, None, run)
+            votes[update.ref] = Vote(peer, False, reason=outcome.reason, detail=outcome.detail)
+            continue
+        flag, summary = status
+        if flag == "=":
+            votes[update.ref] = Vote(peer, True)
+        elif flag in "+*- ":
+            votes[update.ref] = Vote(peer, True, moved=True)
+        else:
+            why = _why(summary)
+            if why.startswith(MOVED_MEANWHILE_WHY):
+                reason = "busy"
+            elif why in DIVERGED_WHY:
+                reason = "other value"
+            else:
+                reason = "rejected"
+            votes[update.ref] = Vote(peer, False, reason=reason, detail=why)
+    return votes
+
+
+def _put_back(
+    git_dir: Path, peer: str, updates: Sequence[RefUpdate], env: Mapping[str, str], timeout: float
+) -> list[str]:
+    """Undo what a refused proposal moved on ``peer`` (compare-and-swap on the new
+    value); the refs that could not be put back."""
+    undo = [RefUpdate(old=u.new, new=u.old, ref=u.ref) for u in updates]
+    votes = _propose(git_dir, peer, undo, env, timeout)
+    return [ref for ref, vote in votes.items() if not vote.took]
+
+
+def _is_user_write(environ: Mapping[str, str], settings: Settings) -> bool:
+    """A person's push (or any other write to a replicated ref on this server), not a
+    peer's proposal or put-back, nor the reconciler's own repair."""
+    if environ.get("RECONCILER_REPLICA"):
+        return False  # a local peer, or a write made by this program
+    return environ.get("GITOSIS_USER", "") not in settings.mirror_users
+
+
+def quorum_hook(state: str, stdin_text: str, environ: Mapping[str, str]) -> int:
+    """hooks/reference-transaction: decide in "prepared"; nothing to do otherwise."""
+    if state != "prepared":
+        return 0
+    # A transaction also names HEAD (and other symbolic or pseudo refs) when a ref
+    # it points at moves: only the replicated refs themselves vote.
+    lines = [
+        line
+        for line in stdin_text.splitlines()
+        if len(line.split()) == 3 and line.split()[2].startswith(QUORUM_PREFIXES)
+    ]
+    try:
+        updates = parse_updates("\n".join(lines))
+    except ValueError as exc:
+        _emit_err(f"quorum hook error: {exc}")
+        return 1  # a write we cannot read is not let through unchecked
+    if not updates:
+        return 0
+    git_dir = Path(os.path.abspath(environ.get("GIT_DIR", ".")))
+    base = find_base(git_dir)
+    if base is None:
+        return 0  # not a managed repository
+    try:
+        settings = load_settings(base)
+    except SettingsError as exc:
+        _emit_err(f"quorum hook error: {exc}; refusing the update")
+        return 1
+    if settings.mode != "quorum" or not _is_user_write(environ, settings):
+        return 0
+    name = repository_name(base, git_dir)
+    if name == settings.admin_repository:
+        return 0  # it reaches the servers only from the admin checkout
+    updates = [u for u in updates if u.old != u.new]
+    if not updates:
+        return 0
+    declared = 1 + len(settings.peers)
+    env = push_environment(environ, settings)
+    env["GIT_DIR"] = str(git_dir)
+    remotes, ssh_command = remote_names(git_dir, env, settings.timeout)
+    if ssh_command and "GIT_SSH_COMMAND" not in environ:
+        env.pop("GIT_SSH_COMMAND", None)
+
+    def one(peer: str) -> dict[str, Vote]:
+        if peer not in remotes:
+            return {u.ref: Vote(peer, False, reason="has no remote configured") for u in updates}
+        try:
+            return _propose(git_dir, peer, updates, env, settings.timeout)
+        except Exception as exc:
+            return {
+                u.ref: Vote(peer, False, reason="unreachable", detail=str(exc)) for u in updates
+            }
+
+    with ThreadPoolExecutor(max_workers=max(1, len(settings.peers))) as pool:
+        answers = dict(zip(settings.peers, pool.map(one, settings.peers)))  # noqa: B905
+    decisions = {
+        u.ref: decide(declared, [answers[p][u.ref] for p in settings.peers]) for u in updates
+    }
+    if all(d.accept for d in decisions.values()):
+        for update in updates:
+            d = decisions[update.ref]
+            _emit_err(f"{update.ref}: taken by {d.holders} of {declared} servers")
+        _queue_the_rest(base, settings, name, updates, answers, environ)
+        return 0
+    # One transaction is all or nothing: every ref any peer took because of this
+    # proposal is put back, also those a majority took.
+    for peer in settings.peers:
+        moved = [u for u in updates if answers[peer][u.ref].moved]
+        if not moved:
+            continue
+        left = _put_back(git_dir, peer, moved, env, settings.timeout)
+        for ref in left:
+            _emit_err(
+                f"{ref}: could not put {peer} back; it keeps the refused value until "
+                f"reconcile apply moves it under {ABORTED_NAMESPACE}"
+            )
+    behind = False
+    for update in updates:
+        decision = decisions[update.ref]
+        votes = [answers[p][update.ref] for p in settings.peers]
+        if decision.accept:
+            _emit_err(f"{update.ref}: not written: another ref of the same push was refused")
+            continue
+        majority_value = _majority_elsewhere(git_dir, settings, update, votes, env)
+        if majority_value is not None:
+            behind = True
+            _emit_err(
+                f"{update.ref} refused: this server is behind on it (a majority holds "
+                f"{majority_value[:12]}); it is catching up now: fetch and retry"
+            )
+        else:
+            _emit_err(refusal_line(update.ref, decision, votes))
+    if behind:
+        _start_catch_up(base, name, environ)
+    return 1
+
+
+def _emit_err(line: str) -> None:
+    # The pusher sees the hook's stderr as "remote: ..." lines.
+    with contextlib.suppress(OSError, ValueError):
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+
+
+def _majority_elsewhere(
+    git_dir: Path,
+    settings: Settings,
+    update: RefUpdate,
+    votes: Sequence[Vote],
+    env: Mapping[str, str],
+) -> str | None:
+    """The value a majority of the servers holds for the ref when it is not this
+    server's: this server is behind (asked only on the refusal path)."""
+    others = [v.peer for v in votes if v.reason == "other value"]
+    if len(others) + 0 < majority(1 + len(settings.peers)):
+        return None
+    counts: dict[str, int] = {}
+    for peer in others:
+        values = _peer_values(git_dir, peer, [update.ref], env, settings.timeout)
+        value = (values or {}).get(update.ref)
+        if value:
+            counts[value] = counts.get(value, 0) + 1
+    for value, count in counts.items():
+        if count >= majority(1 + len(settings.peers)) and value != update.old:
+            return value
+    return None
+
+
+def _queue_the_rest(
+    base: Path,
+    settings: Settings,
+    name: str,
+    updates: Sequence[RefUpdate],
+    answers: Mapping[str, Mapping[str, Vote]],
+    environ: Mapping[str, str],
+) -> None:
+    """An accepted update reaches the peers that did not take it through the queue."""
+    queued = False
+    for peer in settings.peers:
+        for update in updates:
+            vote = answers[peer][update.ref]
+            if vote.took:
+                continue
+            reason = vote.reason if vote.reason in TRANSIENT_REASONS else "pending"
+            if vote.reason == "has no remote configured":
+                reason = "no remote"
+            with contextlib.suppress(OSError):
+                write_entry(base, make_entry(settings, name, peer, update, reason, vote.detail))
+                queued = True
+            _emit_err(f"{peer} did not take {update.ref} ({vote.reason}): queued")
+    if queued:
+        with contextlib.suppress(OSError):
+            start_drainer(base, name, environ)
+
+
+CATCH_UP_WAIT = 30.0  # seconds to wait for the aborted push to release the ref's lock
+
+
+def _start_catch_up(base: Path, repository: str, environ: Mapping[str, str]) -> None:
+    env = {k: v for k, v in environ.items() if k not in REPOSITORY_ENV}
+    env["RECONCILER_REPLICA"] = "catch-up"
+    argv = [sys.executable or "python3", "-I", "-c", DRAINER, _LIBRARY]
+    with contextlib.suppress(OSError):
+        subprocess.Popen(
+            [*argv, "--catch-up", str(base), repository],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+
+def catch_up(base: Path, repository: str, deadline: float) -> list[str]:
+    """Bring every replicated ref this server is behind on to the value a majority of
+    the servers holds (compare-and-swap; never over a value of its own that is not an
+    ancestor). Returns the refs it moved."""
+    settings = load_settings(base)
+    git_dir = repository_dir(base, repository)
+    if git_dir is None:
+        return []
+    env = push_environment(os.environ, settings)
+    env["GIT_DIR"] = str(git_dir)
+    timeout = max(1.0, min(settings.timeout, deadline - time.monotonic()))
+    values: dict[str, dict[str, str]] = {}
+    for peer in settings.peers:
+        run = run_bounded(
+            ["git", "ls-remote", "--", peer, *QUORUM_PREFIXES_GLOBS], git_dir, env, timeout
+        )
+        if run.timed_out or run.returncode != 0:
+            continue
+        for line in run.stdout.splitlines():
+            value, _, ref = line.partition("\t")
+            if ref.startswith(QUORUM_PREFIXES) and not ref.endswith("^{}"):
+                values.setdefault(ref, {})[peer] = value
+    needed = majority(1 + len(settings.peers))
+    moved = []
+    for ref, held in sorted(values.items()):
+        counts: dict[str, list[str]] = {}
+        for peer, value in held.items():
+            counts.setdefault(value, []).append(peer)
+        for value, holders in counts.items():
+            if len(holders) < needed:
+                continue
+            mine = run_bounded(
+                ["git", "rev-parse", "--verify", "--quiet", ref], git_dir, env, timeout
+            )
+            ours = mine.stdout.strip()
+            if ours == value:
+                break
+            fetched = run_bounded(
+                ["git", "fetch", "--quiet", "--no-tags", holders[0], ref], git_dir, env, timeout
+            )
+            if fetched.returncode != 0:
+                break
+            if ours and not _is_ancestor(git_dir, ours, value, env, timeout):
+                break  # a value of its own: for the reconciler's repair, not overwritten here
+            update = [
+                "git",
+                "update-ref",
+                "-m",
+                "reconcile quorum catch-up",
+                ref,
+                value,
+                ours or "0" * len(value),
+            ]
+            if run_bounded(update, git_dir, env, timeout).returncode == 0:
+                moved.append(ref)
+            break
+    return moved
+
+
+QUORUM_PREFIXES_GLOBS = ("refs/heads/*", "refs/tags/*", "refs/notes/*")
+
+
+def catch_up_main(args: Sequence[str]) -> int:
+    if len(args) != 2:
+        return 2
+    base, repository = Path(args[0]), args[1]
+    deadline = time.monotonic() + CATCH_UP_WAIT
+    # The push that was refused still holds the ref's lock until git has aborted it.
+    time.sleep(0.2)
+    for _attempt in range(5):
+        try:
+            catch_up(base, repository, deadline)
+            return 0
+        except (OSError, SettingsError):
+            if time.monotonic() > deadline:
+                return 1
+            time.sleep(1.0)
+    return 1
 
 
 # --- the kept foreign hook -----------------------------------------------------------
@@ -984,6 +1377,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] == ["--drain"]:
         return drain_main(args[1:])
+    if args[:1] == ["--catch-up"]:
+        return catch_up_main(args[1:])
     # The pusher hanging up (^C, a dropped connection) must not cut the hook short
     # between a peer's push and its queue entry.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
@@ -993,6 +1388,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         _emit(f"replication hook error: cannot read the updates: {exc}")
         return 0
     return run_hook(stdin_text, os.environ)
+
+
+def transaction_main(argv: Sequence[str] | None = None) -> int:
+    """hooks/reference-transaction (through the stub): the state is its argument."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        stdin_text = sys.stdin.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        _emit_err(f"quorum hook error: cannot read the updates: {exc}")
+        return 1
+    return quorum_hook(args[0] if args else "", stdin_text, os.environ)
 
 
 if __name__ == "__main__":

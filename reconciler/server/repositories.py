@@ -35,7 +35,9 @@ def repository_facts(
     gitdir: str, want_refs: bool, known: hooks.KnownContent = hooks.NO_KNOWN_CONTENT
 ) -> dict[str, Any]:
     config = parse_git_config(read_text(os.path.join(gitdir, "config")) or "")
-    refs = read_refs(gitdir)
+    locks: list[list[object]] = []
+    aborted: list[str] = []
+    refs = read_refs(gitdir, locks, aborted)
     facts: dict[str, Any] = {
         "head": (read_text(os.path.join(gitdir, "HEAD"), 4096) or "").strip(),
         "bare": (config.get(("core", None), {}).get("bare") or ["true"])[-1] == "true",
@@ -44,6 +46,11 @@ def repository_facts(
         "refs_digest": refs_digest(refs),
         "ref_count": len(refs),
     }
+    if locks:
+        facts["ref_locks"] = locks
+    if aborted:
+        facts["aborted"] = aborted
+    facts.update(hooks.transaction_hook_facts(gitdir))
     facts.update(repository_settings.repository_flags(gitdir))
     if want_refs:
         facts["refs"] = refs

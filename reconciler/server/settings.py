@@ -22,7 +22,7 @@ from typing import Any
 
 from reconciler.server.common import FORMAT_VERSION, SERVER_NAME, SETTINGS_PATH, read_text
 
-MODES = ("sync", "async")
+MODES = ("sync", "async", "quorum")
 # A stray settings file far above the repositories must not be picked up, and a
 # deep tree must not make every push slow.
 MAX_BASE_DEPTH = 32

@@ -111,7 +111,12 @@ def cluster_yaml(
             entry["host_key"] = server.host_key
         server_map[server.name] = entry
     document: dict[str, Any] = {
-        "cluster": {"name": "test", "replication": dict(replication or {"timeout": 20})},
+        # sync unless the test says otherwise: the scenarios written before quorum mode
+        # (the default for three servers) assert what sync mode does.
+        "cluster": {
+            "name": "test",
+            "replication": {"mode": "sync", "timeout": 20, **dict(replication or {})},
+        },
         "servers": server_map,
         "repositories": {name: dict(spec) for name, spec in repositories.items()},
         "groups": {name: dict(spec) for name, spec in groups.items()},

@@ -82,7 +82,7 @@ def test_one_key_under_two_names_is_a_conflict_naming_both_files(tmp_path: Path)
     root = _checkout(tmp_path, keydir={"git@a": KEY_A, "carol": KEY_B})
     desired = load(root)
     ctx = build_context(desired, {}, {})
-    plan = make_plan(PlanContext(desired, _facts(desired), ctx.checkout, ctx.options))
+    plan = make_plan(PlanContext(desired, _facts(desired), ctx.checkout, ctx.options, ctx.refs))
     conflicts = [n for n in plan.conflicts if n.subject == "access"]
     assert len(conflicts) == 1, plan_lines(plan)
     message = conflicts[0].message

@@ -14,6 +14,7 @@ from reconciler.desired import load
 from reconciler.facts import Facts, parse_server_facts
 from reconciler.planning import PlanContext, PlanOptions, make_plan
 from reconciler.planning.model import Plan
+from reconciler.refs import RefReport
 from tests.planning.test_planner import CLUSTER, HEAD, HOST_A, HOST_B, base_facts, plan_lines
 
 # Made with ssh-keygen; the fingerprints are what `ssh-keygen -l` printed for them.
@@ -48,7 +49,7 @@ def context(desired: Any, servers: dict[str, dict[str, Any]], **options: Any) ->
     )
     relations: Any = {"a": "same", "b": "same"}
     checkout = CheckoutFacts(desired.root, "master", HEAD, files={}, relations=relations)
-    return PlanContext(desired, facts, checkout, PlanOptions(**options))
+    return PlanContext(desired, facts, checkout, PlanOptions(**options), RefReport())
 
 
 def hand_made_keys(data: dict[str, Any], pairs: dict[str, str]) -> None:
@@ -251,7 +252,7 @@ def test_a_remote_to_a_local_peer_by_path_or_file_url_is_taken_over(tmp_path: Pa
     relations: Any = {"a": "same", "b": "same"}
     checkout = CheckoutFacts(root, "master", HEAD, files={}, relations=relations)
     options = PlanOptions(replace_foreign=True)
-    assert plan_lines(make_plan(PlanContext(desired, facts, checkout, options))) == [
+    assert plan_lines(make_plan(PlanContext(desired, facts, checkout, options, RefReport()))) == [
         "a: ~ product: take over remote mirror-server (file:///srv/b/repositories/product.git) "
         "as b -> /srv/b/repositories/product.git",
         "b: ~ product: take over remote origin (/srv/a/repositories/product) as a "

@@ -36,7 +36,7 @@ def test_missing_git_user_is_created_first_and_alone(desired: Any) -> None:
         missing_git_users={"b": "git"},
         missing_host_keys={"b": HOST_B},
     )
-    plan = make_plan(PlanContext(desired, facts, ctx.checkout, ctx.options))
+    plan = make_plan(PlanContext(desired, facts, ctx.checkout, ctx.options, ctx.refs))
     mine = [a for a in plan.actions if a.server == "b"]
     assert [(a.subject, a.kind, a.target, a.phase, a.ops) for a in mine] == [
         ("bootstrap", "create", "git", Phase.BOOTSTRAP, ({"op": "create_git_user", "user": "git"},))

@@ -15,6 +15,7 @@ from reconciler.facts import Facts, parse_server_facts
 from reconciler.planning import PlanContext, PlanOptions, make_plan
 from reconciler.planning.context import settings_text
 from reconciler.planning.model import Plan
+from reconciler.refs import RefReport
 from reconciler.server.hooks import stub
 from reconciler.server_library import library_version
 
@@ -370,7 +371,14 @@ def build_context(
         files={},
         relations={"a": "same", "b": "same", **relations},  # type: ignore[dict-item]
     )
-    return PlanContext(desired, facts, checkout, PlanOptions())
+    return PlanContext(desired, facts, checkout, PlanOptions(), RefReport())
+
+
+def settled_checkout(desired: Any, facts: Facts) -> CheckoutFacts:
+    """The admin checkout after a converged apply: nothing to commit, and every server's
+    admin repository at its commit (for tables about other subjects)."""
+    relations: dict[str, Any] = dict.fromkeys(facts.servers, "same")
+    return CheckoutFacts(desired.root, "master", HEAD, files={}, relations=relations)
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -384,7 +392,7 @@ def test_plan(desired: Any, case: str) -> None:
 def test_replace_foreign_flag_replaces(desired: Any) -> None:
     ctx = build_context(desired, {"a": foreign_hook}, {})
     options = PlanOptions(replace_foreign=True, stamp="20250102T030405")
-    plan = make_plan(PlanContext(ctx.desired, ctx.facts, ctx.checkout, options))
+    plan = make_plan(PlanContext(ctx.desired, ctx.facts, ctx.checkout, options, ctx.refs))
     assert plan_lines(plan)[0] == (
         "a: ~ product: replace the foreign post-receive hook, "
         "keeping it as hooks/post-receive.foreign-20250102T030405"
@@ -408,7 +416,7 @@ def test_unreachable_server_is_an_error_and_peers_still_planned(desired: Any) ->
         servers={"a": ctx.facts.servers["a"]},
         errors={"b": ServerError("b", "cannot connect to git@b.example:22: Connection refused")},
     )
-    plan = make_plan(PlanContext(desired, facts, ctx.checkout, ctx.options))
+    plan = make_plan(PlanContext(desired, facts, ctx.checkout, ctx.options, ctx.refs))
     lines = plan_lines(plan)
     assert "b: error: server b: cannot connect to git@b.example:22: Connection refused" in lines
     assert "a: + create empty repository product" in lines
@@ -419,7 +427,13 @@ def test_unreachable_server_is_an_error_and_peers_still_planned(desired: Any) ->
 
 def test_only_servers_limits_changes(desired: Any) -> None:
     ctx = build_context(desired, {"a": missing_repo, "b": missing_repo}, {})
-    ctx = PlanContext(ctx.desired, ctx.facts, ctx.checkout, PlanOptions(only_servers=("b",)))
+    ctx = PlanContext(
+        ctx.desired,
+        ctx.facts,
+        ctx.checkout,
+        PlanOptions(only_servers=("b",)),
+        ctx.refs,
+    )
     assert {a.server for a in make_plan(ctx).actions} == {"b"}
 
 
@@ -439,7 +453,7 @@ def test_prune_takes_only_our_hook_and_remotes_out_of_an_unmanaged_repository(de
     ctx = build_context(desired, {"a": scratch_with_foreign_remote}, {})
     without = make_plan(ctx)
     assert [a for a in without.actions if "scratch" in a.target] == []
-    pruning = PlanContext(ctx.desired, ctx.facts, ctx.checkout, PlanOptions(prune=True))
+    pruning = PlanContext(ctx.desired, ctx.facts, ctx.checkout, PlanOptions(prune=True), ctx.refs)
     lines = plan_lines(make_plan(pruning))
     assert lines[:2] == [
         "a: - scratch: remove remote b (not in cluster.d/)",

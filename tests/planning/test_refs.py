@@ -10,7 +10,7 @@ from reconciler.facts import Facts, parse_server_facts
 from reconciler.planning import PlanContext, PlanOptions
 from reconciler.planning.refs import plan_refs
 from reconciler.refs import RefReport, RefState, classify
-from tests.planning.test_planner import base_facts
+from tests.planning.test_planner import base_facts, settled_checkout
 from tests.planning.test_planner import desired as desired
 
 A, B, C = "a" * 40, "b" * 40, "c" * 40
@@ -45,7 +45,13 @@ def context(
     for name, entries in queues.items():
         servers[name]["queue"] = entries
     facts = Facts(servers={n: parse_server_facts(n, d) for n, d in servers.items()})
-    return PlanContext(desired, facts, None, PlanOptions(), RefReport(states=tuple(states)))
+    return PlanContext(
+        desired,
+        facts,
+        settled_checkout(desired, facts),
+        PlanOptions(),
+        RefReport(states=tuple(states)),
+    )
 
 
 def descriptions(ctx: PlanContext) -> list[str]:

@@ -20,7 +20,8 @@ from reconciler.facts import Facts, parse_server_facts
 from reconciler.planning import PlanContext, PlanOptions, make_plan
 from reconciler.planning.model import Action
 from reconciler.planning.repository_settings import gather_request
-from tests.planning.test_planner import ALICE, base_facts
+from reconciler.refs import RefReport
+from tests.planning.test_planner import ALICE, base_facts, settled_checkout
 
 LISTED = "product.git Alice+Smith\ntools%2Fbuild.git\n"
 
@@ -250,7 +251,13 @@ def context(
     facts = Facts(
         servers={n: parse_server_facts(n, d) for n, d in servers.items()}, errors=errors or {}
     )
-    return PlanContext(desired, facts, None, options or PlanOptions())
+    return PlanContext(
+        desired,
+        facts,
+        settled_checkout(desired, facts),
+        options or PlanOptions(),
+        RefReport(),
+    )
 
 
 @pytest.mark.parametrize("case", list(CASES))

@@ -45,6 +45,7 @@ def cluster_document(
     *,
     servers: Sequence[SshServer] | None = None,
     timeout: float = 20,
+    mode: str = "sync",
 ) -> str:
     users = {name: cluster.new_identity(name).public_key for name in people}
     return cluster_yaml(
@@ -52,7 +53,7 @@ def cluster_document(
         repositories={name: {} for name in repositories},
         groups=groups(repositories, people),
         users=users,
-        replication={"timeout": timeout},
+        replication={"mode": mode, "timeout": timeout},
     )
 
 
@@ -63,13 +64,15 @@ def converge(
     people: Sequence[str],
     *,
     timeout: float = 20,
+    mode: str = "sync",
 ) -> Operator:
     """gitosis-init every server, write cluster.d/, apply, and check a second plan is empty."""
     for server in cluster.servers:
         server.gitosis_init(cluster.admin.public_key)
     operator = make_operator(cluster, workdir, clone_from=cluster.servers[0])
     write_cluster_d(
-        operator.checkout, cluster_document(cluster, repositories, people, timeout=timeout)
+        operator.checkout,
+        cluster_document(cluster, repositories, people, timeout=timeout, mode=mode),
     )
     operator.reconcile("apply", "--yes", check=True)
     again = operator.reconcile("plan", "--detailed-exitcode")

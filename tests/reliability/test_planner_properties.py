@@ -28,6 +28,7 @@ from reconciler.planning.model import Plan
 from reconciler.refs import ZERO, RefReport, classify
 from reconciler.server.hooks import HOOK_MODE, stub
 from reconciler.server_library import library_version
+from tests.planning.test_planner import settled_checkout
 
 OPTIONS = PlanOptions()
 SERVERS = ["a", "b", "c"]
@@ -229,8 +230,15 @@ def make(desired: Desired, raw: dict[str, dict[str, Any]], graph: dict[str, set[
     for name, data in raw.items():
         if data["settings_text"] == "current":
             data["settings_text"] = settings_text(desired, name)
+    facts = to_facts(raw)
     return make_plan(
-        PlanContext(desired, to_facts(raw), None, OPTIONS, ref_report(desired, raw, graph))
+        PlanContext(
+            desired,
+            facts,
+            settled_checkout(desired, facts),
+            OPTIONS,
+            ref_report(desired, raw, graph),
+        )
     )
 
 
@@ -380,7 +388,9 @@ def test_generator_matches_the_planner(tmp_path: Path) -> None:
     desired = desired_for(3, 1, tmp_path)
     raw = {name: {"known_hosts": [], "host_key": HOST_KEYS[name]} for name in SERVERS}
     facts = Facts(servers={})
-    lines, _notes = desired_lines(PlanContext(desired, facts, None, OPTIONS), "a")
+    lines, _notes = desired_lines(
+        PlanContext(desired, facts, settled_checkout(desired, facts), OPTIONS, RefReport()), "a"
+    )
     del raw
     assert lines == {}  # without facts or pins no line can be written
     from reconciler.planning.context import repository_url
