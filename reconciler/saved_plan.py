@@ -49,6 +49,7 @@ SERVER_PARTS: dict[str, tuple[str, ...]] = {
     "replication queue": ("queue", "queue_errors"),
     "admin repository": ("admin",),
     "gitosis": ("gitosis",),
+    "server library": ("library",),
     "gitweb projects.list": ("projects_list",),
     "repository descriptions": ("repo_sections",),
 }

@@ -35,6 +35,7 @@ from reconciler.saved_plan import (
     server_changes,
     write_saved_plan,
 )
+from reconciler.server.queue import QueueEntry
 from reconciler.server_library import library_files, library_version
 from tests.planning.test_planner import (
     ALICE,
@@ -194,7 +195,7 @@ def test_no_secrets_in_a_saved_plan(desired: Any, tmp_path: Path) -> None:
     write_saved_plan(path, saved_plan(ctx))
     text = path.read_text()
     ops = {op["op"] for a in read_saved_plan(path).plan.actions for op in a.ops}
-    assert ops >= {"keygen", "gitosis_init", "install_runtime", "local_commit", "write_file"}
+    assert ops >= {"keygen", "gitosis_init", "install_library", "local_commit", "write_file"}
     for secret in ("PRIVATE KEY", "BEGIN OPENSSH", "BEGIN RSA", "PuTTY-User-Key"):
         assert secret not in text
 
@@ -239,7 +240,10 @@ def _several(servers: dict[str, Any]) -> None:
     _push(servers)
     servers["b"]["repositories"]["gitosis-admin"]["remotes"]["x"] = {"url": "/x"}
     servers["b"]["known_hosts"] = []
-    servers["b"]["queue"] = [{"repository": "product", "ref": "refs/heads/main"}]
+    entry = QueueEntry(
+        "product", "refs/heads/main", "0" * 40, "1" * 40, "a", "pending", True, 1.0, "b"
+    )
+    servers["b"]["queue"] = [{**entry.to_json(), "file": "e.json"}]
     servers["a"]["repositories"]["scratch"] = copy.deepcopy(servers["a"]["repositories"]["product"])
     del servers["a"]["repositories"]["product"]
 

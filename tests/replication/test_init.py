@@ -23,7 +23,7 @@ def test_the_hook_is_a_short_stub_with_its_marker_naming_the_library() -> None:
     assert len(source) < 400
     # A home with a space or a quote in it is still one word for sh.
     assert stub("/srv/it's git").decode().splitlines()[-1] == (
-        "exec '/srv/it'\"'\"'s git/.reconciler/server/bin'/\"${0##*/}\" \"$@\""
+        'exec \'/srv/it\'"\'"\'s git/.reconciler/server/bin\'/"${0##*/}" "$@"'
     )
 
 
