@@ -59,13 +59,25 @@ def export_tree(git_dir: str, path: str) -> None:
         )
 
 
+EXPORT_TEMP_PREFIX = ".gitosis-export-"
+
+
 def post_update(git_dir: str, serve: str = SERVE) -> None:
     export = os.path.join(git_dir, "gitosis-export")
-    shutil.rmtree(export, ignore_errors=True)
+    # Checked out aside and renamed into place whole: a run killed midway (or one
+    # that overlaps another) never leaves git's half-written files in the export.
+    for name in os.listdir(git_dir):
+        if name.startswith(EXPORT_TEMP_PREFIX):
+            shutil.rmtree(os.path.join(git_dir, name), ignore_errors=True)
+    fresh = tempfile.mkdtemp(prefix=EXPORT_TEMP_PREFIX, dir=git_dir)
     try:
-        export_tree(git_dir, export)
+        export_tree(git_dir, fresh)
+        shutil.rmtree(export, ignore_errors=True)
+        os.rename(fresh, export)
     except subprocess.CalledProcessError as e:
         raise app.GitosisError(f"Cannot export {git_dir}: {e}") from e
+    finally:
+        shutil.rmtree(fresh, ignore_errors=True)
     exported_conf = os.path.join(export, "gitosis.conf")
     conf = os.path.join(git_dir, "gitosis.conf")
     if not os.path.exists(exported_conf):

@@ -51,7 +51,9 @@ def desired_for(servers: int, repositories: int, root: Path) -> Desired:
     if key not in _DESIRED:
         names = REPOSITORIES[:repositories]
         document = {
-            "cluster": {"name": "p"},
+            # The simulator models the repair of sync and async modes; quorum mode's
+            # majority rule is model-checked in tests/replication/test_quorum_protocol.py.
+            "cluster": {"name": "p", "replication": {"mode": "sync"}},
             "servers": {
                 s: {"url": f"ssh://git@{s}.example:{2200 + i}"}
                 for i, s in enumerate(SERVERS[:servers])
