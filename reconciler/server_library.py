@@ -13,6 +13,7 @@ import ast
 import base64
 import functools
 import json
+import threading
 import zlib
 from importlib import resources
 
@@ -90,11 +91,19 @@ def _module_name(path: str) -> str:
     return name[: -len(".__init__")] if name.endswith(".__init__") else name
 
 
+_PARSE_LOCK = threading.Lock()
+
+
 def _imports(source: bytes) -> set[str]:
     """The ``reconciler.*`` modules a module's source imports (``from P import M`` may
     name a module M of package P)."""
     found: set[str] = set()
-    for node in ast.walk(ast.parse(source)):
+    # CPython 3.11's parser is not safe to run from several threads at once (the
+    # gathers of several servers assemble their programs concurrently): "SystemError:
+    # AST constructor recursion depth mismatch".
+    with _PARSE_LOCK:
+        tree = ast.parse(source)
+    for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             found |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
