@@ -421,10 +421,9 @@ def _push_with_second_look(
     return [settled.get(o.update.ref, o) for o in outcomes]
 
 
-def _push(
-    git_dir: Path, peer: str, updates: Sequence[RefUpdate], env: Mapping[str, str], timeout: float
-) -> list[RefOutcome]:
-    argv = [
+def push_argv(peer: str, updates: Sequence[RefUpdate]) -> list[str]:
+    """``git push`` of exactly these updates to ``peer``, each with compare-and-swap."""
+    return [
         "git",
         # A remote left from `git clone --mirror` must not turn this into a mirror
         # push, and no tags beyond the pushed refs may travel along.
@@ -439,7 +438,12 @@ def _push(
         peer,
         *[u.refspec for u in updates],
     ]
-    run = run_bounded(argv, git_dir, env, timeout)
+
+
+def _push(
+    git_dir: Path, peer: str, updates: Sequence[RefUpdate], env: Mapping[str, str], timeout: float
+) -> list[RefOutcome]:
+    run = run_bounded(push_argv(peer, updates), git_dir, env, timeout)
     statuses = parse_porcelain(run.stdout)
     return [classify(u, statuses.get(u.ref), run) for u in updates]
 
@@ -634,20 +638,7 @@ def _propose(
     git_dir: Path, peer: str, updates: Sequence[RefUpdate], env: Mapping[str, str], timeout: float
 ) -> dict[str, Vote]:
     """Push the updates to one peer with compare-and-swap; a vote per ref."""
-    argv = [
-        "git",
-        "-c",
-        f"remote.{peer}.mirror=false",
-        "-c",
-        "push.followTags=false",
-        "push",
-        "--porcelain",
-        *[u.lease for u in updates],
-        "--",
-        peer,
-        *[u.refspec for u in updates],
-    ]
-    run = run_bounded(argv, git_dir, env, timeout)
+    run = run_bounded(push_argv(peer, updates), git_dir, env, timeout)
     statuses = parse_porcelain(run.stdout)
     votes = {}
     for update in updates:

@@ -160,3 +160,38 @@ def test_repairs_and_peer_writes_do_not_vote(tmp_path: Path) -> None:
         check=False,
     )
     assert refused.returncode != 0 and "refused: 1 of 3" in refused.stderr
+
+
+def test_tags_and_deletions_vote_and_a_refused_deletion_changes_nothing(tmp_path: Path) -> None:
+    repos = make(tmp_path)
+    first = commit(repos["a"])
+    for argv in (["refs/tags/v1", first], ["-d", "refs/tags/v1", first]):
+        done = subprocess.run(
+            ["git", "update-ref", *argv],
+            cwd=repos["a"],
+            env=env_for(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0 and "refs/tags/v1: taken by 3 of 3 servers" in done.stderr
+    assert all(git(repo, "for-each-ref") == "" for repo in repos.values())
+    git(repos["a"], "update-ref", "refs/tags/v2", first, env=env_for())
+    shutil.rmtree(repos["c"])
+    (repos["b"] / "refs" / "tags").mkdir(parents=True, exist_ok=True)
+    (repos["b"] / "refs" / "tags" / "v2.lock").write_text("held")  # b is busy with v2
+    refused = subprocess.run(
+        ["git", "update-ref", "-d", "refs/tags/v2", first],
+        cwd=repos["a"],
+        env=env_for(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert refused.returncode != 0
+    assert "refs/tags/v2 refused: 1 of 3 servers could take it" in refused.stderr
+    assert "fetch and retry" in refused.stderr
+    assert git(repos["a"], "rev-parse", "refs/tags/v2") == first
+    assert git(repos["b"], "rev-parse", "refs/tags/v2") == first
