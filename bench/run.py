@@ -315,7 +315,11 @@ def remove_floor_hooks(scenario: Scenario) -> None:
     hook back, so this follows every apply)."""
     for server in scenario.cluster.servers:
         hooks = server.home / "repositories" / f"{FLOOR_REPOSITORY}.git" / "hooks"
-        server.run(["rm", "-f", str(hooks / "post-receive"), str(hooks / "reference-transaction")])
+        names = ("post-receive", "proc-receive", "reference-transaction")
+        server.run(["rm", "-f", *(str(hooks / name) for name in names)])
+        # Without its hook, a repository that hands pushes to proc-receive refuses them.
+        config = ["git", "--git-dir", str(hooks.parent), "config", "--unset-all"]
+        server.run([*config, "receive.procReceiveRefs"], check=False)
 
 
 def prepare_pushers(scenario: Scenario) -> tuple[Pusher, Pusher]:

@@ -44,8 +44,11 @@ class RepositoryFacts:
     refs_digest: str
     ref_count: int
     refs: dict[str, str] | None = None
-    # hooks/reference-transaction: None absent, a symlink's target, or "file".
+    # hooks/proc-receive (quorum mode) and an old hooks/reference-transaction link:
+    # None absent, a symlink's target, or "file"; receive.procReceiveRefs's values.
+    proc_receive_hook: str | None = None
     transaction_hook: str | None = None
+    proc_receive_refs: tuple[str, ...] = ()
     # REF.lock files git left (a push killed while it held the lock): (ref, age seconds).
     ref_locks: tuple[tuple[str, float], ...] = ()
     # Values quorum repair kept under refs/reconciler/aborted/ (never acknowledged).
@@ -197,7 +200,9 @@ def _repository(name: str, data: dict[str, Any]) -> RepositoryFacts:
         refs_digest=str(data["refs_digest"]),
         ref_count=int(data.get("ref_count", 0)),
         refs=dict(data["refs"]) if data.get("refs") is not None else None,
+        proc_receive_hook=data.get("proc_receive_hook"),
         transaction_hook=data.get("transaction_hook"),
+        proc_receive_refs=tuple(str(v) for v in data.get("proc_receive_refs") or ()),
         ref_locks=tuple((str(r), float(a)) for r, a in data.get("ref_locks") or ()),
         aborted=tuple(str(r) for r in data.get("aborted") or ()),
         export_ok=bool(data.get("export_ok")),

@@ -55,7 +55,7 @@ SERVER_PARTS: dict[str, tuple[str, ...]] = {
 }
 REPOSITORY_PARTS: dict[str, tuple[str, ...]] = {
     "refs": ("head", "refs_digest", "ref_count", "refs", "aborted"),
-    "hook": ("hook", "transaction_hook"),
+    "hook": ("hook", "proc_receive_hook", "transaction_hook", "proc_receive_refs"),
     "remotes": ("remotes",),
     # Which refs are locked, not for how long: the age moves at every gather, and the
     # removal checks it again when it runs.

@@ -12,17 +12,27 @@ hook runs that copy after replicating when ``replication: run_kept_hooks`` is on
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
 from reconciler.facts import HookFacts
 from reconciler.planning.context import PlanContext
 from reconciler.planning.model import Action, Note, Phase
-from reconciler.server.hooks import HOOK_MODE, HOOK_NAME, KEPT_HOOK_PREFIX, TRANSACTION_HOOK, stub
+from reconciler.server.hooks import (
+    HOOK_MODE,
+    HOOK_NAME,
+    KEPT_HOOK_PREFIX,
+    PROC_RECEIVE_HOOK,
+    PROC_RECEIVE_KEY,
+    PROC_RECEIVE_REFS,
+    TRANSACTION_HOOK,
+    stub,
+)
 from reconciler.server_library import library_version
 
-# Quorum mode: hooks/reference-transaction is a symlink to the stub, which runs the
-# library's entry point named after the hook; it decides before the ref is written
-# (docs/quorum.md).
-TRANSACTION_TARGET = HOOK_NAME
+# Quorum mode: hooks/proc-receive is a symlink to the stub, which runs the library's
+# entry point named after the hook, and receive.procReceiveRefs hands it every push
+# of the replicated refs; it decides before they are written (docs/quorum.md).
+LINK_TARGET = HOOK_NAME
 
 
 def plan_transaction_hooks(ctx: PlanContext) -> tuple[list[Action], list[Note]]:
@@ -30,57 +40,96 @@ def plan_transaction_hooks(ctx: PlanContext) -> tuple[list[Action], list[Note]]:
     notes: list[Note] = []
     quorum = ctx.desired.cluster.replication.mode == "quorum"
     admin = ctx.desired.cluster.admin_repository
+    wanted_refs = list(PROC_RECEIVE_REFS)
     for name, facts in ctx.reachable().items():
         for repository in ctx.desired.mirrored_repositories():
             existing = facts.repositories.get(repository)
-            current = existing.transaction_hook if existing else None
-            hook = existing.hook if existing else None
+            refs: tuple[str, ...] = ()
+            link = legacy = None
+            hook = None
+            if existing is not None:
+                link, legacy = existing.proc_receive_hook, existing.transaction_hook
+                refs, hook = existing.proc_receive_refs, existing.hook
             # Only beside the replication hook: the link must never lead to a foreign one.
             ours = (
                 hook is None or (hook.managed and not hook.symlink) or ctx.options.replace_foreign
             )
             wanted = quorum and repository != admin and ours
-            if (current == TRANSACTION_TARGET) == wanted and current in (None, TRANSACTION_TARGET):
-                continue
-            path = f"{ctx.repository_path(name, repository)}/hooks/{TRANSACTION_HOOK}"
-            target = f"{repository} {TRANSACTION_HOOK}"
-            op = {"op": "symlink", "path": path, "target": TRANSACTION_TARGET}
-            if wanted and current is None:
-                actions.append(
-                    Action(
-                        name,
-                        "hook",
-                        "create",
-                        target,
-                        f"{repository}: install the quorum hook ({TRANSACTION_HOOK})",
-                        Phase.CONFIGURATION,
-                        (op,),
-                    )
-                )
-            elif not wanted and current == TRANSACTION_TARGET:
-                why = "not quorum mode" if repository != admin else "not replicated by hooks"
-                actions.append(
-                    Action(
-                        name,
-                        "hook",
-                        "remove",
-                        target,
-                        f"{repository}: remove the quorum hook ({why})",
-                        Phase.CONFIGURATION,
-                        ({**op, "op": "remove_symlink"},),
-                    )
-                )
-            elif wanted:
+            hooks_dir = f"{ctx.repository_path(name, repository)}/hooks"
+            repo = ctx.repository_path(name, repository)
+            target = f"{repository} {PROC_RECEIVE_HOOK}"
+            link_op = {"op": "symlink", "path": f"{hooks_dir}/{PROC_RECEIVE_HOOK}"}
+            link_op["target"] = LINK_TARGET
+            config_op = {"op": "set_config", "repo": repo, "key": PROC_RECEIVE_KEY}
+            # The release before linked reference-transaction; proc-receive decides now.
+            old_link = {
+                "op": "remove_symlink",
+                "path": f"{hooks_dir}/{TRANSACTION_HOOK}",
+                "target": LINK_TARGET,
+            }
+            retire = (old_link,) if legacy == LINK_TARGET else ()
+            if wanted and link not in (None, LINK_TARGET):
                 notes.append(
                     Note(
                         name,
                         "hook",
                         target,
                         "conflict",
-                        f"{repository}: hooks/{TRANSACTION_HOOK} is not the reconciler's; quorum "
+                        f"{repository}: hooks/{PROC_RECEIVE_HOOK} is not the reconciler's; quorum "
                         "mode needs it: merge it by hand (move it away) and apply again",
                     )
                 )
+                continue
+            if wanted:
+                ops: list[dict[str, Any]] = []
+                if link is None:
+                    ops.append(link_op)
+                if list(refs) != wanted_refs:
+                    # After the link: a config naming a hook that is not there yet
+                    # would refuse every push meanwhile.
+                    ops.append({**config_op, "values": wanted_refs})
+                if not ops and not retire:
+                    continue
+                if not ops:
+                    what = f"remove the old quorum hook ({TRANSACTION_HOOK})"
+                elif link is None:
+                    what = f"install the quorum hook ({PROC_RECEIVE_HOOK})"
+                else:
+                    what = f"set {PROC_RECEIVE_KEY} for the quorum hook"
+                actions.append(
+                    Action(
+                        name,
+                        "hook",
+                        "create" if link is None else "change",
+                        target,
+                        f"{repository}: {what} ({PROC_RECEIVE_HOOK})"
+                        if ops
+                        else f"{repository}: {what}",
+                        Phase.CONFIGURATION,
+                        (*ops, *retire),
+                    )
+                )
+                continue
+            ops = []
+            if link == LINK_TARGET and refs:
+                # Before the link goes: pushes must not be handed to a missing hook.
+                ops.append({**config_op, "values": []})
+            if link == LINK_TARGET:
+                ops.append({**link_op, "op": "remove_symlink"})
+            if not ops and not retire:
+                continue
+            why = "not quorum mode" if repository != admin else "not replicated by hooks"
+            actions.append(
+                Action(
+                    name,
+                    "hook",
+                    "remove",
+                    target,
+                    f"{repository}: remove the quorum hook ({why})",
+                    Phase.CONFIGURATION,
+                    (*ops, *retire),
+                )
+            )
     return actions, notes
 
 

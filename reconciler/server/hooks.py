@@ -19,7 +19,16 @@ import stat
 from typing import Any
 
 from reconciler.server import library
-from reconciler.server.common import OpError, atomic_write, fsync_dir, read_bytes, resolve
+from reconciler.server.common import (
+    OpError,
+    atomic_write,
+    command,
+    fsync_dir,
+    git_dir,
+    read_bytes,
+    resolve,
+    run,
+)
 from reconciler.server.files import existing_repository_only, write_checked
 
 # On the stub's second line, as on every hook the reconciler wrote before it.
@@ -27,8 +36,14 @@ HOOK_MARKER = "# reconciler replication hook (managed by reconcile apply; local 
 HOOK_MODE = 0o755
 MANAGED = HOOK_MARKER.split(" (")[0].encode()
 HOOK_NAME = "post-receive"
-# Quorum mode: hooks/reference-transaction is a symlink to the stub, which runs the
-# library's entry point of the same name (docs/quorum.md).
+# Quorum mode: hooks/proc-receive is a symlink to the stub, which runs the library's
+# entry point of the same name, and receive.procReceiveRefs hands it the replicated
+# refs of every push (docs/quorum.md).
+PROC_RECEIVE_HOOK = "proc-receive"
+PROC_RECEIVE_KEY = "receive.procReceiveRefs"
+PROC_RECEIVE_REFS = ("refs/heads/", "refs/tags/", "refs/notes/")
+# The release before proc-receive linked hooks/reference-transaction the same way;
+# apply removes such a link.
 TRANSACTION_HOOK = "reference-transaction"
 KEPT_HOOK_PREFIX = "post-receive.foreign-"  # apply's copies of the hooks it replaced
 
@@ -91,16 +106,33 @@ def hook_facts(gitdir: str, known: KnownContent = NO_KNOWN_CONTENT) -> dict[str,
     return facts
 
 
-def transaction_hook_facts(gitdir: str) -> dict[str, str]:
-    """Quorum mode's hooks/reference-transaction: absent (the common case) says
-    nothing; otherwise where a symlink points, or "file" for anything else."""
-    path = os.path.join(gitdir, "hooks", TRANSACTION_HOOK)
+def _link(path: str) -> str | None:
+    """Absent: None; a symlink: where it points; anything else: "file"."""
     try:
-        return {"transaction_hook": os.readlink(path)}
+        return os.readlink(path)
     except FileNotFoundError:
-        return {}
+        return None
     except OSError:
-        return {"transaction_hook": "file"} if os.path.lexists(path) else {}
+        return "file" if os.path.lexists(path) else None
+
+
+def linked_hook_facts(
+    gitdir: str, config: dict[tuple[str, str | None], dict[str, list[str]]]
+) -> dict[str, object]:
+    """Quorum mode's hooks/proc-receive and receive.procReceiveRefs, and an old
+    hooks/reference-transaction link; absent (the common case) says nothing."""
+    facts: dict[str, object] = {}
+    for key, name in (
+        ("proc_receive_hook", PROC_RECEIVE_HOOK),
+        ("transaction_hook", TRANSACTION_HOOK),
+    ):
+        link = _link(os.path.join(gitdir, "hooks", name))
+        if link is not None:
+            facts[key] = link
+    values = config.get(("receive", None), {}).get(PROC_RECEIVE_KEY.split(".")[1].lower())
+    if values:
+        facts["proc_receive_refs"] = list(values)
+    return facts
 
 
 def op_install_hook(op: Op) -> None:
@@ -186,7 +218,22 @@ def op_remove_symlink(op: Op) -> None:
         fsync_dir(os.path.dirname(full))
 
 
+def op_set_config(op: Op) -> None:
+    """Make the repository's ``key`` exactly ``values`` (none: unset), in its own config."""
+    repo = git_dir(op["repo"])
+    key = op["key"]
+    base = ["git", "--git-dir", repo, "config", "--local"]
+    done = command([*base, "--get-all", key])
+    if done.returncode == 0 and done.stdout.decode().splitlines() == list(op["values"]):
+        return
+    if done.returncode == 0:
+        run([*base, "--unset-all", key])
+    for value in op["values"]:
+        run([*base, "--add", key, value])
+
+
 OPS = {
+    "set_config": op_set_config,
     "install_hook": op_install_hook,
     "keep_file": op_keep_file,
     "symlink": op_symlink,

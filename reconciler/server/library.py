@@ -46,6 +46,8 @@ RUNTIME_BIN = f"{RUNTIME_DIR}/bin"
 # Commands in LIBRARY_DIR/bin: name -> "module:function".
 ENTRY_POINTS = {
     "post-receive": "reconciler.server.replication:main",
+    "proc-receive": "reconciler.server.replication:proc_receive_main",
+    # Links of the release before proc-receive; a no-op until apply removes them.
     "reference-transaction": "reconciler.server.replication:transaction_main",
 }
 # The gitosis runtime's commands in RUNTIME_BIN.

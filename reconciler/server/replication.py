@@ -76,6 +76,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from reconciler.server import proc_receive as proc_receive_mod
 from reconciler.server.common import (
     FORMAT_VERSION,
     QUEUE_PATH,
@@ -100,13 +101,14 @@ from reconciler.server.queue import (
 )
 from reconciler.server.settings import Settings, SettingsError, find_base, load_settings
 
-# In quorum mode each mirrored repository's hooks/reference-transaction is a link to
-# its post-receive stub, which runs this library's bin/reference-transaction
-# (``transaction_main``): it decides, while git holds the ref's lock, whether a
+# In quorum mode each mirrored repository's hooks/proc-receive is a link to its
+# post-receive stub, which runs this library's bin/proc-receive
+# (``proc_receive_main``): it decides, while git holds the refs' locks, whether a
 # majority of the declared servers takes the update (docs/quorum.md).
-QUORUM_HOOK = "reference-transaction"
 QUORUM_PREFIXES = ("refs/heads/", "refs/tags/", "refs/notes/")  # the replicated refs
 ABORTED_NAMESPACE = "refs/reconciler/aborted/"
+# A push of many refs reports this many "taken by" lines and sums up the rest.
+SUMMARY_LINES = 20
 
 # After a kill, the pipes close as soon as the group is gone; wait this long at most.
 REAP_SECONDS = 5.0
@@ -545,8 +547,13 @@ def run_hook(stdin_text: str, environ: Mapping[str, str], emit: Emit = _emit) ->
         return 0
     reported: set[str] = set()
     try:
-        if settings.mode == "quorum":
-            pass  # the reference-transaction hook replicated it before the ref moved
+        if settings.mode == "quorum" and proc_receive_mod.configured(git_dir):
+            pass  # proc-receive had a majority take it before the refs moved
+        elif settings.mode == "quorum":
+            # The quorum hook is not installed here yet (apply adds it): replicate
+            # after the write, as sync mode does, rather than not at all.
+            emit("quorum hook not installed in this repository yet: replicating after the write")
+            _replicate_now(base, git_dir, settings, name, updates, environ, emit, reported)
         elif settings.mode == "async":
             _queue_all(base, settings, name, updates, environ, emit, reported)
         else:
@@ -682,41 +689,91 @@ def _is_user_write(environ: Mapping[str, str], settings: Settings) -> bool:
     return environ.get("GITOSIS_USER", "") not in settings.mirror_users
 
 
-def quorum_hook(state: str, stdin_text: str, environ: Mapping[str, str]) -> int:
-    """hooks/reference-transaction: decide in "prepared"; nothing to do otherwise."""
-    if state != "prepared":
-        return 0
-    # A transaction also names HEAD (and other symbolic or pseudo refs) when a ref
-    # it points at moves: only the replicated refs themselves vote.
-    lines = [
-        line
-        for line in stdin_text.splitlines()
-        if len(line.split()) == 3 and line.split()[2].startswith(QUORUM_PREFIXES)
-    ]
-    try:
-        updates = parse_updates("\n".join(lines))
-    except ValueError as exc:
-        _emit_err(f"quorum hook error: {exc}")
-        return 1  # a write we cannot read is not let through unchecked
-    if not updates:
-        return 0
+def proc_receive(
+    updates: Sequence[RefUpdate], environ: Mapping[str, str], atomic: bool = False
+) -> dict[str, str | None]:
+    """Write a push's ref updates for hooks/proc-receive (``reconciler.server.proc_receive``).
+
+    A person's push of replicated refs in quorum mode is written only where a majority
+    of the declared servers takes it; a peer's proposal or put-back, the reconciler's
+    own writes and anything outside quorum mode are written with compare-and-swap
+    alone. Per ref: None when it was written, else the reason the pusher sees.
+    """
+    results: dict[str, str | None] = {u.ref: None for u in updates}
     git_dir = Path(os.path.abspath(environ.get("GIT_DIR", ".")))
+    env = {k: v for k, v in environ.items() if k != "GIT_QUARANTINE_PATH"}
     base = find_base(git_dir)
-    if base is None:
-        return 0  # not a managed repository
-    try:
-        settings = load_settings(base)
-    except SettingsError as exc:
-        _emit_err(f"quorum hook error: {exc}; refusing the update")
-        return 1
-    if settings.mode != "quorum" or not _is_user_write(environ, settings):
-        return 0
-    name = repository_name(base, git_dir)
-    if name == settings.admin_repository:
-        return 0  # it reaches the servers only from the admin checkout
-    updates = [u for u in updates if u.old != u.new]
-    if not updates:
-        return 0
+    settings: Settings | None = None
+    if base is not None:
+        try:
+            settings = load_settings(base)
+        except SettingsError as exc:
+            _emit_err(f"quorum hook error: {exc}; refusing the update")
+            return {u.ref: "replication settings unreadable" for u in updates}
+    person = settings is None or _is_user_write(environ, settings)
+    name = repository_name(base, git_dir) if base is not None else ""
+    voting = (
+        settings is not None
+        and base is not None
+        and person
+        and settings.mode == "quorum"
+        and name != settings.admin_repository
+    )
+    timeout = settings.timeout if settings is not None else 60.0
+    if person:
+        results.update(proc_receive_mod.receive_checks(git_dir, updates, env, timeout))
+    todo = [u for u in updates if results[u.ref] is None and u.old != u.new]
+    if atomic and any(results.values()):
+        return {u.ref: results[u.ref] or "atomic push failed" for u in updates}
+    transaction, refused = proc_receive_mod.lock(git_dir, todo, env, timeout)
+    results.update(refused)
+    if transaction is not None and atomic and refused:
+        transaction.abort()
+        return {u.ref: results[u.ref] or "atomic push failed" for u in updates}
+    if transaction is None:
+        return results
+    voted = [u for u in transaction.updates if voting and u.ref.startswith(QUORUM_PREFIXES)]
+    if not voted:
+        if not transaction.commit():
+            results.update({u.ref: "failed to update ref" for u in transaction.updates})
+        return results
+    if settings is None or base is None:  # voting implies both; for mypy
+        transaction.abort()
+        return {u.ref: "replication settings unreadable" for u in updates}
+    answers, decisions = _vote(git_dir, settings, voted, environ)
+    refusals = _refusals(git_dir, base, settings, name, voted, answers, decisions, environ, atomic)
+    env_out = push_environment(environ, settings)
+    env_out["GIT_DIR"] = str(git_dir)
+    if not refusals:
+        if transaction.commit():
+            _accepted(base, settings, name, voted, answers, decisions, environ)
+        else:
+            _undo(git_dir, settings, voted, answers, env_out)
+            results.update({u.ref: "failed to update ref" for u in transaction.updates})
+        return results
+    # One transaction is all or nothing: give back the locks and take again those of
+    # the refs that may still be written. A proposal of another value that reaches
+    # this server meanwhile needs a majority too, and the peers that took ours
+    # refuse it; so at most our refs turn out moved, and are refused.
+    transaction.abort()
+    results.update(refusals)
+    keep = [u for u in transaction.updates if u.ref not in refusals]
+    if not keep:
+        return results
+    again, lost = proc_receive_mod.lock(git_dir, keep, env, timeout)
+    if again is not None and not again.commit():
+        lost.update({u.ref: "failed to update ref" for u in again.updates})
+    results.update(lost)
+    written = [u for u in voted if u.ref in {k.ref for k in keep} and u.ref not in lost]
+    _undo(git_dir, settings, [u for u in voted if u.ref in lost], answers, env_out)
+    _accepted(base, settings, name, written, answers, decisions, environ)
+    return results
+
+
+def _vote(
+    git_dir: Path, settings: Settings, updates: Sequence[RefUpdate], environ: Mapping[str, str]
+) -> tuple[dict[str, dict[str, Vote]], dict[str, Decision]]:
+    """Propose the updates to every peer at once; each peer's vote and the decision, per ref."""
     declared = 1 + len(settings.peers)
     env = push_environment(environ, settings)
     env["GIT_DIR"] = str(git_dir)
@@ -727,42 +784,60 @@ def quorum_hook(state: str, stdin_text: str, environ: Mapping[str, str]) -> int:
     def one(peer: str) -> dict[str, Vote]:
         if peer not in remotes:
             return {u.ref: Vote(peer, False, reason="has no remote configured") for u in updates}
-        try:
-            return _propose(git_dir, peer, updates, env, settings.timeout)
-        except Exception as exc:
-            return {
-                u.ref: Vote(peer, False, reason="unreachable", detail=str(exc)) for u in updates
-            }
+        votes: dict[str, Vote] = {}
+        deadline = time.monotonic() + settings.timeout
+        for start in range(0, len(updates), PUSH_CHUNK):
+            chunk = updates[start : start + PUSH_CHUNK]
+            try:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError("no time left")
+                votes.update(_propose(git_dir, peer, chunk, env, left))
+            except Exception as exc:
+                votes.update(
+                    {u.ref: Vote(peer, False, reason="unreachable", detail=str(exc)) for u in chunk}
+                )
+        return votes
 
     with ThreadPoolExecutor(max_workers=max(1, len(settings.peers))) as pool:
         answers = dict(zip(settings.peers, pool.map(one, settings.peers)))  # noqa: B905
     decisions = {
         u.ref: decide(declared, [answers[p][u.ref] for p in settings.peers]) for u in updates
     }
-    if all(d.accept for d in decisions.values()):
-        for update in updates:
-            d = decisions[update.ref]
-            _emit_err(f"{update.ref}: taken by {d.holders} of {declared} servers")
-        _queue_the_rest(base, settings, name, updates, answers, environ)
-        return 0
-    # One transaction is all or nothing: every ref any peer took because of this
-    # proposal is put back, also those a majority took.
-    for peer in settings.peers:
-        moved = [u for u in updates if answers[peer][u.ref].moved]
-        if not moved:
-            continue
-        left = _put_back(git_dir, peer, moved, env, settings.timeout)
-        for ref in left:
-            _emit_err(
-                f"{ref}: could not put {peer} back; it keeps the refused value until "
-                f"reconcile apply moves it under {ABORTED_NAMESPACE}"
-            )
+    return answers, decisions
+
+
+def _refusals(
+    git_dir: Path,
+    base: Path,
+    settings: Settings,
+    name: str,
+    updates: Sequence[RefUpdate],
+    answers: Mapping[str, Mapping[str, Vote]],
+    decisions: Mapping[str, Decision],
+    environ: Mapping[str, str],
+    atomic: bool,
+) -> dict[str, str]:
+    """The refs the vote refuses, with the pusher's reason; the peers they moved are
+    put back. A refusal because this server is behind starts its catch-up."""
+    refused = {u.ref for u in updates if not decisions[u.ref].accept}
+    if atomic and refused:
+        refused = {u.ref for u in updates}
+    if not refused:
+        return {}
+    env = push_environment(environ, settings)
+    env["GIT_DIR"] = str(git_dir)
+    _undo(git_dir, settings, [u for u in updates if u.ref in refused], answers, env)
+    reasons: dict[str, str] = {}
     behind = False
     for update in updates:
+        if update.ref not in refused:
+            continue
         decision = decisions[update.ref]
         votes = [answers[p][update.ref] for p in settings.peers]
         if decision.accept:
-            _emit_err(f"{update.ref}: not written: another ref of the same push was refused")
+            _emit_err(f"{update.ref}: not written: another ref of the same atomic push was refused")
+            reasons[update.ref] = "atomic push failed"
             continue
         majority_value = _majority_elsewhere(git_dir, settings, update, votes, env)
         if majority_value is not None:
@@ -771,11 +846,62 @@ def quorum_hook(state: str, stdin_text: str, environ: Mapping[str, str]) -> int:
                 f"{update.ref} refused: this server is behind on it (a majority holds "
                 f"{majority_value[:12]}); it is catching up now: fetch and retry"
             )
+            reasons[update.ref] = "this server is behind on it; fetch and retry"
         else:
             _emit_err(refusal_line(update.ref, decision, votes))
+            reasons[update.ref] = "no majority of the servers could take it"
     if behind:
         _start_catch_up(base, name, environ)
-    return 1
+    return reasons
+
+
+def _undo(
+    git_dir: Path,
+    settings: Settings,
+    updates: Sequence[RefUpdate],
+    answers: Mapping[str, Mapping[str, Vote]],
+    env: Mapping[str, str],
+) -> None:
+    """Put back every peer the proposal of ``updates`` moved (compare-and-swap)."""
+    for peer in settings.peers:
+        moved = [u for u in updates if answers[peer][u.ref].moved]
+        if not moved:
+            continue
+        try:
+            left = _put_back(git_dir, peer, moved, env, settings.timeout)
+        except Exception as exc:
+            left = [u.ref for u in moved]
+            _emit_err(f"put-back on {peer} failed: {exc}")
+        for ref in left:
+            _emit_err(
+                f"{ref}: could not put {peer} back; it keeps the refused value until "
+                f"reconcile apply moves it under {ABORTED_NAMESPACE}"
+            )
+
+
+def _accepted(
+    base: Path,
+    settings: Settings,
+    name: str,
+    updates: Sequence[RefUpdate],
+    answers: Mapping[str, Mapping[str, Vote]],
+    decisions: Mapping[str, Decision],
+    environ: Mapping[str, str],
+) -> None:
+    if not updates:
+        return
+    declared = 1 + len(settings.peers)
+    for update in updates[:SUMMARY_LINES]:
+        _emit_err(f"{update.ref}: taken by {decisions[update.ref].holders} of {declared} servers")
+    if len(updates) > SUMMARY_LINES:
+        least = min(decisions[u.ref].holders for u in updates)
+        more = len(updates) - SUMMARY_LINES
+        _emit_err(f"... and {more} more refs, each taken by {least} or more servers")
+    _queue_the_rest(base, settings, name, updates, answers, environ)
+
+
+def emit_err(line: str) -> None:
+    _emit_err(line)
 
 
 def _emit_err(line: str) -> None:
@@ -1382,14 +1508,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def transaction_main(argv: Sequence[str] | None = None) -> int:
-    """hooks/reference-transaction (through the stub): the state is its argument."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    try:
-        stdin_text = sys.stdin.read()
-    except (OSError, UnicodeDecodeError) as exc:
-        _emit_err(f"quorum hook error: cannot read the updates: {exc}")
-        return 1
-    return quorum_hook(args[0] if args else "", stdin_text, os.environ)
+    """hooks/reference-transaction as the release before proc-receive linked it: the
+    decision is proc-receive's now, so an old link lets every transaction through
+    until apply removes it (post-receive replicates a push that proc-receive did not
+    see)."""
+    return 0
+
+
+def proc_receive_main(argv: Sequence[str] | None = None) -> int:
+    """hooks/proc-receive (through the stub): receive-pack's commands on stdin."""
+    return proc_receive_mod.main()
 
 
 if __name__ == "__main__":

@@ -50,7 +50,7 @@ def repository_facts(
         facts["ref_locks"] = locks
     if aborted:
         facts["aborted"] = aborted
-    facts.update(hooks.transaction_hook_facts(gitdir))
+    facts.update(hooks.linked_hook_facts(gitdir, config))
     facts.update(repository_settings.repository_flags(gitdir))
     if want_refs:
         facts["refs"] = refs

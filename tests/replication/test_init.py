@@ -18,7 +18,7 @@ def test_the_hook_is_a_short_stub_with_its_marker_naming_the_library() -> None:
     lines = source.decode().splitlines()
     assert lines[0] == "#!/bin/sh"
     assert lines[1] == HOOK_MARKER
-    # The entry point is the hook's own name: hooks/reference-transaction links here.
+    # The entry point is the hook's own name: hooks/proc-receive links here.
     assert lines[-1] == 'exec /home/git/.reconciler/server/bin/"${0##*/}" "$@"'
     assert len(source) < 400
     # A home with a space or a quote in it is still one word for sh.

@@ -1,5 +1,6 @@
-"""The quorum hook on local servers (directories), with real git: it decides in
-reference-transaction's prepared state, ignores HEAD and repairs, and puts back."""
+"""The quorum hook on local servers (directories), with real git: receive-pack hands
+every push to hooks/proc-receive, which has a majority take it before the refs are
+written, lets peers' writes and repairs through, and puts back what it refused."""
 
 from __future__ import annotations
 
@@ -9,18 +10,19 @@ import subprocess
 from pathlib import Path
 
 from reconciler.replication import settings_json
+from reconciler.server.hooks import PROC_RECEIVE_REFS
 from reconciler.testing.library import install_server_library
 
 NAMES = ("a", "b", "c")
 
 
-def git(cwd: Path, *args: str, env: dict[str, str] | None = None, check: bool = True) -> str:
+def git(cwd: Path, *args: str, env: dict[str, str] | None = None) -> str:
     done = subprocess.run(
-        ["git", *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=60, check=False
+        ["git", *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=120, check=False
     )
-    if check and done.returncode:
+    if done.returncode:
         raise AssertionError(f"git {' '.join(args)}: {done.stderr}")
-    return done.stdout.strip() + done.stderr.strip() if not check else done.stdout.strip()
+    return done.stdout.strip()
 
 
 def make(tmp: Path, peers_with_remote: tuple[str, ...] = NAMES) -> dict[str, Path]:
@@ -32,10 +34,12 @@ def make(tmp: Path, peers_with_remote: tuple[str, ...] = NAMES) -> dict[str, Pat
         subprocess.run(["git", "init", "-q", "--bare", str(repo)], check=True, timeout=60)
         hook = repo / "hooks" / "post-receive"
         # The library in the server's home and the stub in the repository, as apply
-        # installs them; reference-transaction links to the stub.
+        # installs them; proc-receive links to the stub and takes the replicated refs.
         hook.write_bytes(install_server_library(tmp / name))
         hook.chmod(0o755)
-        (repo / "hooks" / "reference-transaction").symlink_to("post-receive")
+        (repo / "hooks" / "proc-receive").symlink_to("post-receive")
+        for prefix in PROC_RECEIVE_REFS:
+            git(repo, "config", "--add", "receive.procReceiveRefs", prefix)
         (base / ".reconciler" / "replication.json").write_bytes(
             settings_json(
                 server=name,
@@ -65,133 +69,227 @@ def env_for(**extra: str) -> dict[str, str]:
     return env
 
 
-def commit(repo: Path, parent: str | None = None, message: str = "c") -> str:
-    tree = git(repo, "hash-object", "-t", "tree", "-w", "/dev/null")
+def client(tmp: Path) -> Path:
+    work = tmp / "client"
+    if not work.exists():
+        subprocess.run(["git", "init", "-q", str(work)], check=True, timeout=60)
+    return work
+
+
+def commit(work: Path, parent: str | None = None, message: str = "c") -> str:
+    tree = git(work, "hash-object", "-t", "tree", "-w", "/dev/null")
     args = ["commit-tree", tree, "-m", message] + (["-p", parent] if parent else [])
-    return git(repo, *args, env=env_for())
+    return git(work, *args, env=env_for())
 
 
-def test_a_write_to_the_branch_head_points_at_is_taken_by_every_server(tmp_path: Path) -> None:
-    repos = make(tmp_path)
-    first = commit(repos["a"])
-    # HEAD points at refs/heads/master: the transaction names HEAD too.
+def push(work: Path, repo: Path, *refspecs: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """A person's push to ``repo`` (gitosis would set GITOSIS_USER to a developer)."""
+    return subprocess.run(
+        ["git", "push", "--porcelain", str(repo), *refspecs],
+        cwd=work,
+        env=env_for(**env),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def value(repo: Path, ref: str) -> str:
     done = subprocess.run(
-        ["git", "update-ref", "refs/heads/master", first],
-        cwd=repos["a"],
-        env=env_for(),
+        ["git", "rev-parse", "--verify", "--quiet", ref],
+        cwd=repo,
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
+    return done.stdout.strip()
+
+
+def test_a_push_is_taken_by_every_server_before_it_is_written(tmp_path: Path) -> None:
+    repos = make(tmp_path)
+    work = client(tmp_path)
+    first = commit(work)
+    done = push(work, repos["a"], f"{first}:refs/heads/master")
     assert done.returncode == 0, done.stderr
     assert "refs/heads/master: taken by 3 of 3 servers" in done.stderr
     for repo in repos.values():
-        assert git(repo, "rev-parse", "refs/heads/master") == first
+        assert value(repo, "refs/heads/master") == first
 
 
 def test_refused_without_a_majority_and_put_back(tmp_path: Path) -> None:
     repos = make(tmp_path)
+    work = client(tmp_path)
     shutil.rmtree(repos["c"])  # c is gone: a and b are a majority, b alone is not
-    first = commit(repos["a"])
-    done = subprocess.run(
-        ["git", "update-ref", "refs/heads/x", first],
-        cwd=repos["a"],
-        env=env_for(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    first = commit(work)
+    done = push(work, repos["a"], f"{first}:refs/heads/x")
     assert done.returncode == 0, done.stderr
     assert "refs/heads/x: taken by 2 of 3 servers" in done.stderr
     assert "c did not take refs/heads/x" in done.stderr
-    # b's hook refuses a write when a is gone too: b puts nothing back (it moved nobody).
+    # b refuses a write when a is gone too, and puts nothing back (it moved nobody).
     shutil.rmtree(repos["a"])
-    second = commit(repos["b"], first)
-    refused = subprocess.run(
-        ["git", "update-ref", "refs/heads/x", second, first],
-        cwd=repos["b"],
+    second = commit(work, first)
+    refused = push(work, repos["b"], f"{second}:refs/heads/x")
+    assert refused.returncode != 0
+    assert "refs/heads/x refused: 1 of 3 servers could take it" in refused.stderr, refused.stderr
+    # git's own line for the ref names the reason too.
+    assert "no majority of the servers could take it" in refused.stdout, refused.stdout
+    assert value(repos["b"], "refs/heads/x") == first
+
+
+def test_a_refused_ref_is_put_back_on_the_peer_that_took_it(tmp_path: Path) -> None:
+    repos = make(tmp_path)
+    work = client(tmp_path)
+    first = commit(work)
+    assert push(work, repos["a"], f"{first}:refs/heads/y").returncode == 0
+    # c holds another value (it missed a put-back, say); b would take the update.
+    other = commit(work, first, "other")
+    git(
+        repos["c"],
+        "fetch",
+        "-q",
+        str(work),
+        f"{other}:refs/heads/y",
+        env=env_for(RECONCILER_REPLICA="t"),
+    )
+    shutil.rmtree(repos["a"])
+    mine = commit(work, first, "mine")
+    refused = push(work, repos["b"], f"{mine}:refs/heads/y")
+    assert refused.returncode != 0
+    assert "c holds another value" in refused.stderr and "fetch and retry" in refused.stderr
+    assert value(repos["b"], "refs/heads/y") == first
+    assert value(repos["c"], "refs/heads/y") == other  # never forced
+
+
+def test_each_ref_of_a_push_is_decided_on_its_own_unless_the_push_is_atomic(
+    tmp_path: Path,
+) -> None:
+    repos = make(tmp_path)
+    work = client(tmp_path)
+    base = commit(work)
+    assert (
+        push(work, repos["a"], f"{base}:refs/heads/fine", f"{base}:refs/heads/taken").returncode
+        == 0
+    )
+    # b and c took someone else's update of refs/heads/taken that a has not seen.
+    theirs = commit(work, base, "theirs")
+    for peer in ("b", "c"):
+        git(
+            repos[peer],
+            "fetch",
+            "-q",
+            str(work),
+            f"+{theirs}:refs/heads/taken",
+            env=env_for(RECONCILER_REPLICA="t"),
+        )
+    mine = commit(work, base, "mine")
+    done = push(work, repos["a"], f"{mine}:refs/heads/fine", f"{mine}:refs/heads/taken")
+    assert done.returncode != 0
+    assert "refs/heads/fine: taken by 3 of 3 servers" in done.stderr, done.stderr
+    assert all(value(repo, "refs/heads/fine") == mine for repo in repos.values())
+    assert value(repos["a"], "refs/heads/taken") == base
+    assert value(repos["b"], "refs/heads/taken") == theirs
+    # --atomic: the refused ref takes the other with it, on every server.
+    later = commit(work, mine, "later")
+    atomic = subprocess.run(
+        [
+            "git",
+            "push",
+            "--atomic",
+            str(repos["a"]),
+            f"{later}:refs/heads/fine",
+            f"{later}:refs/heads/taken",
+        ],
+        cwd=work,
         env=env_for(),
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=120,
         check=False,
     )
-    assert refused.returncode != 0
-    assert "refs/heads/x refused: 1 of 3 servers could take it" in refused.stderr, refused.stderr
-    assert git(repos["b"], "rev-parse", "refs/heads/x") == first
+    assert atomic.returncode != 0
+    assert all(value(repo, "refs/heads/fine") == mine for repo in repos.values()), atomic.stderr
 
 
 def test_repairs_and_peer_writes_do_not_vote(tmp_path: Path) -> None:
     repos = make(tmp_path, peers_with_remote=())  # no peer can be reached at all
-    first = commit(repos["a"])
-    for marker in ({"RECONCILER_REPLICA": "reconcile-apply"}, {"GITOSIS_USER": "git@b"}):
-        done = subprocess.run(
-            ["git", "update-ref", "refs/heads/repair", first],
-            cwd=repos["a"],
-            env=env_for(**marker),
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+    work = client(tmp_path)
+    first = commit(work)
+    for marker in ({"RECONCILER_REPLICA": "b"}, {"GITOSIS_USER": "git@b"}):
+        done = push(work, repos["a"], f"{first}:refs/heads/repair", **marker)
         assert done.returncode == 0, done.stderr
         assert "taken by" not in done.stderr
-        git(repos["a"], "update-ref", "-d", "refs/heads/repair", env=env_for(**marker))
+        assert value(repos["a"], "refs/heads/repair") == first
+        assert push(work, repos["a"], ":refs/heads/repair", **marker).returncode == 0
+        assert value(repos["a"], "refs/heads/repair") == ""
     # Refs outside refs/heads, tags and notes are not replicated and never vote.
-    other = subprocess.run(
-        ["git", "update-ref", "refs/other/x", first],
-        cwd=repos["a"],
-        env=env_for(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    other = push(work, repos["a"], f"{first}:refs/other/x")
     assert other.returncode == 0, other.stderr
-    refused = subprocess.run(
-        ["git", "update-ref", "refs/heads/user", first],
-        cwd=repos["a"],
-        env=env_for(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    refused = push(work, repos["a"], f"{first}:refs/heads/user")
     assert refused.returncode != 0 and "refused: 1 of 3" in refused.stderr
+    assert value(repos["a"], "refs/heads/user") == ""
 
 
 def test_tags_and_deletions_vote_and_a_refused_deletion_changes_nothing(tmp_path: Path) -> None:
     repos = make(tmp_path)
-    first = commit(repos["a"])
-    for argv in (["refs/tags/v1", first], ["-d", "refs/tags/v1", first]):
-        done = subprocess.run(
-            ["git", "update-ref", *argv],
-            cwd=repos["a"],
-            env=env_for(),
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+    work = client(tmp_path)
+    first = commit(work)
+    for spec in (f"{first}:refs/tags/v1", ":refs/tags/v1"):
+        done = push(work, repos["a"], spec)
         assert done.returncode == 0 and "refs/tags/v1: taken by 3 of 3 servers" in done.stderr
     assert all(git(repo, "for-each-ref") == "" for repo in repos.values())
-    git(repos["a"], "update-ref", "refs/tags/v2", first, env=env_for())
+    assert push(work, repos["a"], f"{first}:refs/tags/v2").returncode == 0
     shutil.rmtree(repos["c"])
     (repos["b"] / "refs" / "tags").mkdir(parents=True, exist_ok=True)
     (repos["b"] / "refs" / "tags" / "v2.lock").write_text("held")  # b is busy with v2
-    refused = subprocess.run(
-        ["git", "update-ref", "-d", "refs/tags/v2", first],
-        cwd=repos["a"],
-        env=env_for(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    refused = push(work, repos["a"], ":refs/tags/v2")
     assert refused.returncode != 0
     assert "refs/tags/v2 refused: 1 of 3 servers could take it" in refused.stderr
     assert "fetch and retry" in refused.stderr
-    assert git(repos["a"], "rev-parse", "refs/tags/v2") == first
-    assert git(repos["b"], "rev-parse", "refs/tags/v2") == first
+    assert value(repos["a"], "refs/tags/v2") == first
+    assert value(repos["b"], "refs/tags/v2") == first
+
+
+def test_a_push_of_many_tags_is_one_proposal(tmp_path: Path) -> None:
+    repos = make(tmp_path)
+    work = client(tmp_path)
+    first = commit(work)
+    lines = "".join(f"create refs/tags/t{i} {first}\n" for i in range(1500))
+    subprocess.run(
+        ["git", "update-ref", "--stdin"], input=lines, cwd=work, text=True, check=True, timeout=60
+    )
+    # Count the hook's runs: the library's proc-receive entry, wrapped.
+    done = push(work, repos["a"], f"{first}:refs/heads/main", "refs/tags/*:refs/tags/*")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "and 1481 more refs, each taken by 3 or more servers" in done.stderr, done.stderr[-500:]
+    for repo in repos.values():
+        assert (
+            int(git(repo, "for-each-ref", "--count=100000", "--format=x", "refs/tags").count("x"))
+            == 1500
+        )
+        assert value(repo, "refs/heads/main") == first
+
+
+def test_receive_packs_own_checks_hold_for_the_refs_it_hands_over(tmp_path: Path) -> None:
+    repos = make(tmp_path)
+    work = client(tmp_path)
+    first = commit(work)
+    assert (
+        push(work, repos["a"], f"{first}:refs/heads/master", f"{first}:refs/heads/b").returncode
+        == 0
+    )
+    # HEAD names refs/heads/master: deleting it is refused, as receive-pack refuses it.
+    current = push(work, repos["a"], ":refs/heads/master")
+    assert current.returncode != 0
+    assert "deletion of the current branch prohibited" in current.stdout, current.stdout
+    git(repos["a"], "config", "receive.denyDeletes", "true")
+    denied = push(work, repos["a"], ":refs/heads/b")
+    assert denied.returncode != 0 and "deletion prohibited" in denied.stdout
+    hook = repos["a"] / "hooks" / "update"
+    hook.write_text("#!/bin/sh\necho 'no pushes to b' >&2\nexit 1\n")
+    hook.chmod(0o755)
+    declined = push(work, repos["a"], f"{commit(work, first)}:refs/heads/b")
+    assert declined.returncode != 0 and "hook declined" in declined.stdout
+    assert "no pushes to b" in declined.stderr
+    assert all(value(repo, "refs/heads/b") == first for repo in repos.values())
