@@ -133,7 +133,7 @@ def test_q2_no_majority(cluster: tuple[SshCluster, Operator], tmp_path: Path, re
         gamma.start()
     assert pushed.returncode != 0, pushed.stderr
     # One line per ref, and no ref of the push written anywhere.
-    refused = [line for line in pushed.stderr.splitlines() if " refused: " in line]
+    refused = [line.rstrip() for line in pushed.stderr.splitlines() if " refused: " in line]
     assert len(refused) == 2, pushed.stderr
     for line, ref in zip(refused, ("refs/heads/main", "refs/heads/other"), strict=True):
         assert line.endswith(
