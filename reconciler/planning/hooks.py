@@ -102,9 +102,7 @@ def plan_transaction_hooks(ctx: PlanContext) -> tuple[list[Action], list[Note]]:
                         "hook",
                         "create" if link is None else "change",
                         target,
-                        f"{repository}: {what} ({PROC_RECEIVE_HOOK})"
-                        if ops
-                        else f"{repository}: {what}",
+                        f"{repository}: {what}",
                         Phase.CONFIGURATION,
                         (*ops, *retire),
                     )
