@@ -458,3 +458,49 @@ def test_repair_follows_the_majority_and_keeps_the_minority_value(
     plan = operator.reconcile("plan", "--detailed-exitcode")
     assert plan.returncode == 0, plan.stdout + plan.stderr
     report(minority_values=1, spread=0, kept=1)
+
+
+def test_upgrade_from_the_reference_transaction_layout(
+    cluster: tuple[SshCluster, Operator], tmp_path: Path, report: Any
+) -> None:
+    """A cluster as the release that decided in reference-transaction left it: pushes
+    still reach every server before apply (post-receive replicates them), one apply
+    moves every repository to proc-receive, the next finds nothing, and a push is
+    then decided by the quorum again."""
+    made, operator = cluster
+    for server in made.servers:
+        repository = server.home / "repositories" / f"{REPOSITORY}.git"
+        server.run(["rm", "-f", str(repository / "hooks/proc-receive")])
+        server.run(
+            [
+                "git",
+                "--git-dir",
+                str(repository),
+                "config",
+                "--unset-all",
+                "receive.procReceiveRefs",
+            ]
+        )
+        server.run(["ln", "-s", "post-receive", str(repository / "hooks/reference-transaction")])
+    alice = made.new_identity("alice@desk")
+    work = tmp_path / "w"
+    user_clone(made, alice, made["alpha"], REPOSITORY, work)
+    before = commit(work, "pushed before the upgrade", path="upgrade.txt")
+    pushed = user_git(made, alice, work, "push", "origin", "HEAD:refs/heads/upgrade")
+    assert "replicating after the write" in pushed.stderr, pushed.stderr
+    assert holders(made, "refs/heads/upgrade", before) == 3
+    plan = operator.reconcile("plan")
+    assert plan.stdout.count("install the quorum hook (proc-receive)") == 3, plan.stdout
+    applied = operator.reconcile("apply", "--yes")
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    again = operator.reconcile("apply", "--yes")
+    assert again.returncode == 0 and "No changes" in again.stdout, again.stdout
+    for server in made.servers:
+        repository = server.home / "repositories" / f"{REPOSITORY}.git"
+        assert not (repository / "hooks/reference-transaction").is_symlink(), server.name
+        assert (repository / "hooks/proc-receive").is_symlink(), server.name
+    after = commit(work, "pushed after the upgrade", path="upgrade.txt")
+    pushed = user_git(made, alice, work, "push", "origin", "HEAD:refs/heads/upgrade")
+    assert "refs/heads/upgrade: taken by 3 of 3 servers" in pushed.stderr, pushed.stderr
+    assert holders(made, "refs/heads/upgrade", after) == 3
+    report(servers=3, replicated_before=3, taken_after=3)

@@ -2,7 +2,7 @@
 old value, with peers down, proposers killed at any step and put-backs lost.
 
 The servers are modelled as values with the lock git holds while a proposer's
-reference-transaction hook runs; the decision is the hook's own ``decide``. The
+proc-receive hook runs; the decision is the hook's own ``decide``. The
 schedule of steps (which proposer moves next, who dies, which peer is down) is
 drawn by hypothesis.
 """
