@@ -120,6 +120,10 @@ DRAIN_ROUNDS = 100
 DRAIN_WORKERS = 8
 # Refs per `git push` command: keeps the command line far below ARG_MAX.
 PUSH_CHUNK = 1000
+# Bytes of arguments per proposal push (Linux allows 2 MiB with the environment),
+# and what each argument costs beyond its text (its pointer and NUL).
+ARGV_BUDGET = 768 << 10
+ARG_OVERHEAD = 9
 # Queue entries are written ahead of the push only for pushes of up to this many
 # refs: each costs an fsync, and a push of thousands of refs is a migration, not
 # a commit someone waits for.
@@ -741,7 +745,7 @@ def proc_receive(
         transaction.abort()
         return {u.ref: "replication settings unreadable" for u in updates}
     answers, decisions = _vote(git_dir, settings, voted, environ)
-    refusals = _refusals(git_dir, base, settings, name, voted, answers, decisions, environ, atomic)
+    refusals, behind = _refusals(git_dir, settings, voted, answers, decisions, environ, atomic)
     env_out = push_environment(environ, settings)
     env_out["GIT_DIR"] = str(git_dir)
     if not refusals:
@@ -756,6 +760,9 @@ def proc_receive(
     # this server meanwhile needs a majority too, and the peers that took ours
     # refuse it; so at most our refs turn out moved, and are refused.
     transaction.abort()
+    if behind:
+        # Only now: the catch-up moves refs this transaction held.
+        _start_catch_up(base, name, environ)
     results.update(refusals)
     keep = [u for u in transaction.updates if u.ref not in refusals]
     if not keep:
@@ -786,8 +793,7 @@ def _vote(
             return {u.ref: Vote(peer, False, reason="has no remote configured") for u in updates}
         votes: dict[str, Vote] = {}
         deadline = time.monotonic() + settings.timeout
-        for start in range(0, len(updates), PUSH_CHUNK):
-            chunk = updates[start : start + PUSH_CHUNK]
+        for chunk in argv_chunks(updates):
             try:
                 left = deadline - time.monotonic()
                 if left <= 0:
@@ -807,24 +813,40 @@ def _vote(
     return answers, decisions
 
 
+def argv_chunks(updates: Sequence[RefUpdate]) -> list[Sequence[RefUpdate]]:
+    """The updates in as few ``git push`` commands as the system's argument limit
+    allows (a lease and a refspec per ref): one round to a peer for a push of
+    thousands of tags, not one per thousand."""
+    chunks: list[Sequence[RefUpdate]] = []
+    start, size = 0, 0
+    for index, update in enumerate(updates):
+        cost = len(update.lease) + len(update.refspec) + 2 * ARG_OVERHEAD
+        if index > start and size + cost > ARGV_BUDGET:
+            chunks.append(updates[start:index])
+            start, size = index, 0
+        size += cost
+    if start < len(updates):
+        chunks.append(updates[start:])
+    return chunks
+
+
 def _refusals(
     git_dir: Path,
-    base: Path,
     settings: Settings,
-    name: str,
     updates: Sequence[RefUpdate],
     answers: Mapping[str, Mapping[str, Vote]],
     decisions: Mapping[str, Decision],
     environ: Mapping[str, str],
     atomic: bool,
-) -> dict[str, str]:
-    """The refs the vote refuses, with the pusher's reason; the peers they moved are
-    put back. A refusal because this server is behind starts its catch-up."""
+) -> tuple[dict[str, str], bool]:
+    """The refs the vote refuses, with the pusher's reason, and whether this server
+    is behind on one of them (a majority holds another value); the peers they moved
+    are put back."""
     refused = {u.ref for u in updates if not decisions[u.ref].accept}
     if atomic and refused:
         refused = {u.ref for u in updates}
     if not refused:
-        return {}
+        return {}, False
     env = push_environment(environ, settings)
     env["GIT_DIR"] = str(git_dir)
     _undo(git_dir, settings, [u for u in updates if u.ref in refused], answers, env)
@@ -850,9 +872,7 @@ def _refusals(
         else:
             _emit_err(refusal_line(update.ref, decision, votes))
             reasons[update.ref] = "no majority of the servers could take it"
-    if behind:
-        _start_catch_up(base, name, environ)
-    return reasons
+    return reasons, behind
 
 
 def _undo(
@@ -1047,8 +1067,7 @@ def catch_up_main(args: Sequence[str]) -> int:
         return 2
     base, repository = Path(args[0]), args[1]
     deadline = time.monotonic() + CATCH_UP_WAIT
-    # The push that was refused still holds the ref's lock until git has aborted it.
-    time.sleep(0.2)
+    # The refusing hook has given back its locks before starting this.
     for _attempt in range(5):
         try:
             catch_up(base, repository, deadline)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 from reconciler.replication import settings_json
@@ -188,17 +189,26 @@ def test_each_ref_of_a_push_is_decided_on_its_own_unless_the_push_is_atomic(
     assert done.returncode != 0
     assert "refs/heads/fine: taken by 3 of 3 servers" in done.stderr, done.stderr
     assert all(value(repo, "refs/heads/fine") == mine for repo in repos.values())
-    assert value(repos["a"], "refs/heads/taken") == base
     assert value(repos["b"], "refs/heads/taken") == theirs
-    # --atomic: the refused ref takes the other with it, on every server.
-    later = commit(work, mine, "later")
+    # a is behind on it (b and c are a majority): it says so and catches up by itself.
+    assert "refs/heads/taken refused: this server is behind on it" in done.stderr, done.stderr
+    for _ in range(300):
+        if value(repos["a"], "refs/heads/taken") == theirs:
+            break
+        time.sleep(0.1)
+    assert value(repos["a"], "refs/heads/taken") == theirs
+    # --atomic: the refused ref takes the other with it, on every server (b and c are
+    # busy with refs/heads/taken, so it cannot get a majority; fine could).
+    for peer in ("b", "c"):
+        (repos[peer] / "refs" / "heads" / "taken.lock").write_text("held")
+    later = commit(work, theirs, "later")
     atomic = subprocess.run(
         [
             "git",
             "push",
             "--atomic",
             str(repos["a"]),
-            f"{later}:refs/heads/fine",
+            f"+{later}:refs/heads/fine",
             f"{later}:refs/heads/taken",
         ],
         cwd=work,
@@ -209,6 +219,8 @@ def test_each_ref_of_a_push_is_decided_on_its_own_unless_the_push_is_atomic(
         check=False,
     )
     assert atomic.returncode != 0
+    assert "refs/heads/taken refused: 1 of 3 servers could take it" in atomic.stderr, atomic.stderr
+    assert "another ref of the same atomic push was refused" in atomic.stderr, atomic.stderr
     assert all(value(repo, "refs/heads/fine") == mine for repo in repos.values()), atomic.stderr
 
 
@@ -293,3 +305,18 @@ def test_receive_packs_own_checks_hold_for_the_refs_it_hands_over(tmp_path: Path
     assert declined.returncode != 0 and "hook declined" in declined.stdout
     assert "no pushes to b" in declined.stderr
     assert all(value(repo, "refs/heads/b") == first for repo in repos.values())
+
+
+def test_a_proposal_of_thousands_of_refs_is_one_push_per_peer() -> None:
+    from reconciler.server.queue import RefUpdate
+    from reconciler.server.replication import ARGV_BUDGET, argv_chunks
+
+    sha = "a" * 40
+    updates = [RefUpdate("0" * 40, sha, f"refs/tags/release-{i:05d}") for i in range(3000)]
+    assert [len(c) for c in argv_chunks(updates)] == [3000]
+    many = [RefUpdate("0" * 40, sha, f"refs/tags/{'x' * 200}-{i:05d}") for i in range(5000)]
+    chunks = argv_chunks(many)
+    assert sum(len(c) for c in chunks) == 5000 and len(chunks) > 1
+    assert [u for c in chunks for u in c] == many
+    for chunk in chunks:
+        assert sum(len(u.lease) + len(u.refspec) + 18 for u in chunk) <= ARGV_BUDGET
