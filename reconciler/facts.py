@@ -153,6 +153,7 @@ class ServerFacts:
     repo_sections: dict[str, RepoSectionFacts] = field(default_factory=dict)
     projects_list: str | None = None  # gitweb's list as gitosis writes it; None: absent
     key_pairs: tuple[KeyPair, ...] = ()
+    git_version: tuple[int, ...] | None = None  # None: unknown (git missing or unreadable)
 
 
 @dataclass(frozen=True)
@@ -282,6 +283,11 @@ def parse_server_facts(
             key_pairs=tuple(
                 KeyPair(str(pair["path"]), str(pair["public"]))
                 for pair in data.get("key_pairs") or ()
+            ),
+            git_version=(
+                tuple(int(part) for part in data["git_version"])
+                if data.get("git_version")
+                else None
             ),
         )
     except (KeyError, TypeError, ValueError) as exc:

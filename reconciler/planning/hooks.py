@@ -21,6 +21,7 @@ from reconciler.server.hooks import (
     HOOK_MODE,
     HOOK_NAME,
     KEPT_HOOK_PREFIX,
+    PROC_RECEIVE_GIT,
     PROC_RECEIVE_HOOK,
     PROC_RECEIVE_KEY,
     PROC_RECEIVE_REFS,
@@ -42,6 +43,21 @@ def plan_transaction_hooks(ctx: PlanContext) -> tuple[list[Action], list[Note]]:
     admin = ctx.desired.cluster.admin_repository
     wanted_refs = list(PROC_RECEIVE_REFS)
     for name, facts in ctx.reachable().items():
+        old_git = facts.git_version is not None and facts.git_version < PROC_RECEIVE_GIT
+        if quorum and old_git:
+            version = ".".join(str(part) for part in facts.git_version or ())
+            notes.append(
+                Note(
+                    name,
+                    "hook",
+                    PROC_RECEIVE_HOOK,
+                    "conflict",
+                    f"quorum mode needs git 2.29 or later on every server for its "
+                    f"{PROC_RECEIVE_HOOK} hook; {name} has git {version}: upgrade git there "
+                    "or choose replication mode sync",
+                )
+            )
+            continue
         for repository in ctx.desired.mirrored_repositories():
             existing = facts.repositories.get(repository)
             refs: tuple[str, ...] = ()

@@ -4,10 +4,10 @@ Input (stdin, JSON): {"repositories": "repositories", "admin": "gitosis-admin",
 "repo_sections": the names of gitosis.conf's [repo NAME] sections, "descriptions":
 those of them with a description, "projects_list": gitweb's list, relative to the
 home}; or {"mode": "refs" | "ancestry" | "admin_tip", ...} for the follow-up
-questions. Output (stdout, JSON): see ``main``. Reads files only; the single process
-it spawns is one ``git log`` in the admin repository. It never reads a private key.
-The one file it may write is the replication hook's push record file, which it
-compacts.
+questions. Output (stdout, JSON): see ``main``. Reads files only; the processes it
+spawns are one ``git log`` in the admin repository and one ``git --version``. It
+never reads a private key. The one file it may write is the replication hook's
+push record file, which it compacts.
 
 Each subject's fact reader lives with its op handlers (``reconciler.server.keys``,
 ``.known_hosts``, ``.settings``, ``.queue``, ``.pushes``, ``.repositories``,
@@ -90,6 +90,7 @@ def main() -> None:
         "gitosis": library.gitosis_facts(home),
         "library": library.library_facts(home),
         **repository_settings.projects_list(home, request.get("projects_list")),
+        **hooks.git_version(),
     }
     result["seconds"] = round(time.monotonic() - started, 4)
     # One write of the C encoder's output: json.dump streams through the slow

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import shlex
 import stat
 from typing import Any
@@ -104,6 +105,20 @@ def hook_facts(gitdir: str, known: KnownContent = NO_KNOWN_CONTENT) -> dict[str,
         facts["sha256"] = known.digest(data)
         facts["managed"] = MANAGED in data[:512]
     return facts
+
+
+# receive.procReceiveRefs and hooks/proc-receive came with git 2.29; an older git
+# ignores them and writes every ref itself, with nobody voting.
+PROC_RECEIVE_GIT = (2, 29)
+
+
+def git_version() -> dict[str, object]:
+    """The server's git version as numbers (``git version 2.39.5`` -> [2, 39, 5])."""
+    done = command(["git", "--version"], timeout=30)
+    match = re.search(r"(\d+)\.(\d+)(?:\.(\d+))?", done.stdout.decode("ascii", "replace"))
+    if done.returncode != 0 or match is None:
+        return {}
+    return {"git_version": [int(part) for part in match.groups() if part is not None]}
 
 
 def _link(path: str) -> str | None:

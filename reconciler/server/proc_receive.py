@@ -107,10 +107,9 @@ def reason_text(reason: str) -> str:
 # --- the checks receive-pack leaves to the hook -----------------------------------------
 
 
-Config = Mapping[tuple[str, str | None], Mapping[str, list[str]]]
-
-
-def _config_value(config: Config, key: str) -> str:
+def _config_value(
+    config: Mapping[tuple[str, str | None], Mapping[str, list[str]]], key: str
+) -> str:
     section, _, name = key.partition(".")
     values = config.get((section, None), {}).get(name.lower(), [])
     return values[-1] if values else ""

@@ -104,3 +104,24 @@ def test_quorum_hook_table(desired_by_mode: dict[str, Any], case: str) -> None:
         assert actions == [] and notes == [("a", "conflict")]
     else:
         assert actions == [("a", *expected)]
+
+
+def test_quorum_mode_on_a_server_with_git_older_than_2_29_is_a_conflict(
+    desired_by_mode: dict[str, Any],
+) -> None:
+    def old_git(data: dict[str, Any]) -> None:
+        data["git_version"] = [2, 25, 1]
+
+    plan = make_plan(
+        build_context(desired_by_mode["quorum"], {"a": old_git, "b": product(**INSTALLED)}, {})
+    )
+    assert [a for a in plan.actions if a.server == "a" and a.subject == "hook"] == []
+    assert [(n.server, n.level, n.message) for n in plan.notes if n.subject == "hook"] == [
+        (
+            "a",
+            "conflict",
+            "quorum mode needs git 2.29 or later on every server for its proc-receive hook; "
+            "a has git 2.25.1: upgrade git there or choose replication mode sync",
+        )
+    ]
+    assert plan.exit_code() == 3
