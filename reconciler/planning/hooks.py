@@ -12,11 +12,13 @@ hook runs that copy after replicating when ``replication: run_kept_hooks`` is on
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 
 from reconciler.facts import HookFacts
 from reconciler.planning.context import PlanContext
 from reconciler.planning.model import Action, Note, Phase
 from reconciler.server.hooks import HOOK_MODE, HOOK_NAME, KEPT_HOOK_PREFIX, TRANSACTION_HOOK, stub
+from reconciler.server.ops import InstallHook, KeepFile, RemoveSymlink, Symlink
 from reconciler.server_library import library_version
 
 # Quorum mode: hooks/reference-transaction is a symlink to the stub, which runs the
@@ -44,7 +46,7 @@ def plan_transaction_hooks(ctx: PlanContext) -> tuple[list[Action], list[Note]]:
                 continue
             path = f"{ctx.repository_path(name, repository)}/hooks/{TRANSACTION_HOOK}"
             target = f"{repository} {TRANSACTION_HOOK}"
-            op = {"op": "symlink", "path": path, "target": TRANSACTION_TARGET}
+            link = Symlink(path, TRANSACTION_TARGET)
             if wanted and current is None:
                 actions.append(
                     Action(
@@ -54,7 +56,7 @@ def plan_transaction_hooks(ctx: PlanContext) -> tuple[list[Action], list[Note]]:
                         target,
                         f"{repository}: install the quorum hook ({TRANSACTION_HOOK})",
                         Phase.CONFIGURATION,
-                        (op,),
+                        (link,),
                     )
                 )
             elif not wanted and current == TRANSACTION_TARGET:
@@ -67,7 +69,7 @@ def plan_transaction_hooks(ctx: PlanContext) -> tuple[list[Action], list[Note]]:
                         target,
                         f"{repository}: remove the quorum hook ({why})",
                         Phase.CONFIGURATION,
-                        ({**op, "op": "remove_symlink"},),
+                        (RemoveSymlink(link.path, link.target),),
                     )
                 )
             elif wanted:
@@ -110,7 +112,7 @@ def plan_hooks(ctx: PlanContext) -> tuple[list[Action], list[Note]]:
                 continue  # the common case, decided before building anything
             path = f"{ctx.repository_path(name, repository)}/hooks/post-receive"
             # Carried out only once the library the stub runs is installed there.
-            op = {"op": "install_hook", "path": path, "content": content, "library": version}
+            op = InstallHook(path, content, version)
             target = f"{repository} post-receive"
             if hook is None:
                 actions.append(
@@ -121,7 +123,7 @@ def plan_hooks(ctx: PlanContext) -> tuple[list[Action], list[Note]]:
                         target,
                         f"{repository}: install the replication hook",
                         Phase.CONFIGURATION,
-                        ({**op, "expect_sha256": "absent"},),
+                        (replace(op, expect_sha256="absent"),),
                     )
                 )
                 continue
@@ -149,15 +151,15 @@ def plan_hooks(ctx: PlanContext) -> tuple[list[Action], list[Note]]:
                         target,
                         f"{repository}: {why} (mode {HOOK_MODE:o})",
                         Phase.CONFIGURATION,
-                        ({**op, "expect_sha256": hook.sha256},),
+                        (replace(op, expect_sha256=hook.sha256),),
                     )
                 )
             elif ctx.options.replace_foreign:
                 kept = f"hooks/{KEPT_HOOK_PREFIX}{ctx.options.stamp}"
                 # Both with the digest seen: what is kept is exactly what is replaced.
-                expect = {"expect_sha256": hook.sha256} if hook.sha256 else {}
+                expect = hook.sha256 or None
                 to = f"{ctx.repository_path(name, repository)}/{kept}"
-                keep = {"op": "keep_file", "path": path, "to": to, **expect}
+                keep = KeepFile(path, to, expect_sha256=expect)
                 actions.append(
                     Action(
                         name,
@@ -167,7 +169,7 @@ def plan_hooks(ctx: PlanContext) -> tuple[list[Action], list[Note]]:
                         f"{repository}: replace the foreign post-receive hook, "
                         f"keeping it as {kept}",
                         Phase.CONFIGURATION,
-                        (keep, {**op, **expect}),
+                        (keep, replace(op, expect_sha256=expect)),
                     )
                 )
             else:

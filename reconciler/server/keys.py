@@ -20,11 +20,10 @@ from reconciler.server.common import (
     resolve,
     run,
 )
+from reconciler.server.ops import Keygen, handler
 
 MAX_KEY_FILES = 256  # files looked at in ~/.ssh for key pairs
 KEYGEN_PREFIX = ".reconciler-keygen-"
-
-Op = dict[str, Any]
 
 
 def key_facts(home: str) -> dict[str, Any]:
@@ -63,7 +62,7 @@ def key_pairs(ssh: str) -> list[dict[str, str]]:
     return pairs
 
 
-def op_keygen(op: Op) -> None:
+def op_keygen(op: Keygen) -> None:
     directory = resolve(".ssh")
     make_dirs(directory, 0o700)
     os.chmod(directory, 0o700)
@@ -78,7 +77,7 @@ def op_keygen(op: Op) -> None:
     own_temporary(made)
     own_temporary(made + ".pub")
     try:
-        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", op["comment"], "-f", made])
+        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", op.comment, "-f", made])
         place(made, key)
         place(made + ".pub", key + ".pub")
     except BaseException:
@@ -90,4 +89,8 @@ def op_keygen(op: Op) -> None:
     fsync_dir(directory)
 
 
-OPS = {"keygen": op_keygen}
+OPS = dict(
+    [
+        handler(Keygen, op_keygen),
+    ]
+)

@@ -17,6 +17,7 @@ from reconciler.planning.context import settings_text
 from reconciler.planning.model import Plan
 from reconciler.refs import RefReport
 from reconciler.server.hooks import stub
+from reconciler.server.ops import InstallHook, KeepFile
 from reconciler.server_library import library_version
 
 ALICE = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHf3QMiW3/6ah4NlkiVbguIO9g4LWCSqJBKVJOG6lKhv alice"
@@ -398,16 +399,19 @@ def test_replace_foreign_flag_replaces(desired: Any) -> None:
         "keeping it as hooks/post-receive.foreign-20250102T030405"
     )
     # The copy is made first, of exactly the hook seen, and only that hook is replaced.
-    keep, write = plan.actions[0].ops
-    assert keep == {
-        "op": "keep_file",
-        "path": "repositories/product.git/hooks/post-receive",
-        "to": "repositories/product.git/hooks/post-receive.foreign-20250102T030405",
-        "expect_sha256": "f" * 64,
-    }
-    assert write["op"] == "install_hook" and write["expect_sha256"] == "f" * 64
-    assert write["content"].encode() == stub("/home/a")
-    assert write["library"] == library_version()
+    assert plan.actions[0].ops == (
+        KeepFile(
+            "repositories/product.git/hooks/post-receive",
+            "repositories/product.git/hooks/post-receive.foreign-20250102T030405",
+            expect_sha256="f" * 64,
+        ),
+        InstallHook(
+            "repositories/product.git/hooks/post-receive",
+            stub("/home/a").decode(),
+            library_version(),
+            expect_sha256="f" * 64,
+        ),
+    )
 
 
 def test_unreachable_server_is_an_error_and_peers_still_planned(desired: Any) -> None:

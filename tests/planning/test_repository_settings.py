@@ -21,6 +21,7 @@ from reconciler.planning import PlanContext, PlanOptions, make_plan
 from reconciler.planning.model import Action
 from reconciler.planning.repository_settings import gather_request
 from reconciler.refs import RefReport
+from reconciler.server.ops import RemoveFile, WriteFile
 from tests.planning.test_planner import ALICE, base_facts, settled_checkout
 
 LISTED = "product.git Alice+Smith\ntools%2Fbuild.git\n"
@@ -282,31 +283,18 @@ def test_ops_write_what_gitosis_writes(tmp_path: Path) -> None:
         for a in make_plan(context(desired, servers)).actions
         if a.subject == "repository-settings"
     ]
-    assert {a.target: list(a.ops) for a in actions} == {
-        "docs description": [
-            {"op": "write_file", "path": "repositories/docs.git/description", "content": "Docs\n"}
-        ],
-        "product description": [
-            {
-                "op": "write_file",
-                "path": "repositories/product.git/description",
-                "content": "The product\n",
-            }
-        ],
-        "product git-daemon-export-ok": [
-            {
-                "op": "write_file",
-                "path": "repositories/product.git/git-daemon-export-ok",
-                "content": "",
-                "mode": 0o644,
-            }
-        ],
-        "scratch git-daemon-export-ok": [
-            {"op": "remove_file", "path": "repositories/scratch.git/git-daemon-export-ok"}
-        ],
-        "gitosis/projects.list": [
-            {"op": "write_file", "path": "gitosis/projects.list", "content": LISTED, "mode": 0o644}
-        ],
+    assert {a.target: a.ops for a in actions} == {
+        "docs description": (WriteFile("repositories/docs.git/description", "Docs\n"),),
+        "product description": (
+            WriteFile("repositories/product.git/description", "The product\n"),
+        ),
+        "product git-daemon-export-ok": (
+            WriteFile("repositories/product.git/git-daemon-export-ok", "", mode=0o644),
+        ),
+        "scratch git-daemon-export-ok": (
+            RemoveFile("repositories/scratch.git/git-daemon-export-ok"),
+        ),
+        "gitosis/projects.list": (WriteFile("gitosis/projects.list", LISTED, mode=0o644),),
     }
     # The settings run after the repositories are created, in the same phase.
     order = [a.subject for a in make_plan(context(desired, servers)).actions if a.server == "b"]
