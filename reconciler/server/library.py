@@ -18,6 +18,7 @@ so they stay where they are) running the same library, and
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import os
 import pwd
@@ -39,6 +40,7 @@ from reconciler.server.common import (
     run,
 )
 from reconciler.server.ops import CreateGitUser, InstallLibrary, handler
+from reconciler.server.wire import Record
 
 # Relative to the git user's home.
 LIBRARY_DIR = ".reconciler/server"
@@ -124,6 +126,24 @@ def installed(version: str, home: str | None = None) -> bool:
     )
 
 
+@dataclasses.dataclass(frozen=True)
+class LibraryFacts(Record):
+    """The server library installed in ~/.reconciler/server: its version (None: none)
+    and whether its files and commands are that version's."""
+
+    version: str | None = None
+    intact: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class GitosisFacts(Record):
+    """Which gitosis serves the git user: the runtime the reconciler installed (its
+    version), and whether a gitosis-serve is on the PATH of sshd's forced commands."""
+
+    runtime: str | None = None
+    on_path: bool = True
+
+
 def library_facts(home: str) -> dict[str, Any]:
     """Gather: the installed version (None: none) and whether its files, entry points
     and (where the runtime is installed) gitosis commands are what that version is."""
@@ -142,17 +162,17 @@ def library_facts(home: str) -> dict[str, Any]:
         runtime = read_text(os.path.join(home, RUNTIME_DIR, "VERSION"), 256)
         if intact and runtime is not None and runtime.strip() == version:
             intact = _wrappers_current(os.path.join(home, RUNTIME_BIN), lib, RUNTIME_COMMANDS)
-    return {"version": version, "intact": intact}
+    return LibraryFacts(version, intact).to_json()
 
 
 def gitosis_facts(home: str) -> dict[str, Any]:
     """Which gitosis serves here: the runtime the reconciler installed (its version),
     and whether a gitosis-serve is on the PATH that sshd's forced commands get."""
     text = read_text(os.path.join(home, RUNTIME_DIR, "VERSION"), 256)
-    return {
-        "runtime": text.strip() if text else None,
-        "on_path": shutil.which("gitosis-serve") is not None,
-    }
+    return GitosisFacts(
+        runtime=text.strip() if text else None,
+        on_path=shutil.which("gitosis-serve") is not None,
+    ).to_json()
 
 
 def op_install_library(op: InstallLibrary) -> None:

@@ -129,6 +129,8 @@ class Record:
 
     # Other records a field may hold, by the name its annotation uses.
     RECORDS: ClassVar[dict[str, type]] = {}
+    # Leave fields at their defaults out of the JSON (facts sent for every repository).
+    OMIT_DEFAULTS: ClassVar[bool] = False
     # Set once per class, on first use: field name -> (shape, required).
     _SHAPES: ClassVar[dict[str, tuple[Shape, bool]]]
 
@@ -147,7 +149,13 @@ class Record:
         return found
 
     def to_json(self) -> dict[str, Any]:
-        return {item.name: _plain(getattr(self, item.name)) for item in dataclasses.fields(self)}
+        data = {}
+        for item in dataclasses.fields(self):
+            value = getattr(self, item.name)
+            if self.OMIT_DEFAULTS and value == item.default:
+                continue
+            data[item.name] = _plain(value)
+        return data
 
     @classmethod
     def from_json(cls: type[R], data: Any, where: str = "") -> R:
