@@ -16,7 +16,7 @@ import os
 import socket
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +32,7 @@ from reconciler.planning.bootstrap import ADMIN_SUBJECT
 from reconciler.planning.model import ADMIN_CHECKOUT, BlobPacker
 from reconciler.refs import RefReport
 from reconciler.report import Reporter
+from reconciler.server.ops import AdminUpdate, LocalCommit, Op
 from reconciler.server_library import library_version
 from reconciler.transport import Transport
 
@@ -102,7 +103,8 @@ def _key(action: Action) -> tuple[str, str, str, str]:
     """What makes an action the same one again: a failed action is not retried in
     this run, but one whose operations changed (a queue drain with entries that were
     settled only by this run's ref pushes) is a new action."""
-    return (action.server, action.subject, action.target, json.dumps(action.ops, sort_keys=True))
+    ops = [op.to_json() for op in action.ops]
+    return (action.server, action.subject, action.target, json.dumps(ops, sort_keys=True))
 
 
 def server_lock_wait() -> float:
@@ -150,22 +152,23 @@ class _Executor:
             self.admin = (head, base64.b64encode(git.bundle(root, "HEAD")).decode())
         return self.admin
 
-    def _resolve(self, op: dict[str, Any]) -> dict[str, Any]:
-        if op.get("new") == HEAD or op.get("bundle") == BUNDLE:
+    def _resolve(self, op: Op) -> dict[str, Any]:
+        """The op's JSON as sent, the admin commit's placeholders filled in."""
+        if isinstance(op, AdminUpdate) and (op.new == HEAD or op.bundle == BUNDLE):
             commit, bundle = self._admin_values()
-            return {**op, "new": commit, "bundle": bundle}
-        return op
+            op = replace(op, new=commit, bundle=bundle)
+        return op.to_json()
 
     def run_local(self, action: Action) -> ActionResult:
         try:
             for op in action.ops:
-                if op["op"] == "local_commit":
+                if isinstance(op, LocalCommit):
                     commit = git.commit_files(
                         self.desired.root,
-                        op["files"],
+                        op.files,
                         COMMIT_MESSAGE,
                         COMMITTED_WITH_RENDERING,
-                        remove=tuple(op.get("remove", ())),
+                        remove=op.remove,
                     )
                     self.admin = None  # a new commit: bundle again
                     self.reporter.info(f"{ADMIN_CHECKOUT}: committed {commit[:12]}")

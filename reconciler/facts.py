@@ -11,7 +11,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from reconciler.errors import ReconcilerError
+
+# One definition of these facts for both sides: the server's fact reader builds them.
+from reconciler.server.keys import KeyPair as KeyPair
+from reconciler.server.library import GitosisFacts as GitosisFacts
+from reconciler.server.library import LibraryFacts as LibraryFacts
 from reconciler.server.queue import QueueEntry
+from reconciler.server.wire import WireError
 
 GATHER_FORMAT_VERSION = 1
 
@@ -91,24 +97,6 @@ class AdminFacts:
 
 
 @dataclass(frozen=True)
-class GitosisFacts:
-    """Which gitosis serves the git user: the runtime the reconciler installed (its
-    version), and whether a gitosis-serve is on the PATH of sshd's forced commands."""
-
-    runtime: str | None = None
-    on_path: bool = True
-
-
-@dataclass(frozen=True)
-class LibraryFacts:
-    """The server library installed in ~/.reconciler/server (reconciler.server.library):
-    its version (None: none) and whether its files and commands are that version's."""
-
-    version: str | None = None
-    intact: bool = False
-
-
-@dataclass(frozen=True)
 class PushStats:
     """The replication hook's pushes to one peer (reconciler/replication/pushes.py)."""
 
@@ -116,14 +104,6 @@ class PushStats:
     sum: float  # their seconds, summed
     results: dict[str, int]  # "ok" or the reason a push failed -> pushes
     recent: tuple[float, ...] = ()  # durations of the pushes of the last hour
-
-
-@dataclass(frozen=True)
-class KeyPair:
-    """A key pair in the git user's ~/.ssh: its path (relative to the home) and public line."""
-
-    path: str
-    public: str
 
 
 @dataclass(frozen=True)
@@ -256,14 +236,8 @@ def parse_server_facts(
             ),
             host_key=host_key,
             seconds=float(data.get("seconds", 0.0)),
-            gitosis=GitosisFacts(
-                runtime=data.get("gitosis", {}).get("runtime"),
-                on_path=bool(data.get("gitosis", {}).get("on_path", True)),
-            ),
-            library=LibraryFacts(
-                version=(data.get("library") or {}).get("version"),
-                intact=bool((data.get("library") or {}).get("intact")),
-            ),
+            gitosis=GitosisFacts.from_json(data.get("gitosis") or {}, "gitosis"),
+            library=LibraryFacts.from_json(data.get("library") or {}, "library"),
             pushes={
                 str(peer): PushStats(
                     count=int(value["count"]),
@@ -281,8 +255,7 @@ def parse_server_facts(
             },
             projects_list=data.get("projects_list"),
             key_pairs=tuple(
-                KeyPair(str(pair["path"]), str(pair["public"]))
-                for pair in data.get("key_pairs") or ()
+                KeyPair.from_json(pair, "key_pairs[]") for pair in data.get("key_pairs") or ()
             ),
             git_version=(
                 tuple(int(part) for part in data["git_version"])
@@ -290,6 +263,10 @@ def parse_server_facts(
                 else None
             ),
         )
+    except WireError as exc:
+        raise ReconcilerError(
+            f"server {server}: the gather program's answer is malformed: {exc}"
+        ) from exc
     except (KeyError, TypeError, ValueError) as exc:
         raise ReconcilerError(
             f"server {server}: the gather program's answer is malformed ({exc!r})"

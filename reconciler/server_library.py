@@ -18,6 +18,7 @@ import zlib
 from importlib import resources
 
 from reconciler.server.library import library_digest
+from reconciler.server.ops import InstallLibrary
 
 # Entry points of the programs sent over the channel: name -> "module:function".
 PROGRAMS = {
@@ -73,17 +74,16 @@ def library_version() -> str:
     return library_digest(library_files().items())
 
 
-def install_library_op(*, runtime: bool) -> dict[str, object]:
+def install_library_op(*, runtime: bool) -> InstallLibrary:
     """The op that installs this version's library (and, with ``runtime``, the gitosis
     runtime's commands running it)."""
-    return {
-        "op": "install_library",
-        "version": library_version(),
-        "files": {
-            path: base64.b64encode(content).decode() for path, content in library_files().items()
-        },
-        "runtime": runtime,
-    }
+    return InstallLibrary(version=library_version(), files=_encoded_files(), runtime=runtime)
+
+
+@functools.cache
+def _encoded_files() -> dict[str, str]:
+    # One copy for every server's op (the ops are values and never change it).
+    return {path: base64.b64encode(content).decode() for path, content in library_files().items()}
 
 
 def _module_name(path: str) -> str:

@@ -35,6 +35,7 @@ from reconciler.saved_plan import (
     server_changes,
     write_saved_plan,
 )
+from reconciler.server.ops import AdminUpdate, InstallLibrary
 from reconciler.server.queue import QueueEntry
 from reconciler.server_library import library_files, library_version
 from tests.planning.test_planner import (
@@ -64,7 +65,15 @@ def saved_plan(ctx: PlanContext) -> SavedPlan:
 
 def action_values(plan: Plan) -> list[tuple[Any, ...]]:
     return [
-        (a.server, a.subject, a.kind, a.target, a.description, a.phase, json.dumps(a.ops))
+        (
+            a.server,
+            a.subject,
+            a.kind,
+            a.target,
+            a.description,
+            a.phase,
+            [o.to_json() for o in a.ops],
+        )
         for a in plan.actions
     ]
 
@@ -82,7 +91,9 @@ def test_round_trip_keeps_every_action_with_its_ops(desired: Any, tmp_path: Path
     assert back.plan.notes == saved.plan.notes and back.plan.servers == saved.plan.servers
     # The admin commit's placeholders stay placeholders: apply fills them.
     update = next(a for a in back.plan.actions if a.subject == "admin" and a.server == "b")
-    assert update.ops[-1]["new"] == "@HEAD" and update.ops[-1]["bundle"] == "@BUNDLE"
+    last = update.ops[-1]
+    assert isinstance(last, AdminUpdate)
+    assert last.new == "@HEAD" and last.bundle == "@BUNDLE"
 
 
 def no_library(data: dict[str, Any]) -> None:
@@ -92,14 +103,14 @@ def no_library(data: dict[str, Any]) -> None:
 def test_long_strings_are_written_once(desired: Any, tmp_path: Path) -> None:
     ctx = build_context(desired, {"a": no_library, "b": no_library}, {})
     saved = saved_plan(ctx)
-    installs = [op for a in saved.plan.actions for op in a.ops if op["op"] == "install_library"]
+    installs = [op for a in saved.plan.actions for op in a.ops if isinstance(op, InstallLibrary)]
     assert len(installs) == 2  # the same library, in its long files, for each server
     big = sum(len(content) * 4 // 3 for content in library_files().values())
     path = tmp_path / "p.plan"
     size = write_saved_plan(path, saved)
     assert size < big * 1.5, size  # one copy of the library, not one per server
     back = read_saved_plan(path)
-    files = [op["files"] for a in back.plan.actions for op in a.ops if "files" in op]
+    files = [op.files for a in back.plan.actions for op in a.ops if isinstance(op, InstallLibrary)]
     longest = max(library_files(), key=lambda name: len(library_files()[name]))
     assert len({id(f[longest]) for f in files}) == 1  # and read back as one string
     assert back.plan.actions == saved.plan.actions
@@ -153,6 +164,10 @@ def test_a_damaged_action_is_refused(desired: Any, tmp_path: Path) -> None:
         lambda d: d["plan"]["actions"][0].pop("ops"),
         lambda d: d["plan"]["actions"][0].update(phase=99),
         lambda d: d["plan"]["actions"][0]["ops"][0].update(op={"@blob": "0" * 64}),
+        # A field this reconcile's op does not have (renamed), or of the wrong type.
+        lambda d: d["plan"]["actions"][0]["ops"][0].update(renamed="x"),
+        lambda d: d["plan"]["actions"][0]["ops"][0].update(op="no_such_op"),
+        lambda d: d["plan"]["actions"][0]["ops"][0].update(comment=["git@b"]),
         lambda d: d["options"].update(prune="yes"),
         lambda d: d["servers"]["a"].pop("digest"),
     ):
@@ -194,7 +209,7 @@ def test_no_secrets_in_a_saved_plan(desired: Any, tmp_path: Path) -> None:
     path = tmp_path / "p.plan"
     write_saved_plan(path, saved_plan(ctx))
     text = path.read_text()
-    ops = {op["op"] for a in read_saved_plan(path).plan.actions for op in a.ops}
+    ops = {op.KIND for a in read_saved_plan(path).plan.actions for op in a.ops}
     assert ops >= {"keygen", "gitosis_init", "install_library", "local_commit", "write_file"}
     for secret in ("PRIVATE KEY", "BEGIN OPENSSH", "BEGIN RSA", "PuTTY-User-Key"):
         assert secret not in text

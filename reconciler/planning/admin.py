@@ -9,11 +9,12 @@ is adopted; a server whose admin history is unknown to the checkout is refused.
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import replace
 
 from reconciler.planning.bootstrap import init_command
 from reconciler.planning.context import PlanContext
 from reconciler.planning.model import ADMIN_CHECKOUT, Action, Kind, Note, Phase
+from reconciler.server.ops import INIT_COMMIT, AdminUpdate, GitosisInit, LocalCommit, Op
 
 # Placeholders filled in by apply once the checkout's commit exists.
 HEAD = "@HEAD"
@@ -47,9 +48,7 @@ def plan_admin(ctx: PlanContext) -> tuple[list[Action], list[Note]]:
         if checkout.removed:
             gone = f"remove {', '.join(checkout.removed)} (no longer a user or server)"
             shown = f"{shown}; {gone}" if shown else gone
-        op: dict[str, Any] = {"op": "local_commit", "files": checkout.files}
-        if checkout.removed:
-            op["remove"] = list(checkout.removed)
+        op = LocalCommit(checkout.files, remove=tuple(checkout.removed))
         actions.append(
             Action(
                 ADMIN_CHECKOUT,
@@ -75,16 +74,15 @@ def plan_admin(ctx: PlanContext) -> tuple[list[Action], list[Note]]:
     for name, facts in ctx.reachable().items():
         path = ctx.repository_path(name, admin)
         state = facts.admin
-        update = {
-            "op": "admin_update",
-            "repo": path,
-            "branch": state.branch,
-            "new": HEAD,
-            "bundle": BUNDLE,
+        update = AdminUpdate(
+            repo=path,
+            branch=state.branch,
+            new=HEAD,
+            bundle=BUNDLE,
             # To finish a gitosis-init that was cut short (no ~/.gitosis.conf yet).
-            "pubkey": first_admin_key(ctx),
-            "init_command": init_command(facts),
-        }
+            pubkey=first_admin_key(ctx),
+            init_command=init_command(facts),
+        )
         if not state.exists:
             key = first_admin_key(ctx)
             if key is None:
@@ -102,8 +100,8 @@ def plan_admin(ctx: PlanContext) -> tuple[list[Action], list[Note]]:
                     "create",
                     admin,
                     f"initialise {admin} (gitosis-init) and send the admin commit",
-                    {"op": "gitosis_init", "pubkey": key, "command": init_command(facts)},
-                    {**update, "old": "@INIT", "branch": "master"},
+                    GitosisInit(key, init_command(facts)),
+                    replace(update, old=INIT_COMMIT, branch="master"),
                 )
             )
             continue
@@ -116,7 +114,7 @@ def plan_admin(ctx: PlanContext) -> tuple[list[Action], list[Note]]:
                     "create",
                     admin,
                     f"send the admin commit to {admin}",
-                    {**update, "old": None},
+                    replace(update, old=None),
                 )
             )
         elif relation == "same" and not new_commit and state.post_update_pending:
@@ -125,19 +123,19 @@ def plan_admin(ctx: PlanContext) -> tuple[list[Action], list[Note]]:
                 "(an earlier apply was interrupted)"
             )
             actions.append(
-                _action(name, "change", admin, description, {**update, "old": state.head})
+                _action(name, "change", admin, description, replace(update, old=state.head))
             )
         elif relation == "same" and not new_commit:
             continue
         elif relation in ("same", "behind"):
             description = f"fast-forward {admin} from {at}"
             actions.append(
-                _action(name, "change", admin, description, {**update, "old": state.head})
+                _action(name, "change", admin, description, replace(update, old=state.head))
             )
         elif state.only_init_commit:
             description = f"adopt {admin}: replace gitosis-init's single commit {at}"
             actions.append(
-                _action(name, "change", admin, description, {**update, "old": state.head})
+                _action(name, "change", admin, description, replace(update, old=state.head))
             )
         elif relation == "ahead":
             message = (
@@ -163,7 +161,7 @@ def plan_admin(ctx: PlanContext) -> tuple[list[Action], list[Note]]:
     return actions, notes
 
 
-def _action(server: str, kind: Kind, admin: str, description: str, *ops: dict[str, Any]) -> Action:
+def _action(server: str, kind: Kind, admin: str, description: str, *ops: Op) -> Action:
     return Action(server, "admin", kind, admin, description, Phase.ADMIN, ops)
 
 

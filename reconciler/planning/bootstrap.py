@@ -16,6 +16,7 @@ from reconciler.facts import ServerFacts
 from reconciler.planning.context import PlanContext
 from reconciler.planning.model import Action, Kind, Note, Phase
 from reconciler.server.library import LIBRARY_DIR, RUNTIME_BIN, RUNTIME_DIR
+from reconciler.server.ops import CreateGitUser
 from reconciler.server_library import install_library_op, library_version
 
 # Actions of this subject run as root (or through sudo), not as the git user.
@@ -48,7 +49,7 @@ def plan_bootstrap(ctx: PlanContext) -> tuple[list[Action], list[Note]]:
                 user,
                 f"create the git user {user} (home, shell /bin/sh, no password)",
                 Phase.BOOTSTRAP,
-                ({"op": "create_git_user", "user": user},),
+                (CreateGitUser(user),),
             )
         )
         notes.append(

@@ -12,7 +12,7 @@ hook runs that copy after replicating when ``replication: run_kept_hooks`` is on
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from dataclasses import replace
 
 from reconciler.facts import HookFacts
 from reconciler.planning.context import PlanContext
@@ -28,6 +28,7 @@ from reconciler.server.hooks import (
     TRANSACTION_HOOK,
     stub,
 )
+from reconciler.server.ops import InstallHook, KeepFile, Op, RemoveSymlink, SetConfig, Symlink
 from reconciler.server_library import library_version
 
 # Quorum mode: hooks/proc-receive is a symlink to the stub, which runs the library's
@@ -41,7 +42,7 @@ def plan_transaction_hooks(ctx: PlanContext) -> tuple[list[Action], list[Note]]:
     notes: list[Note] = []
     quorum = ctx.desired.cluster.replication.mode == "quorum"
     admin = ctx.desired.cluster.admin_repository
-    wanted_refs = list(PROC_RECEIVE_REFS)
+    wanted_refs = PROC_RECEIVE_REFS
     for name, facts in ctx.reachable().items():
         old_git = facts.git_version is not None and facts.git_version < PROC_RECEIVE_GIT
         if quorum and old_git:
@@ -74,15 +75,9 @@ def plan_transaction_hooks(ctx: PlanContext) -> tuple[list[Action], list[Note]]:
             hooks_dir = f"{ctx.repository_path(name, repository)}/hooks"
             repo = ctx.repository_path(name, repository)
             target = f"{repository} {PROC_RECEIVE_HOOK}"
-            link_op = {"op": "symlink", "path": f"{hooks_dir}/{PROC_RECEIVE_HOOK}"}
-            link_op["target"] = LINK_TARGET
-            config_op = {"op": "set_config", "repo": repo, "key": PROC_RECEIVE_KEY}
+            link_op = Symlink(f"{hooks_dir}/{PROC_RECEIVE_HOOK}", LINK_TARGET)
             # The release before linked reference-transaction; proc-receive decides now.
-            old_link = {
-                "op": "remove_symlink",
-                "path": f"{hooks_dir}/{TRANSACTION_HOOK}",
-                "target": LINK_TARGET,
-            }
+            old_link = RemoveSymlink(f"{hooks_dir}/{TRANSACTION_HOOK}", LINK_TARGET)
             retire = (old_link,) if legacy == LINK_TARGET else ()
             if wanted and link not in (None, LINK_TARGET):
                 notes.append(
@@ -97,13 +92,13 @@ def plan_transaction_hooks(ctx: PlanContext) -> tuple[list[Action], list[Note]]:
                 )
                 continue
             if wanted:
-                ops: list[dict[str, Any]] = []
+                ops: list[Op] = []
                 if link is None:
                     ops.append(link_op)
-                if list(refs) != wanted_refs:
+                if tuple(refs) != wanted_refs:
                     # After the link: a config naming a hook that is not there yet
                     # would refuse every push meanwhile.
-                    ops.append({**config_op, "values": wanted_refs})
+                    ops.append(SetConfig(repo, PROC_RECEIVE_KEY, tuple(wanted_refs)))
                 if not ops and not retire:
                     continue
                 if not ops:
@@ -127,9 +122,9 @@ def plan_transaction_hooks(ctx: PlanContext) -> tuple[list[Action], list[Note]]:
             ops = []
             if link == LINK_TARGET and refs:
                 # Before the link goes: pushes must not be handed to a missing hook.
-                ops.append({**config_op, "values": []})
+                ops.append(SetConfig(repo, PROC_RECEIVE_KEY, ()))
             if link == LINK_TARGET:
-                ops.append({**link_op, "op": "remove_symlink"})
+                ops.append(RemoveSymlink(link_op.path, link_op.target))
             if not ops and not retire:
                 continue
             why = "not quorum mode" if repository != admin else "not replicated by hooks"
@@ -173,7 +168,7 @@ def plan_hooks(ctx: PlanContext) -> tuple[list[Action], list[Note]]:
                 continue  # the common case, decided before building anything
             path = f"{ctx.repository_path(name, repository)}/hooks/post-receive"
             # Carried out only once the library the stub runs is installed there.
-            op = {"op": "install_hook", "path": path, "content": content, "library": version}
+            op = InstallHook(path, content, version)
             target = f"{repository} post-receive"
             if hook is None:
                 actions.append(
@@ -184,7 +179,7 @@ def plan_hooks(ctx: PlanContext) -> tuple[list[Action], list[Note]]:
                         target,
                         f"{repository}: install the replication hook",
                         Phase.CONFIGURATION,
-                        ({**op, "expect_sha256": "absent"},),
+                        (replace(op, expect_sha256="absent"),),
                     )
                 )
                 continue
@@ -212,15 +207,15 @@ def plan_hooks(ctx: PlanContext) -> tuple[list[Action], list[Note]]:
                         target,
                         f"{repository}: {why} (mode {HOOK_MODE:o})",
                         Phase.CONFIGURATION,
-                        ({**op, "expect_sha256": hook.sha256},),
+                        (replace(op, expect_sha256=hook.sha256),),
                     )
                 )
             elif ctx.options.replace_foreign:
                 kept = f"hooks/{KEPT_HOOK_PREFIX}{ctx.options.stamp}"
                 # Both with the digest seen: what is kept is exactly what is replaced.
-                expect = {"expect_sha256": hook.sha256} if hook.sha256 else {}
+                expect = hook.sha256 or None
                 to = f"{ctx.repository_path(name, repository)}/{kept}"
-                keep = {"op": "keep_file", "path": path, "to": to, **expect}
+                keep = KeepFile(path, to, expect_sha256=expect)
                 actions.append(
                     Action(
                         name,
@@ -230,7 +225,7 @@ def plan_hooks(ctx: PlanContext) -> tuple[list[Action], list[Note]]:
                         f"{repository}: replace the foreign post-receive hook, "
                         f"keeping it as {kept}",
                         Phase.CONFIGURATION,
-                        (keep, {**op, **expect}),
+                        (keep, replace(op, expect_sha256=expect)),
                     )
                 )
             else:

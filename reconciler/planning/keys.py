@@ -19,6 +19,7 @@ from reconciler.desired import Desired
 from reconciler.facts import KeyPair, ServerFacts
 from reconciler.planning.context import PlanContext
 from reconciler.planning.model import Action, Note, Phase
+from reconciler.server.ops import Keygen
 
 GENERATED_KEY = ".ssh/id_ed25519"
 # The identity files OpenSSH's client tries by default (ssh_config(5), IdentityFile),
@@ -163,7 +164,7 @@ def plan_server_keys(ctx: PlanContext) -> tuple[list[Action], list[Note]]:
                 target=target,
                 description=description,
                 phase=Phase.SERVER_KEYS,
-                ops=({"op": "keygen", "comment": user},),
+                ops=(Keygen(user),),
             )
         )
     return actions, notes

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from reconciler.planning.context import PlanContext
 from reconciler.planning.model import Action, Note, Phase
+from reconciler.server.ops import EditLines
 
 MANAGED_COMMENT = "reconciler:"
 
@@ -82,14 +83,13 @@ def plan_known_hosts(ctx: PlanContext) -> tuple[list[Action], list[Note]]:
                 description=f"known_hosts: {'; '.join(what)}",
                 phase=Phase.CONFIGURATION,
                 ops=(
-                    {
-                        "op": "edit_lines",
-                        "path": ".ssh/known_hosts",
-                        "add": add,
-                        "remove": remove,
-                        "mode": 0o600,
-                        "dir_mode": 0o700,
-                    },
+                    EditLines(
+                        ".ssh/known_hosts",
+                        add=tuple(add),
+                        remove=tuple(remove),
+                        mode=0o600,
+                        dir_mode=0o700,
+                    ),
                 ),
             )
         )

@@ -1,10 +1,10 @@
 """The plan as a value: actions, notes, and what they add up to.
 
 An ``Action`` says what will change (server, subject, kind, one line for a person)
-and carries the operations that do it as data (``ops``: JSON-able dicts executed by
-``reconciler/remote/execute.py`` on the server, argv lists inside, never shell
-strings). A ``Note`` is a no-op with its reason, a warning, or a conflict that
-needs a human.
+and carries the operations that do it as data (``ops``: the typed values of
+``reconciler.server.ops``, carried out by ``reconciler.server.execute`` on the
+server from their JSON; no shell strings). A ``Note`` is a no-op with its reason,
+a warning, or a conflict that needs a human.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from enum import IntEnum
 from typing import Any, Literal
+
+from reconciler.server.ops import Op, decode
 
 PLAN_FORMAT_VERSION = 1
 
@@ -64,7 +66,7 @@ class Action:
     target: str
     description: str
     phase: Phase
-    ops: tuple[dict[str, Any], ...] = ()
+    ops: tuple[Op, ...] = ()
 
     @property
     def symbol(self) -> str:
@@ -96,7 +98,7 @@ class Action:
             target=str(data["target"]),
             description=str(data["description"]),
             phase=Phase(int(data["phase"])),
-            ops=tuple(unpack_blobs(op, blobs) for op in data["ops"]),
+            ops=tuple(decode(unpack_blobs(op, blobs)) for op in data["ops"]),
         )
 
 
@@ -128,7 +130,7 @@ class BlobPacker:
         return value
 
     def action(self, action: Action) -> dict[str, Any]:
-        return {**action.to_json(), "ops": [self.pack(op) for op in action.ops]}
+        return {**action.to_json(), "ops": [self.pack(op.to_json()) for op in action.ops]}
 
     def key(self, action: Action) -> str:
         """The action as canonical JSON, long strings by digest: equal keys, equal actions."""

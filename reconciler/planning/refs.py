@@ -15,6 +15,7 @@ from reconciler.planning.context import PlanContext
 from reconciler.planning.model import Action, Note, Phase
 from reconciler.refs import ZERO, RefState
 from reconciler.server.common import QUEUE_PATH
+from reconciler.server.ops import AdoptMajority, DrainQueue, PushRefs, RemoveStaleLock
 from reconciler.server.queue import QueueEntry, is_zero
 
 CLUSTER = "(cluster)"
@@ -42,7 +43,7 @@ def plan_refs(ctx: PlanContext) -> tuple[list[Action], list[Note]]:
     deletions = _deletions(ctx)
     quorum = ctx.desired.cluster.replication.mode == "quorum"
     # (pusher, repository, target) -> list of [ref, new, expected old]
-    pushes: dict[tuple[str, str, str], list[list[str]]] = defaultdict(list)
+    pushes: dict[tuple[str, str, str], list[tuple[str, str, str]]] = defaultdict(list)
     for state in report.states:
         key = (state.repository, state.ref)
         if key in deletions:
@@ -71,7 +72,7 @@ def plan_refs(ctx: PlanContext) -> tuple[list[Action], list[Note]]:
         pusher = next(s for s in ctx.desired.servers if state.values.get(s) == tip)
         for target, value in state.values.items():
             if value != tip and target in planned:
-                pushes[(pusher, state.repository, target)].append([state.ref, tip, value or ""])
+                pushes[(pusher, state.repository, target)].append((state.ref, tip, value or ""))
     for (pusher, repository, target), updates in sorted(pushes.items()):
         refs = ", ".join(u[0] if u[1] else f"{u[0]} (delete)" for u in updates)
         verb = "delete" if all(not u[1] for u in updates) else "push"
@@ -83,14 +84,7 @@ def plan_refs(ctx: PlanContext) -> tuple[list[Action], list[Note]]:
                 f"{repository} -> {target}",
                 f"{repository}: {verb} {refs} on {target} (from {pusher})",
                 Phase.REFS,
-                (
-                    {
-                        "op": "push_refs",
-                        "repo": ctx.repository_path(pusher, repository),
-                        "peer": target,
-                        "updates": updates,
-                    },
-                ),
+                (PushRefs(ctx.repository_path(pusher, repository), target, tuple(updates)),),
             )
         )
     actions += _drain_queues(ctx, report.states)
@@ -136,14 +130,7 @@ def plan_stale_locks(ctx: PlanContext) -> tuple[list[Action], list[Note]]:
                         f"{repository}: remove {ref}.lock, left {age:.0f}s ago by a push that "
                         "was killed (it blocks every update of the ref)",
                         Phase.CONFIGURATION,
-                        (
-                            {
-                                "op": "remove_stale_lock",
-                                "repo": ctx.repository_path(name, repository),
-                                "ref": ref,
-                                "min_age": limit,
-                            },
-                        ),
+                        (RemoveStaleLock(ctx.repository_path(name, repository), ref, limit),),
                     )
                 )
     return actions, notes
@@ -153,7 +140,7 @@ def _follow_majority(
     ctx: PlanContext,
     state: RefState,
     planned: set[str],
-    pushes: dict[tuple[str, str, str], list[list[str]]],
+    pushes: dict[tuple[str, str, str], list[tuple[str, str, str]]],
     actions: list[Action],
 ) -> bool:
     """Quorum mode: a value held by a majority of the declared servers is the ref's
@@ -178,7 +165,7 @@ def _follow_majority(
         if value == winner or target not in planned:
             continue
         if value is None:
-            pushes[(source, state.repository, target)].append([state.ref, winner, ""])
+            pushes[(source, state.repository, target)].append((state.ref, winner, ""))
             continue
         kept = f"refs/reconciler/aborted/{state.ref[len('refs/') :]}/{value}"
         actions.append(
@@ -192,14 +179,13 @@ def _follow_majority(
                 f"{kept} unless it is already in that history",
                 Phase.REFS,
                 (
-                    {
-                        "op": "adopt_majority",
-                        "repo": ctx.repository_path(target, state.repository),
-                        "ref": state.ref,
-                        "new": winner,
-                        "old": value,
-                        "peer": source,
-                    },
+                    AdoptMajority(
+                        ctx.repository_path(target, state.repository),
+                        state.ref,
+                        new=winner,
+                        old=value,
+                        peer=source,
+                    ),
                 ),
             )
         )
@@ -217,7 +203,7 @@ def _queued(ctx: PlanContext, repository: str, ref: str, value: str) -> bool:
 def _plan_deletion(
     state: RefState,
     entries: list[QueueEntry],
-    pushes: dict[tuple[str, str, str], list[list[str]]],
+    pushes: dict[tuple[str, str, str], list[tuple[str, str, str]]],
     notes: list[Note],
 ) -> None:
     """Deliver a queued deletion to peers still holding the deleted value."""
@@ -227,7 +213,7 @@ def _plan_deletion(
             continue  # recreated on its origin since: the ordinary rules apply next time
         held = state.values.get(peer)
         if held == old:
-            pushes[(origin, state.repository, peer)].append([state.ref, "", old])
+            pushes[(origin, state.repository, peer)].append((state.ref, "", old))
         elif held is not None:
             notes.append(
                 Note(
@@ -264,14 +250,7 @@ def _drain_queues(ctx: PlanContext, states: tuple[RefState, ...]) -> list[Action
                 f"drain {len(done)} delivered replication queue "
                 f"entr{'y' if len(done) == 1 else 'ies'}",
                 Phase.REFS,
-                (
-                    {
-                        "op": "drain_queue",
-                        "base": base,
-                        "files": sorted(e.name for e in done),
-                        "queue": QUEUE_PATH,
-                    },
-                ),
+                (DrainQueue(base, tuple(sorted(e.name for e in done)), QUEUE_PATH),),
             )
         )
     return actions

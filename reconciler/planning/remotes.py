@@ -19,6 +19,7 @@ from __future__ import annotations
 import posixpath
 import re
 import shlex
+from dataclasses import replace
 from urllib.parse import urlsplit
 
 from reconciler.desired.model import Server, ServerURL
@@ -26,6 +27,7 @@ from reconciler.facts import RemoteFacts
 from reconciler.planning.context import PlanContext, repository_url
 from reconciler.planning.model import Action, Note, Phase
 from reconciler.planning.repositories import will_exist
+from reconciler.server.ops import RemoveRemote, SetRemote
 
 
 def _clean(remote: RemoteFacts, url: str) -> bool:
@@ -148,7 +150,7 @@ def plan_remotes(ctx: PlanContext) -> tuple[list[Action], list[Note]]:
                 remote = remotes.get(peer)
                 if remote is not None and remote.managed and _clean(remote, url):
                     continue  # the common case, decided before building anything
-                op = {"op": "set_remote", "repo": path, "name": peer, "url": url}
+                op = SetRemote(path, peer, url)
                 target = f"{repository} remote {peer}"
                 if remote is None and peer in taken:
                     old = taken[peer]
@@ -164,7 +166,7 @@ def plan_remotes(ctx: PlanContext) -> tuple[list[Action], list[Note]]:
                             target,
                             description,
                             Phase.CONFIGURATION,
-                            (op, {"op": "remove_remote", "repo": path, "name": old}),
+                            (op, RemoveRemote(path, old)),
                         )
                     )
                 elif remote is None:
@@ -206,7 +208,7 @@ def plan_remotes(ctx: PlanContext) -> tuple[list[Action], list[Note]]:
                             target,
                             description,
                             Phase.CONFIGURATION,
-                            ({**op, "replace": True},),
+                            (replace(op, replace=True),),
                         )
                     )
                 else:
@@ -240,7 +242,7 @@ def plan_remotes(ctx: PlanContext) -> tuple[list[Action], list[Note]]:
                                 else f"a second remote to {points_at} beside remote {points_at}"
                             ),
                             Phase.CONFIGURATION,
-                            ({"op": "remove_remote", "repo": path, "name": remote_name},),
+                            (RemoveRemote(path, remote_name),),
                         )
                     )
                 elif points_at is not None:
@@ -275,7 +277,7 @@ def plan_remotes(ctx: PlanContext) -> tuple[list[Action], list[Note]]:
                             target,
                             f"{repository}: remove remote {remote_name} ({why})",
                             Phase.CONFIGURATION,
-                            ({"op": "remove_remote", "repo": path, "name": remote_name},),
+                            (RemoveRemote(path, remote_name),),
                         )
                     )
                 else:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from reconciler.planning.context import PlanContext, repository_url
 from reconciler.planning.model import Action, Note, Phase
+from reconciler.server.ops import CloneMirror, InitBare, RemoveFile, RemoveRemote
 
 
 def source_for(ctx: PlanContext, repository: str, target: str) -> str | None:
@@ -40,11 +41,11 @@ def plan_repositories(ctx: PlanContext) -> tuple[list[Action], list[Note]]:
             source = source_for(ctx, repository, name)
             if source is None:
                 description = f"create empty repository {repository}"
-                op = {"op": "init_bare", "path": path}
+                op: InitBare | CloneMirror = InitBare(path)
             else:
                 url = repository_url(ctx.desired.servers[source], repository)
                 description = f"clone repository {repository} from {source}"
-                op = {"op": "clone_mirror", "path": path, "url": url}
+                op = CloneMirror(path, url)
             actions.append(
                 Action(
                     name,
@@ -83,13 +84,7 @@ def prune_unmanaged(ctx: PlanContext, server: str, repository: str) -> list[Acti
                 f"{repository} post-receive",
                 f"{repository}: remove the replication hook (not in cluster.d/)",
                 Phase.CONFIGURATION,
-                (
-                    {
-                        "op": "remove_file",
-                        "path": f"{path}/hooks/post-receive",
-                        "expect_sha256": hook.sha256,
-                    },
-                ),
+                (RemoveFile(f"{path}/hooks/post-receive", expect_sha256=hook.sha256),),
             )
         )
     for remote, remote_facts in sorted(facts.remotes.items()):
@@ -102,7 +97,7 @@ def prune_unmanaged(ctx: PlanContext, server: str, repository: str) -> list[Acti
                     f"{repository} remote {remote}",
                     f"{repository}: remove remote {remote} (not in cluster.d/)",
                     Phase.CONFIGURATION,
-                    ({"op": "remove_remote", "repo": path, "name": remote},),
+                    (RemoveRemote(path, remote),),
                 )
             )
     return actions

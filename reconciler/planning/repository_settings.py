@@ -41,6 +41,7 @@ from reconciler.gitosis.repositories import (
 )
 from reconciler.planning.context import PlanContext
 from reconciler.planning.model import Action, Kind, Note, Phase
+from reconciler.server.ops import Op, RemoveFile, WriteFile
 
 if TYPE_CHECKING:
     from reconciler.desired import Desired
@@ -100,9 +101,7 @@ class _Layout:
         return section.description
 
 
-def _action(
-    server: str, kind: Kind, target: str, description: str, op: dict[str, object]
-) -> Action:
+def _action(server: str, kind: Kind, target: str, description: str, op: Op) -> Action:
     return Action(server, SUBJECT, kind, target, description, Phase.CONFIGURATION, (op,))
 
 
@@ -125,7 +124,7 @@ def _descriptions(
                 "create" if current is None else "change",
                 f"{name} description",
                 f"{name}: description {text!r}",
-                {"op": "write_file", "path": f"{base}/{where}/{DESCRIPTION}", "content": wanted},
+                WriteFile(f"{base}/{where}/{DESCRIPTION}", wanted),
             )
         )
     return actions
@@ -152,7 +151,7 @@ def _export_flags(
                     "create",
                     target,
                     f"{name}: {EXPORT_OK} (daemon = yes)",
-                    {"op": "write_file", "path": path, "content": "", "mode": 0o644},
+                    WriteFile(path, "", mode=0o644),
                 )
             )
         else:
@@ -165,7 +164,7 @@ def _export_flags(
                     "remove",
                     target,
                     f"{name}: remove {EXPORT_OK} ({why})",
-                    {"op": "remove_file", "path": path},
+                    RemoveFile(path),
                 )
             )
     return actions
@@ -189,7 +188,7 @@ def _projects_list(
             "create" if current is None else "change",
             PROJECTS_LIST_PATH,
             f"gitweb's {PROJECTS_LIST}: {count} repositor{'y' if count == 1 else 'ies'} listed",
-            {"op": "write_file", "path": PROJECTS_LIST_PATH, "content": wanted, "mode": 0o644},
+            WriteFile(PROJECTS_LIST_PATH, wanted, mode=0o644),
         )
     ]
 

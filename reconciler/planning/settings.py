@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from reconciler.planning.context import SETTINGS_PATH, PlanContext, settings_text
 from reconciler.planning.model import Action, Note, Phase
+from reconciler.server.ops import WriteFile
 
 
 def plan_settings(ctx: PlanContext) -> tuple[list[Action], list[Note]]:
@@ -21,7 +22,7 @@ def plan_settings(ctx: PlanContext) -> tuple[list[Action], list[Note]]:
                 target=path,
                 description=f"replication settings {path}",
                 phase=Phase.CONFIGURATION,
-                ops=({"op": "write_file", "path": path, "content": wanted, "mode": 0o644},),
+                ops=(WriteFile(path, wanted, mode=0o644),),
             )
         )
     return actions, []

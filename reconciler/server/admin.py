@@ -24,14 +24,13 @@ from reconciler.server.common import (
     resolve,
     run,
 )
+from reconciler.server.ops import INIT_COMMIT, AdminUpdate, GitosisInit, handler
 from reconciler.server.refs import read_refs
 
 # In the admin repository while gitosis's post-update hook is owed: set by
 # admin_update before it moves the branch, removed once the hook has run.
 POST_UPDATE_PENDING = "reconciler-post-update-pending"
 BUNDLE_PREFIX = ".reconciler-bundle-"
-
-Op = dict[str, Any]
 
 
 def admin_facts(base: str, admin: str) -> dict[str, Any]:
@@ -104,52 +103,52 @@ def answer_admin_tip(base: str, admin: str, have: str | None) -> dict[str, Any]:
     return answer
 
 
-def op_gitosis_init(op: Op) -> None:
+def op_gitosis_init(op: GitosisInit) -> None:
     # The runtime the reconciler installed, by its absolute path (its gitosis-init
     # then writes absolute paths into authorized_keys and the post-update hook), or
     # whichever gitosis-init the server has on its PATH.
-    command = resolve(op["command"]) if op.get("command") else "gitosis-init"
-    run([command], cwd=HOME, stdin=op["pubkey"].encode() + b"\n")
+    command = resolve(op.command) if op.command else "gitosis-init"
+    run([command], cwd=HOME, stdin=op.pubkey.encode() + b"\n")
 
 
-def op_admin_update(op: Op) -> None:
+def op_admin_update(op: AdminUpdate) -> None:
     """Bring the admin repository's branch to ``new`` with compare-and-swap on ``old``."""
-    repo = git_dir(op["repo"])
-    ref = "refs/heads/" + op["branch"]
+    repo = git_dir(op.repo)
+    ref = "refs/heads/" + op.branch
     # Set until gitosis's post-update hook has run for the new commit: a run killed
     # between moving the branch and the hook's end (authorized_keys, gitosis.conf)
     # is seen by the next gather and the hook is run again.
     pending = os.path.join(repo, POST_UPDATE_PENDING)
     with open(pending, "w", encoding="utf-8") as marker:
-        marker.write(op["new"] + "\n")
+        marker.write(op.new + "\n")
     fsync_dir(repo)
     remove_stale(repo, BUNDLE_PREFIX)
     fd, bundle = tempfile.mkstemp(prefix=f"{BUNDLE_PREFIX}{os.getpid()}-", dir=repo)
     own_temporary(bundle)
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(base64.b64decode(op["bundle"]))
+            handle.write(base64.b64decode(op.bundle))
         run(["git", "--git-dir", repo, "bundle", "unbundle", bundle])
     finally:
         os.unlink(bundle)
         drop_temporary(bundle)
-    expected = op.get("old") or "0" * 40
-    if expected == "@INIT":
+    expected = op.old or "0" * 40
+    if expected == INIT_COMMIT:
         # Just made by gitosis-init: the branch must hold exactly its single commit.
         expected = run(["git", "--git-dir", repo, "rev-parse", "--verify", ref]).strip()
         count = run(["git", "--git-dir", repo, "rev-list", "--count", ref]).strip()
         if count != "1":
-            raise OpError(f"{op['repo']} holds more than gitosis-init's commit")
+            raise OpError(f"{op.repo} holds more than gitosis-init's commit")
     current = command(["git", "--git-dir", repo, "rev-parse", "--verify", "--quiet", ref])
-    if current.stdout.decode().strip() != op["new"]:
+    if current.stdout.decode().strip() != op.new:
         # Not there yet (another run may have sent the same commit meanwhile).
         update = ["git", "--git-dir", repo, "update-ref", "-m", "reconcile apply"]
-        run([*update, ref, op["new"], expected])
-    if op.get("pubkey") and not os.path.lexists(os.path.join(HOME, ".gitosis.conf")):
+        run([*update, ref, op.new, expected])
+    if op.pubkey and not os.path.lexists(os.path.join(HOME, ".gitosis.conf")):
         # gitosis-init makes ~/.gitosis.conf last: without it an earlier init was
         # cut short, and gitosis's hook cannot run. gitosis-init finishes what it
         # started; the branch holds our commit now, so it commits nothing.
-        op_gitosis_init({"pubkey": op["pubkey"], "command": op.get("init_command")})
+        op_gitosis_init(GitosisInit(pubkey=op.pubkey, command=op.init_command))
     hook = os.path.join(repo, "hooks", "post-update")
     if os.access(hook, os.X_OK):
         env = dict(os.environ)
@@ -161,4 +160,9 @@ def op_admin_update(op: Op) -> None:
     fsync_dir(repo)
 
 
-OPS = {"admin_update": op_admin_update, "gitosis_init": op_gitosis_init}
+OPS = dict(
+    [
+        handler(AdminUpdate, op_admin_update),
+        handler(GitosisInit, op_gitosis_init),
+    ]
+)

@@ -41,6 +41,7 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -58,12 +59,14 @@ from reconciler.server import (
     repositories,
 )
 from reconciler.server.common import HOME, SERVER_LOCK_PATH, LockBusy, OpError, remove_path
+from reconciler.server.ops import CloneMirror, InitBare, Op, decode
+from reconciler.server.wire import WireError
 
-Op = dict[str, Any]
 # How long a closed channel's program lets its short commands finish.
 SETTLE_SECONDS = 30.0
 
-OPS = {
+# Every op class a server carries out -> its handler (ops.LocalCommit is the operator's).
+OPS: dict[type[Op], Callable[[Any], None]] = {
     **refs.OPS,
     **queue.OPS,
     **files.OPS,
@@ -117,24 +120,42 @@ def watch_channel() -> None:
 # (one repository each, as the plan makes them) is carried out a few at a time.
 # Cloning is mostly waiting for the peer; one after another, adding a server with
 # hundreds of repositories took several times as long as the clones themselves.
-PARALLEL_OPS = frozenset({"clone_mirror", "init_bare"})
+PARALLEL_OPS = (CloneMirror, InitBare)
 PARALLEL_WORKERS = 4
 
 
-def run_action(action: list[Op]) -> dict[str, Any]:
+def decode_action(action: object) -> list[Op] | str:
+    """An action's ops as their classes, or why it cannot be carried out: decoded
+    whole before any of its ops runs, so a malformed one changes nothing."""
+    if not isinstance(action, list):
+        return f"an action must be a list of operations, not {action!r:.80}"
+    try:
+        ops = [decode(op) for op in action]
+    except WireError as exc:
+        return str(exc)
+    for op in ops:
+        if type(op) not in OPS:
+            return f"operation {op.KIND!r} is not carried out on a server"
+    return ops
+
+
+def run_action(action: list[Op] | str) -> dict[str, Any]:
+    if isinstance(action, str):
+        return {"ok": False, "error": action}
     for op in action:
         try:
-            handler = OPS.get(str(op.get("op")))
-            if handler is None:
-                raise OpError(f"unknown operation {op.get('op')!r}")
-            handler(op)
+            OPS[type(op)](op)
         except (OpError, OSError, KeyError, ValueError) as exc:
             return {"ok": False, "error": str(exc) or type(exc).__name__}
     return {"ok": True, "error": ""}
 
 
-def parallel(action: list[Op]) -> bool:
-    return bool(action) and all(op.get("op") in PARALLEL_OPS for op in action)
+def parallel(action: list[Op] | str) -> bool:
+    return (
+        not isinstance(action, str)
+        and bool(action)
+        and all(isinstance(op, PARALLEL_OPS) for op in action)
+    )
 
 
 def main() -> None:
@@ -175,14 +196,15 @@ def main() -> None:
     json.dump(answer, sys.stdout)
 
 
-def run_actions(actions: list[list[Op]]) -> list[dict[str, Any]]:
+def run_actions(raw: list[object]) -> list[dict[str, Any]]:
+    actions = [decode_action(action) for action in raw]
     results: list[dict[str, Any]] = []
     start = 0
     while start < len(actions):
         end = start
         paths: set[Any] = set()
         while end < len(actions) and parallel(actions[end]):
-            targets = {op.get("path") for op in actions[end]}
+            targets = {getattr(op, "path", None) for op in actions[end]}
             if paths & targets:
                 break
             paths |= targets

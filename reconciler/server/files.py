@@ -7,11 +7,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-from typing import Any
 
 from reconciler.server.common import HOME, OpError, atomic_write, make_dirs, resolve
-
-Op = dict[str, Any]
+from reconciler.server.ops import RemoveFile, WriteFile, handler
 
 
 def current_sha256(full: str) -> str | None:
@@ -34,13 +32,13 @@ def existing_repository_only(directory: str) -> None:
         path = os.path.dirname(path)
 
 
-def op_write_file(op: Op) -> None:
+def op_write_file(op: WriteFile) -> None:
     write_checked(
-        op["path"],
-        op["content"].encode("utf-8"),
-        op.get("mode", 0o644),
-        op.get("expect_sha256"),
-        op.get("dir_mode", 0o755),
+        op.path,
+        op.content.encode("utf-8"),
+        op.mode,
+        op.expect_sha256,
+        op.dir_mode,
     )
 
 
@@ -68,13 +66,18 @@ def stat_mode(full: str) -> int | None:
         return None
 
 
-def op_remove_file(op: Op) -> None:
-    full = resolve(op["path"])
-    expect = op.get("expect_sha256")
+def op_remove_file(op: RemoveFile) -> None:
+    full = resolve(op.path)
+    expect = op.expect_sha256
     if expect is not None and current_sha256(full) not in (expect, None):
-        raise OpError(f"{op['path']} changed since the plan was made; run plan again")
+        raise OpError(f"{op.path} changed since the plan was made; run plan again")
     with contextlib.suppress(FileNotFoundError):
         os.unlink(full)
 
 
-OPS = {"write_file": op_write_file, "remove_file": op_remove_file}
+OPS = dict(
+    [
+        handler(WriteFile, op_write_file),
+        handler(RemoveFile, op_remove_file),
+    ]
+)

@@ -17,7 +17,6 @@ import os
 import re
 import shlex
 import stat
-from typing import Any
 
 from reconciler.server import library
 from reconciler.server.common import (
@@ -31,6 +30,14 @@ from reconciler.server.common import (
     run,
 )
 from reconciler.server.files import existing_repository_only, write_checked
+from reconciler.server.ops import (
+    InstallHook,
+    KeepFile,
+    RemoveSymlink,
+    SetConfig,
+    Symlink,
+    handler,
+)
 
 # On the stub's second line, as on every hook the reconciler wrote before it.
 HOOK_MARKER = "# reconciler replication hook (managed by reconcile apply; local edits are replaced)"
@@ -47,8 +54,6 @@ PROC_RECEIVE_REFS = ("refs/heads/", "refs/tags/", "refs/notes/")
 # apply removes such a link.
 TRANSACTION_HOOK = "reference-transaction"
 KEPT_HOOK_PREFIX = "post-receive.foreign-"  # apply's copies of the hooks it replaced
-
-Op = dict[str, Any]
 
 
 def stub(home: str) -> bytes:
@@ -150,36 +155,36 @@ def linked_hook_facts(
     return facts
 
 
-def op_install_hook(op: Op) -> None:
+def op_install_hook(op: InstallHook) -> None:
     """Write a stub, once the library it runs is installed: a stub in place before its
     library would leave every push to the repository unreplicated."""
-    if not library.installed(op["library"]):
+    if not library.installed(op.library):
         raise OpError(
-            f"the server library {op['library']} is not installed in ~/{library.LIBRARY_DIR}; "
-            f"{op['path']} is left as it is"
+            f"the server library {op.library} is not installed in ~/{library.LIBRARY_DIR}; "
+            f"{op.path} is left as it is"
         )
-    write_checked(op["path"], op["content"].encode("utf-8"), HOOK_MODE, op.get("expect_sha256"))
+    write_checked(op.path, op.content.encode("utf-8"), HOOK_MODE, op.expect_sha256)
 
 
-def op_keep_file(op: Op) -> None:
+def op_keep_file(op: KeepFile) -> None:
     """Copy a file that is about to be replaced to ``to`` in the same directory, mode kept.
 
     A symlink is kept as a symlink to the same target. A copy already at ``to`` with
     the same content is left (a rerun); anything else there is refused.
     """
-    source, target = resolve(op["path"]), resolve(op["to"])
+    source, target = resolve(op.path), resolve(op.to)
     if os.path.dirname(source) != os.path.dirname(target) or source == target:
-        raise OpError(f"refusing to keep {op['path']} as {op['to']}: not beside it")
+        raise OpError(f"refusing to keep {op.path} as {op.to}: not beside it")
     try:
         info = os.lstat(source)
     except FileNotFoundError:
-        raise OpError(f"{op['path']} is gone since the plan was made; run plan again") from None
+        raise OpError(f"{op.path} is gone since the plan was made; run plan again") from None
     if stat.S_ISLNK(info.st_mode):
         link = os.readlink(source)
         if os.path.lexists(target):
             if os.path.islink(target) and os.readlink(target) == link:
                 return
-            raise OpError(f"{op['to']} exists already; move it away and run again")
+            raise OpError(f"{op.to} exists already; move it away and run again")
         directory = os.path.dirname(target)
         temp = os.path.join(directory, f".{os.path.basename(target)}.reconciler-tmp-link")
         with contextlib.suppress(FileNotFoundError):
@@ -189,33 +194,33 @@ def op_keep_file(op: Op) -> None:
         fsync_dir(directory)
         return
     if not stat.S_ISREG(info.st_mode):
-        raise OpError(f"{op['path']} is not a file; move it away by hand")
+        raise OpError(f"{op.path} is not a file; move it away by hand")
     with open(source, "rb") as handle:
         data = handle.read()
-    expect = op.get("expect_sha256")
+    expect = op.expect_sha256
     if expect is not None and hashlib.sha256(data).hexdigest() != expect:
-        raise OpError(f"{op['path']} changed since the plan was made; run plan again")
+        raise OpError(f"{op.path} changed since the plan was made; run plan again")
     if os.path.lexists(target):
         if os.path.isfile(target) and not os.path.islink(target):
             with open(target, "rb") as handle:
                 if handle.read() == data:
                     return
-        raise OpError(f"{op['to']} exists already; move it away and run again")
+        raise OpError(f"{op.to} exists already; move it away and run again")
     atomic_write(target, data, stat.S_IMODE(info.st_mode))
 
 
-def op_symlink(op: Op) -> None:
+def op_symlink(op: Symlink) -> None:
     """Make ``path`` a symlink to ``target`` (a name in the same directory), atomically;
     with ``expect`` the path must be absent or already such a link."""
-    full = resolve(op["path"])
-    link = op["target"]
+    full = resolve(op.path)
+    link = op.target
     if "/" in link or link in ("", ".", ".."):
-        raise OpError(f"refusing link target {link!r}: not a name beside {op['path']}")
+        raise OpError(f"refusing link target {link!r}: not a name beside {op.path}")
     existing_repository_only(os.path.dirname(full))
     if os.path.islink(full) and os.readlink(full) == link:
         return
     if os.path.lexists(full):
-        raise OpError(f"{op['path']} exists and is not ours; run plan again")
+        raise OpError(f"{op.path} exists and is not ours; run plan again")
     directory = os.path.dirname(full)
     temp = os.path.join(directory, f".{os.path.basename(full)}.{os.getpid()}.reconciler-tmp-link")
     with contextlib.suppress(FileNotFoundError):
@@ -225,32 +230,33 @@ def op_symlink(op: Op) -> None:
     fsync_dir(directory)
 
 
-def op_remove_symlink(op: Op) -> None:
+def op_remove_symlink(op: RemoveSymlink) -> None:
     """Remove ``path`` only while it is the symlink to ``target`` the reconciler made."""
-    full = resolve(op["path"])
-    if os.path.islink(full) and os.readlink(full) == op["target"]:
+    full = resolve(op.path)
+    if os.path.islink(full) and os.readlink(full) == op.target:
         os.unlink(full)
         fsync_dir(os.path.dirname(full))
 
 
-def op_set_config(op: Op) -> None:
+def op_set_config(op: SetConfig) -> None:
     """Make the repository's ``key`` exactly ``values`` (none: unset), in its own config."""
-    repo = git_dir(op["repo"])
-    key = op["key"]
+    repo = git_dir(op.repo)
     base = ["git", "--git-dir", repo, "config", "--local"]
-    done = command([*base, "--get-all", key])
-    if done.returncode == 0 and done.stdout.decode().splitlines() == list(op["values"]):
+    done = command([*base, "--get-all", op.key])
+    if done.returncode == 0 and done.stdout.decode().splitlines() == list(op.values):
         return
     if done.returncode == 0:
-        run([*base, "--unset-all", key])
-    for value in op["values"]:
-        run([*base, "--add", key, value])
+        run([*base, "--unset-all", op.key])
+    for value in op.values:
+        run([*base, "--add", op.key, value])
 
 
-OPS = {
-    "set_config": op_set_config,
-    "install_hook": op_install_hook,
-    "keep_file": op_keep_file,
-    "symlink": op_symlink,
-    "remove_symlink": op_remove_symlink,
-}
+OPS = dict(
+    [
+        handler(InstallHook, op_install_hook),
+        handler(KeepFile, op_keep_file),
+        handler(Symlink, op_symlink),
+        handler(RemoveSymlink, op_remove_symlink),
+        handler(SetConfig, op_set_config),
+    ]
+)

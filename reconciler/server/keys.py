@@ -4,6 +4,7 @@ the private key's existence checked, never opened) and ``keygen`` (execute)."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import secrets
 import stat
@@ -20,11 +21,11 @@ from reconciler.server.common import (
     resolve,
     run,
 )
+from reconciler.server.ops import Keygen, handler
+from reconciler.server.wire import Record
 
 MAX_KEY_FILES = 256  # files looked at in ~/.ssh for key pairs
 KEYGEN_PREFIX = ".reconciler-keygen-"
-
-Op = dict[str, Any]
 
 
 def key_facts(home: str) -> dict[str, Any]:
@@ -41,12 +42,20 @@ def key_facts(home: str) -> dict[str, Any]:
     }
 
 
-def key_pairs(ssh: str) -> list[dict[str, str]]:
+@dataclasses.dataclass(frozen=True)
+class KeyPair(Record):
+    """A key pair in the git user's ~/.ssh: its path (relative to the home) and public line."""
+
+    path: str
+    public: str
+
+
+def key_pairs(ssh: str) -> list[dict[str, Any]]:
     """The public halves of the key pairs in ~/.ssh: NAME.pub beside a file NAME.
 
     Only the private key's existence is checked; it is never opened.
     """
-    pairs: list[dict[str, str]] = []
+    pairs: list[dict[str, Any]] = []
     try:
         names = sorted(os.listdir(ssh))[:MAX_KEY_FILES]
     except OSError:
@@ -59,11 +68,11 @@ def key_pairs(ssh: str) -> list[dict[str, str]]:
         text = read_text(os.path.join(ssh, name), 16384)
         lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
         if len(lines) == 1:
-            pairs.append({"path": ".ssh/" + name[: -len(".pub")], "public": lines[0]})
+            pairs.append(KeyPair(".ssh/" + name[: -len(".pub")], lines[0]).to_json())
     return pairs
 
 
-def op_keygen(op: Op) -> None:
+def op_keygen(op: Keygen) -> None:
     directory = resolve(".ssh")
     make_dirs(directory, 0o700)
     os.chmod(directory, 0o700)
@@ -78,7 +87,7 @@ def op_keygen(op: Op) -> None:
     own_temporary(made)
     own_temporary(made + ".pub")
     try:
-        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", op["comment"], "-f", made])
+        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", op.comment, "-f", made])
         place(made, key)
         place(made + ".pub", key + ".pub")
     except BaseException:
@@ -90,4 +99,8 @@ def op_keygen(op: Op) -> None:
     fsync_dir(directory)
 
 
-OPS = {"keygen": op_keygen}
+OPS = dict(
+    [
+        handler(Keygen, op_keygen),
+    ]
+)

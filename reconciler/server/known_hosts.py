@@ -4,11 +4,9 @@ for the access checks): their lines (gather), and ``edit_lines`` (execute)."""
 from __future__ import annotations
 
 import os
-from typing import Any
 
 from reconciler.server.common import atomic_write, make_dirs, read_lines, resolve
-
-Op = dict[str, Any]
+from reconciler.server.ops import EditLines, handler
 
 
 def ssh_lines(home: str) -> dict[str, list[str]]:
@@ -19,21 +17,23 @@ def ssh_lines(home: str) -> dict[str, list[str]]:
     }
 
 
-def op_edit_lines(op: Op) -> None:
-    full = resolve(op["path"])
-    make_dirs(os.path.dirname(full), op.get("dir_mode", 0o700))
+def op_edit_lines(op: EditLines) -> None:
+    full = resolve(op.path)
+    make_dirs(os.path.dirname(full), op.dir_mode)
     try:
         with open(full, encoding="utf-8") as handle:
             lines = handle.read().splitlines()
     except FileNotFoundError:
         lines = []
-    remove = set(op.get("remove", ()))
+    remove = set(op.remove)
     kept = [line for line in lines if line.strip() not in remove]
     present = {line.strip() for line in kept}
-    kept += [line for line in op.get("add", ()) if line not in present]
-    atomic_write(
-        full, ("\n".join(kept) + "\n").encode("utf-8") if kept else b"", op.get("mode", 0o600)
-    )
+    kept += [line for line in op.add if line not in present]
+    atomic_write(full, ("\n".join(kept) + "\n").encode("utf-8") if kept else b"", op.mode)
 
 
-OPS = {"edit_lines": op_edit_lines}
+OPS = dict(
+    [
+        handler(EditLines, op_edit_lines),
+    ]
+)

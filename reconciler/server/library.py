@@ -18,6 +18,7 @@ so they stay where they are) running the same library, and
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import os
 import pwd
@@ -38,6 +39,8 @@ from reconciler.server.common import (
     resolve,
     run,
 )
+from reconciler.server.ops import CreateGitUser, InstallLibrary, handler
+from reconciler.server.wire import Record
 
 # Relative to the git user's home.
 LIBRARY_DIR = ".reconciler/server"
@@ -65,8 +68,6 @@ sys.path.insert(0, {lib!r})
 from {module} import {function}
 sys.exit({function}())
 """
-
-Op = dict[str, Any]
 
 
 def library_digest(files: Iterable[tuple[str, bytes]]) -> str:
@@ -127,6 +128,24 @@ def installed(version: str, home: str | None = None) -> bool:
     )
 
 
+@dataclasses.dataclass(frozen=True)
+class LibraryFacts(Record):
+    """The server library installed in ~/.reconciler/server: its version (None: none)
+    and whether its files and commands are that version's."""
+
+    version: str | None = None
+    intact: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class GitosisFacts(Record):
+    """Which gitosis serves the git user: the runtime the reconciler installed (its
+    version), and whether a gitosis-serve is on the PATH of sshd's forced commands."""
+
+    runtime: str | None = None
+    on_path: bool = True
+
+
 def library_facts(home: str) -> dict[str, Any]:
     """Gather: the installed version (None: none) and whether its files, entry points
     and (where the runtime is installed) gitosis commands are what that version is."""
@@ -145,30 +164,30 @@ def library_facts(home: str) -> dict[str, Any]:
         runtime = read_text(os.path.join(home, RUNTIME_DIR, "VERSION"), 256)
         if intact and runtime is not None and runtime.strip() == version:
             intact = _wrappers_current(os.path.join(home, RUNTIME_BIN), lib, RUNTIME_COMMANDS)
-    return {"version": version, "intact": intact}
+    return LibraryFacts(version, intact).to_json()
 
 
 def gitosis_facts(home: str) -> dict[str, Any]:
     """Which gitosis serves here: the runtime the reconciler installed (its version),
     and whether a gitosis-serve is on the PATH that sshd's forced commands get."""
     text = read_text(os.path.join(home, RUNTIME_DIR, "VERSION"), 256)
-    return {
-        "runtime": text.strip() if text else None,
-        "on_path": shutil.which("gitosis-serve") is not None,
-    }
+    return GitosisFacts(
+        runtime=text.strip() if text else None,
+        on_path=shutil.which("gitosis-serve") is not None,
+    ).to_json()
 
 
-def op_install_library(op: Op) -> None:
+def op_install_library(op: InstallLibrary) -> None:
     """Install the library ``files`` as ``lib-VERSION`` (made aside and renamed into
     place whole; a copy that is not intact is replaced), its entry points in ``bin``
     (each replaced atomically), with ``runtime`` the gitosis commands too, ``VERSION``
     last. A hook or gitosis-serve started before the switch finishes on the version it
     started with; the version current until now is kept for it, older ones go."""
-    version = op["version"]
+    version = op.version
     if VERSION_RE.fullmatch(version) is None:
         raise OpError(f"refusing library version {version!r}")
     files = {}
-    for relative, content in op["files"].items():
+    for relative, content in op.files.items():
         if relative.startswith("/") or ".." in relative.split("/"):
             raise OpError(f"refusing library file {relative!r}")
         files[relative] = base64.b64decode(content)
@@ -185,7 +204,7 @@ def op_install_library(op: Op) -> None:
         make_dirs(directory, 0o755)
         for name, target in sorted(targets.items()):
             atomic_write(os.path.join(directory, name), wrapper(lib, target), 0o755)
-    if op.get("runtime"):
+    if op.runtime:
         runtime = resolve(RUNTIME_DIR)
         old_runtime = (read_text(os.path.join(runtime, "VERSION"), 256) or "").strip()
         atomic_write(os.path.join(runtime, "VERSION"), (version + "\n").encode(), 0o644)
@@ -195,9 +214,9 @@ def op_install_library(op: Op) -> None:
     _remove_libs(root, keep=("lib-" + version, "lib-" + previous))
 
 
-def _commands(op: Op) -> list[tuple[str, dict[str, str]]]:
+def _commands(op: InstallLibrary) -> list[tuple[str, dict[str, str]]]:
     commands = [(resolve(LIBRARY_DIR + "/bin"), ENTRY_POINTS)]
-    if op.get("runtime"):
+    if op.runtime:
         commands.append((resolve(RUNTIME_BIN), RUNTIME_COMMANDS))
     return commands
 
@@ -239,10 +258,10 @@ def _remove_libs(root: str, keep: tuple[str, ...]) -> None:
 GIT_USER_RE = re.compile(r"[a-zA-Z_][a-zA-Z0-9_.-]{0,31}")
 
 
-def op_create_git_user(op: Op) -> None:
+def op_create_git_user(op: CreateGitUser) -> None:
     """Run as root: create the git user gitosis serves as (home, a shell for sshd's
     forced commands, no password but not locked, so that key logins work)."""
-    user = op["user"]
+    user = op.user
     if GIT_USER_RE.fullmatch(user) is None:
         raise OpError(f"refusing to create user {user!r}: not a valid user name")
     try:
@@ -261,4 +280,9 @@ def op_create_git_user(op: Op) -> None:
     run([*useradd, "--comment", "git version control", user])
 
 
-OPS = {"install_library": op_install_library, "create_git_user": op_create_git_user}
+OPS = dict(
+    [
+        handler(InstallLibrary, op_install_library),
+        handler(CreateGitUser, op_create_git_user),
+    ]
+)

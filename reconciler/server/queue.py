@@ -33,6 +33,7 @@ from reconciler.server.common import (
     read_text,
     resolve,
 )
+from reconciler.server.ops import DrainQueue, handler
 
 TRANSIENT_REASONS = ("unreachable", "timeout", "pending", "no remote")
 # "denied": the peer's gitosis refused this server's key access to the repository
@@ -228,10 +229,10 @@ def gather_queue(base: str) -> dict[str, Any]:
     }
 
 
-def op_drain_queue(op: dict[str, Any]) -> None:
+def op_drain_queue(op: DrainQueue) -> None:
     """Remove delivered queue entries while holding the queue's drain lock."""
-    base = resolve(op["base"])
-    queue = os.path.join(base, op["queue"])
+    base = resolve(op.base)
+    queue = os.path.join(base, op.queue)
     try:
         fd, _waited, _holder = common.take_lock(
             os.path.join(base, DRAIN_LOCK_PATH), common.LOCK_WAIT, "reconcile apply (drain_queue)"
@@ -239,7 +240,7 @@ def op_drain_queue(op: dict[str, Any]) -> None:
     except LockBusy as exc:
         raise OpError(f"the replication queue's drain lock {exc}") from None
     try:
-        for name in op["files"]:
+        for name in op.files:
             if "/" in name or name.startswith("."):
                 raise OpError(f"refusing queue entry name {name!r}")
             with contextlib.suppress(FileNotFoundError):
@@ -249,4 +250,8 @@ def op_drain_queue(op: dict[str, Any]) -> None:
         os.close(fd)
 
 
-OPS = {"drain_queue": op_drain_queue}
+OPS = dict(
+    [
+        handler(DrainQueue, op_drain_queue),
+    ]
+)

@@ -21,12 +21,11 @@ from reconciler.server.common import (
     read_text,
     run,
 )
+from reconciler.server.ops import AdoptMajority, PushRefs, RemoveStaleLock, handler
 
 REPLICATED_PREFIXES = ("refs/heads/", "refs/tags/", "refs/notes/")
 ABORTED_PREFIX = "refs/reconciler/aborted/"  # quorum repair's keeping of unacknowledged values
 MAX_REF_DEPTH = 512  # only a guard against recursion; os.walk had none
-
-Op = dict[str, Any]
 
 
 def read_refs(
@@ -122,35 +121,33 @@ def answer_ancestry(base: str, checks: list[list[str]]) -> dict[str, Any]:
     return {"format_version": FORMAT_VERSION, "results": results}
 
 
-def op_push_refs(op: Op) -> None:
+def op_push_refs(op: PushRefs) -> None:
     """Push ref updates to a peer remote with compare-and-swap on each target value.
 
     ``updates``: [ref, new, expected]; an empty ``new`` deletes, an empty
     ``expected`` requires the ref to be absent on the peer. Never forced otherwise.
     """
-    repo = git_dir(op["repo"])
+    repo = git_dir(op.repo)
     argv = ["git", "--git-dir", repo, "push", "--porcelain"]
     refspecs = []
-    for ref, new, expected in op["updates"]:
+    for ref, new, expected in op.updates:
         argv.append(f"--force-with-lease={ref}:{expected}")
         refspecs.append(f"{new}:{ref}" if new else f":{ref}")
     env = dict(os.environ)
     env.setdefault("GIT_SSH_COMMAND", "ssh -o BatchMode=yes -o ConnectTimeout=15")
     # The peer's replication hook must not forward what the reconciler delivers.
     env["RECONCILER_REPLICA"] = "reconcile"
-    done = command(
-        [*argv, op["peer"], *refspecs], env=env, timeout=op.get("timeout", 600), killable=True
-    )
+    done = command([*argv, op.peer, *refspecs], env=env, timeout=op.timeout, killable=True)
     rejected = []
     for line in done.stdout.decode("utf-8", "replace").splitlines():
         parts = line.split("\t")
         if len(parts) >= 3 and parts[0] == "!":
             rejected.append(f"{parts[1].split(':')[-1]} {parts[2]}")
     if rejected:
-        raise OpError(f"{op['peer']} rejected " + "; ".join(rejected))
+        raise OpError(f"{op.peer} rejected " + "; ".join(rejected))
     if done.returncode != 0:
         lines = done.stderr.decode("utf-8", "replace").strip().splitlines()
-        raise OpError(f"push to {op['peer']} failed: {lines[-1] if lines else done.returncode}")
+        raise OpError(f"push to {op.peer} failed: {lines[-1] if lines else done.returncode}")
 
 
 def _checked_ref(ref: str) -> str:
@@ -159,29 +156,29 @@ def _checked_ref(ref: str) -> str:
     return ref
 
 
-def op_remove_stale_lock(op: Op) -> None:
+def op_remove_stale_lock(op: RemoveStaleLock) -> None:
     """Remove ``REF.lock`` that a killed push left, only while it is still older than
     ``min_age`` seconds (a live push holds a ref's lock for a few seconds at most)."""
-    repo = git_dir(op["repo"])
-    ref = _checked_ref(op["ref"])
+    repo = git_dir(op.repo)
+    ref = _checked_ref(op.ref)
     path = os.path.join(repo, ref + ".lock")
     try:
         age = time.time() - os.lstat(path).st_mtime
     except FileNotFoundError:
         return
-    if age < float(op["min_age"]):
+    if age < float(op.min_age):
         raise OpError(f"{ref}.lock is only {age:.0f}s old: a push may still hold it")
     os.unlink(path)
     fsync_dir(os.path.dirname(path))
 
 
-def op_adopt_majority(op: Op) -> None:
+def op_adopt_majority(op: AdoptMajority) -> None:
     """Quorum mode's repair of a server holding a value a majority does not: fetch
     the majority's value from a peer holding it, keep this server's own value under
     ``refs/reconciler/aborted/`` (unless it is an ancestor of the majority's: then
     nothing is lost by moving on) and move the ref, all with compare-and-swap."""
-    repo = git_dir(op["repo"])
-    ref, new, old, peer = _checked_ref(op["ref"]), op["new"], op["old"], op["peer"]
+    repo = git_dir(op.repo)
+    ref, new, old, peer = _checked_ref(op.ref), op.new, op.old, op.peer
     if not re.fullmatch(r"[0-9a-f]{40}|[0-9a-f]{64}", new):
         raise OpError(f"refusing object id {new!r}")
     env = dict(os.environ)
@@ -189,7 +186,7 @@ def op_adopt_majority(op: Op) -> None:
     run(
         ["git", "--git-dir", repo, "fetch", "--quiet", "--no-tags", "--", peer, ref],
         env=env,
-        timeout=op.get("timeout", 600),
+        timeout=op.timeout,
         killable=True,
     )
     fetched = run(["git", "--git-dir", repo, "rev-parse", "--verify", "FETCH_HEAD"]).strip()
@@ -213,8 +210,10 @@ def op_adopt_majority(op: Op) -> None:
     )
 
 
-OPS = {
-    "push_refs": op_push_refs,
-    "adopt_majority": op_adopt_majority,
-    "remove_stale_lock": op_remove_stale_lock,
-}
+OPS = dict(
+    [
+        handler(PushRefs, op_push_refs),
+        handler(AdoptMajority, op_adopt_majority),
+        handler(RemoveStaleLock, op_remove_stale_lock),
+    ]
+)

@@ -6,8 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from reconciler.server.common import command, git_dir, run
-
-Op = dict[str, Any]
+from reconciler.server.ops import RemoveRemote, SetRemote, handler
 
 
 def remote_facts(config: dict[tuple[str, str | None], dict[str, list[str]]]) -> dict[str, Any]:
@@ -42,10 +41,10 @@ def local_config(repo: str) -> list[tuple[str, str]] | None:
     return entries
 
 
-def op_set_remote(op: Op) -> None:
-    repo = git_dir(op["repo"])
-    name = op["name"]
-    if op.get("replace"):
+def op_set_remote(op: SetRemote) -> None:
+    repo = git_dir(op.repo)
+    name = op.name
+    if op.replace:
         command(["git", "--git-dir", repo, "config", "--remove-section", f"remote.{name}"])
     # Read the config once and touch only what differs: every git call is a process,
     # and apply sets two remotes in each of thousands of repositories.
@@ -58,15 +57,20 @@ def op_set_remote(op: Op) -> None:
     for key in ("fetch", "mirror", "pushurl"):
         if entries is None or key in seen:
             command(["git", "--git-dir", repo, "config", "--unset-all", f"remote.{name}.{key}"])
-    if entries is None or seen.get("url") != [op["url"]]:
-        run(["git", "--git-dir", repo, "config", f"remote.{name}.url", op["url"]])
+    if entries is None or seen.get("url") != [op.url]:
+        run(["git", "--git-dir", repo, "config", f"remote.{name}.url", op.url])
     if entries is None or seen.get("reconcilermanaged") != ["true"]:
         run(["git", "--git-dir", repo, "config", f"remote.{name}.reconcilerManaged", "true"])
 
 
-def op_remove_remote(op: Op) -> None:
-    repo = git_dir(op["repo"])
-    run(["git", "--git-dir", repo, "config", "--remove-section", f"remote.{op['name']}"])
+def op_remove_remote(op: RemoveRemote) -> None:
+    repo = git_dir(op.repo)
+    run(["git", "--git-dir", repo, "config", "--remove-section", f"remote.{op.name}"])
 
 
-OPS = {"set_remote": op_set_remote, "remove_remote": op_remove_remote}
+OPS = dict(
+    [
+        handler(SetRemote, op_set_remote),
+        handler(RemoveRemote, op_remove_remote),
+    ]
+)

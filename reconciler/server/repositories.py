@@ -24,11 +24,10 @@ from reconciler.server.common import (
     resolve,
     run,
 )
+from reconciler.server.ops import CloneMirror, InitBare, handler
 from reconciler.server.refs import read_refs, refs_digest
 
 MAX_DEPTH = 12
-
-Op = dict[str, Any]
 
 
 def repository_facts(
@@ -89,19 +88,19 @@ def temporary_sibling(full: str) -> str:
     return temp
 
 
-def _create_repository(op: Op, fill: Callable[[str], object]) -> None:
-    full = resolve(op["path"])
+def _create_repository(op: InitBare | CloneMirror, fill: Callable[[str], object]) -> None:
+    full = resolve(op.path)
     if is_repository(full):
         return
     if os.path.lexists(full):
-        raise OpError(f"{op['path']} exists but is not a git repository; move it out of the way")
+        raise OpError(f"{op.path} exists but is not a git repository; move it out of the way")
     make_dirs(os.path.dirname(full), 0o750)
     temp = temporary_sibling(full)
     try:
         fill(temp)
         if os.path.lexists(full):
             # Another program made it meanwhile (gitosis-serve on a user's push).
-            raise OpError(f"{op['path']} appeared while it was being created; run again")
+            raise OpError(f"{op.path} appeared while it was being created; run again")
         place(temp, full)
     except BaseException:
         shutil.rmtree(temp, ignore_errors=True)
@@ -110,18 +109,18 @@ def _create_repository(op: Op, fill: Callable[[str], object]) -> None:
     fsync_dir(os.path.dirname(full))
 
 
-def op_init_bare(op: Op) -> None:
+def op_init_bare(op: InitBare) -> None:
     _create_repository(op, lambda temp: run(["git", "init", "--bare", "--quiet", temp]))
 
 
-def op_clone_mirror(op: Op) -> None:
+def op_clone_mirror(op: CloneMirror) -> None:
     def fill(temp: str) -> None:
         os.rmdir(temp)
         env = dict(os.environ)
         env.setdefault("GIT_SSH_COMMAND", "ssh -o BatchMode=yes -o ConnectTimeout=15")
         run(
-            ["git", "clone", "--mirror", "--quiet", op["url"], temp],
-            timeout=op.get("timeout", 3600),
+            ["git", "clone", "--mirror", "--quiet", op.url, temp],
+            timeout=op.timeout,
             env=env,
             killable=True,
         )
@@ -132,4 +131,9 @@ def op_clone_mirror(op: Op) -> None:
     _create_repository(op, fill)
 
 
-OPS = {"init_bare": op_init_bare, "clone_mirror": op_clone_mirror}
+OPS = dict(
+    [
+        handler(InitBare, op_init_bare),
+        handler(CloneMirror, op_clone_mirror),
+    ]
+)

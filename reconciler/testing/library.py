@@ -21,7 +21,8 @@ def install_server_library(
     the commands apply installs run by the server's python3); returns the hook stub
     for that home."""
     transport = LocalTransport("local", home)
-    payload = {"actions": [[install_library_op(runtime=False)]], "repositories": repositories}
+    op = install_library_op(runtime=False).to_json()
+    payload = {"actions": [[op]], "repositories": repositories}
     done = run_program(transport, "execute", [], payload, timeout=120, python=python)
     answer = json.loads(done.stdout or b"{}")
     if done.returncode != 0 or answer.get("results") != [{"ok": True, "error": ""}]:

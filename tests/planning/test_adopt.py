@@ -15,6 +15,7 @@ from reconciler.facts import Facts, parse_server_facts
 from reconciler.planning import PlanContext, PlanOptions, make_plan
 from reconciler.planning.model import Plan
 from reconciler.refs import RefReport
+from reconciler.server.ops import RemoveRemote, SetRemote
 from tests.planning.test_planner import CLUSTER, HEAD, HOST_A, HOST_B, base_facts, plan_lines
 
 # Made with ssh-keygen; the fingerprints are what `ssh-keygen -l` printed for them.
@@ -167,13 +168,8 @@ def test_recipe_remotes_are_taken_over_with_replace_foreign(desired: Any) -> Non
     ]
     # Renamed and normalised: the managed remote is written, then the old section goes.
     assert plan.actions[0].ops == (
-        {
-            "op": "set_remote",
-            "repo": "repositories/product.git",
-            "name": "b",
-            "url": "ssh://git@b.example/product.git",
-        },
-        {"op": "remove_remote", "repo": "repositories/product.git", "name": "mirror-server"},
+        SetRemote("repositories/product.git", "b", "ssh://git@b.example/product.git"),
+        RemoveRemote("repositories/product.git", "mirror-server"),
     )
 
 

@@ -14,11 +14,12 @@ from reconciler.facts import Facts
 from reconciler.planning import Phase, PlanContext, make_plan
 from reconciler.planning.model import Action
 from reconciler.server.library import RUNTIME_BIN
+from reconciler.server.ops import AdminUpdate, CreateGitUser, GitosisInit, Op
 from reconciler.server_library import install_library_op, library_version
-from tests.planning.test_planner import HOST_B, build_context
+from tests.planning.test_planner import ALICE, HOST_B, build_context
 
 
-def ops_of(actions: list[Action], server: str, subject: str) -> list[dict[str, Any]]:
+def ops_of(actions: list[Action], server: str, subject: str) -> list[Op]:
     return [op for a in actions if a.server == server and a.subject == subject for op in a.ops]
 
 
@@ -39,7 +40,7 @@ def test_missing_git_user_is_created_first_and_alone(desired: Any) -> None:
     plan = make_plan(PlanContext(desired, facts, ctx.checkout, ctx.options, ctx.refs))
     mine = [a for a in plan.actions if a.server == "b"]
     assert [(a.subject, a.kind, a.target, a.phase, a.ops) for a in mine] == [
-        ("bootstrap", "create", "git", Phase.BOOTSTRAP, ({"op": "create_git_user", "user": "git"},))
+        ("bootstrap", "create", "git", Phase.BOOTSTRAP, (CreateGitUser("git"),))
     ]
     # b's host key came with the connection: a keeps (or gets) its line, no warning.
     assert not [n for n in plan.notes if n.level in ("warning", "error", "conflict")], plan.notes
@@ -54,10 +55,10 @@ def test_no_gitosis_gets_the_runtime_and_init_runs_from_it(desired: Any) -> None
     assert ops_of(list(plan.actions), "b", "library") == [install_library_op(runtime=True)]
     install = next(a for a in plan.actions if a.subject == "library")
     assert install.phase == Phase.BOOTSTRAP and install.kind == "create"
-    admin = ops_of(list(plan.actions), "b", "admin")
-    assert admin[0]["op"] == "gitosis_init"
-    assert admin[0]["command"] == f"{RUNTIME_BIN}/gitosis-init"
-    assert admin[1]["init_command"] == f"{RUNTIME_BIN}/gitosis-init"
+    init, update = ops_of(list(plan.actions), "b", "admin")
+    assert init == GitosisInit(ALICE, command=f"{RUNTIME_BIN}/gitosis-init")
+    assert isinstance(update, AdminUpdate)
+    assert update.init_command == f"{RUNTIME_BIN}/gitosis-init"
     assert not ops_of(list(plan.actions), "a", "library")
 
 
@@ -69,7 +70,7 @@ def test_gitosis_on_path_is_used_as_it_is(desired: Any) -> None:
     plan = make_plan(build_context(desired, {"b": original_gitosis}, {}))
     assert not ops_of(list(plan.actions), "b", "library")
     admin = ops_of(list(plan.actions), "b", "admin")
-    assert admin[0]["op"] == "gitosis_init" and admin[0]["command"] is None
+    assert admin[0] == GitosisInit(ALICE, command=None)
 
 
 def test_runtime_upgrade_and_current_runtime(desired: Any) -> None:

@@ -1,9 +1,12 @@
-"""The pure planner, table-driven: desired state and facts in, plan lines out."""
+"""The pure planner, table-driven: facts in, actions with their typed ops out, compared
+as values."""
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -17,6 +20,18 @@ from reconciler.planning.context import settings_text
 from reconciler.planning.model import Plan
 from reconciler.refs import RefReport
 from reconciler.server.hooks import stub
+from reconciler.server.ops import (
+    AdminUpdate,
+    CloneMirror,
+    EditLines,
+    InitBare,
+    InstallHook,
+    KeepFile,
+    Keygen,
+    RemoveRemote,
+    SetRemote,
+    WriteFile,
+)
 from reconciler.server_library import library_version
 
 ALICE = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHf3QMiW3/6ah4NlkiVbguIO9g4LWCSqJBKVJOG6lKhv alice"
@@ -201,139 +216,266 @@ def unmanaged_repo(data: dict[str, Any]) -> None:
     data["repositories"]["scratch"] = copy.deepcopy(data["repositories"]["product"])
 
 
-CASES: dict[str, tuple[dict[str, Any], dict[str, str], list[str], int]] = {
-    # name: (mutations per server, checkout relations, expected lines, exit code)
-    "converged": ({}, {}, ["Plan: 0 to create, 0 to change, 0 to remove, 0 conflicts"], 0),
-    "fresh server b": (
+PRODUCT = "repositories/product.git"
+ADMIN_REPO = "repositories/gitosis-admin.git"
+PRODUCT_AT_A = "ssh://git@a.example:2222/product.git"
+PRODUCT_AT_B = "ssh://git@b.example/product.git"
+
+
+def hook(server: str, repository: str, expect: str | None) -> InstallHook:
+    """The stub install a planner makes on ``server`` (home /home/SERVER)."""
+    return InstallHook(
+        f"repositories/{repository}.git/hooks/post-receive",
+        stub(f"/home/{server}").decode(),
+        library_version(),
+        expect_sha256=expect,
+    )
+
+
+def admin_update(old: str) -> AdminUpdate:
+    return AdminUpdate(ADMIN_REPO, "master", "@HEAD", "@BUNDLE", old=old, pubkey=ALICE)
+
+
+@dataclasses.dataclass(frozen=True)
+class SettingsOf:
+    """In a table: the replication settings file of a server, rendered from the
+    desired state when the test runs."""
+
+    server: str
+
+    def op(self, desired: Any) -> WriteFile:
+        path = "repositories/.reconciler/replication.json"
+        return WriteFile(path, settings_text(desired, self.server), mode=0o644)
+
+
+# (server, symbol, description, ops): an action as a value.
+Row = tuple[str, str, str, tuple[Any, ...]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    facts: dict[str, Callable[[dict[str, Any]], None]]  # mutations of the converged facts
+    actions: tuple[Row, ...]
+    summary: str
+    code: int
+    notes: tuple[str, ...] = ()  # "server: level: message" (unmanaged: the target)
+    relations: dict[str, str] = dataclasses.field(default_factory=dict)
+
+
+CASES: dict[str, Case] = {
+    "converged": Case({}, (), "0 to create, 0 to change, 0 to remove, 0 conflicts", 0),
+    "fresh server b": Case(
         {"b": fresh},
-        {"b": "unknown"},
-        [
-            "b: + generate the server key ~/.ssh/id_ed25519 (git@b)",
-            "b: ~ adopt gitosis-admin: replace gitosis-init's single commit 999999999999",
-            "b: + known_hosts: add a",
-            "b: + replication settings repositories/.reconciler/replication.json",
-            "b: + clone repository product from a",
-            "b: + product: add remote a -> ssh://git@a.example:2222/product.git",
-            "b: + gitosis-admin: install the replication hook",
-            "b: + product: install the replication hook",
-            "Plan: 7 to create, 1 to change, 0 to remove, 0 conflicts",
-        ],
+        (
+            ("b", "+", "generate the server key ~/.ssh/id_ed25519 (git@b)", (Keygen("git@b"),)),
+            (
+                "b",
+                "~",
+                "adopt gitosis-admin: replace gitosis-init's single commit 999999999999",
+                (admin_update("9" * 40),),
+            ),
+            (
+                "b",
+                "+",
+                "known_hosts: add a",
+                (EditLines(".ssh/known_hosts", add=(f"[a.example]:2222 {HOST_A} reconciler:a",)),),
+            ),
+            (
+                "b",
+                "+",
+                "replication settings repositories/.reconciler/replication.json",
+                (SettingsOf("b"),),
+            ),
+            ("b", "+", "clone repository product from a", (CloneMirror(PRODUCT, PRODUCT_AT_A),)),
+            (
+                "b",
+                "+",
+                f"product: add remote a -> {PRODUCT_AT_A}",
+                (SetRemote(PRODUCT, "a", PRODUCT_AT_A),),
+            ),
+            (
+                "b",
+                "+",
+                "gitosis-admin: install the replication hook",
+                (hook("b", "gitosis-admin", "absent"),),
+            ),
+            ("b", "+", "product: install the replication hook", (hook("b", "product", "absent"),)),
+        ),
+        "7 to create, 1 to change, 0 to remove, 0 conflicts",
         2,
+        relations={"b": "unknown"},
     ),
-    "foreign hook is a conflict": (
+    "foreign hook is a conflict": Case(
         {"a": foreign_hook},
-        {},
-        [
+        (),
+        "0 to create, 0 to change, 0 to remove, 1 conflict",
+        3,
+        notes=(
             "a: conflict: product: hooks/post-receive is not the replication hook; "
             "merge it by hand or apply with --replace-foreign",
-            "Plan: 0 to create, 0 to change, 0 to remove, 1 conflict",
-        ],
-        3,
+        ),
     ),
-    "old hook of ours is updated": (
+    "old hook of ours is updated": Case(
         {"a": old_hook},
-        {},
-        [
-            "a: ~ product: update the replication hook (mode 755)",
-            "Plan: 0 to create, 1 to change, 0 to remove, 0 conflicts",
-        ],
+        (
+            (
+                "a",
+                "~",
+                "product: update the replication hook (mode 755)",
+                (hook("a", "product", "e" * 64),),
+            ),
+        ),
+        "0 to create, 1 to change, 0 to remove, 0 conflicts",
         2,
     ),
-    "foreign remote is a conflict": (
+    "foreign remote is a conflict": Case(
         {"a": foreign_remote},
-        {},
-        [
-            "a: conflict: product: remote b points to /elsewhere, "
-            "not ssh://git@b.example/product.git, and was not written by reconcile; "
-            "fix it or apply with --replace-foreign",
-            "Plan: 0 to create, 0 to change, 0 to remove, 1 conflict",
-        ],
+        (),
+        "0 to create, 0 to change, 0 to remove, 1 conflict",
         3,
+        notes=(
+            "a: conflict: product: remote b points to /elsewhere, "
+            f"not {PRODUCT_AT_B}, and was not written by reconcile; "
+            "fix it or apply with --replace-foreign",
+        ),
     ),
-    "manual recipe remote with the right URL is adopted": (
+    "manual recipe remote with the right URL is adopted": Case(
         {"a": manual_remote},
-        {},
-        [
-            "a: ~ product: adopt remote b -> ssh://git@b.example/product.git",
-            "Plan: 0 to create, 1 to change, 0 to remove, 0 conflicts",
-        ],
+        (
+            (
+                "a",
+                "~",
+                f"product: adopt remote b -> {PRODUCT_AT_B}",
+                (SetRemote(PRODUCT, "b", PRODUCT_AT_B),),
+            ),
+        ),
+        "0 to create, 1 to change, 0 to remove, 0 conflicts",
         2,
     ),
-    "dropped server loses remotes and known_hosts, foreign ones stay": (
+    "dropped server loses remotes and known_hosts, foreign ones stay": Case(
         {"a": dropped_server},
-        {},
-        [
-            "a: ~ known_hosts: remove old",
-            "a: - product: remove remote old (server left the cluster)",
+        (
+            (
+                "a",
+                "~",
+                "known_hosts: remove old",
+                (EditLines(".ssh/known_hosts", remove=(f"old.example {HOST_B} reconciler:old",)),),
+            ),
+            (
+                "a",
+                "-",
+                "product: remove remote old (server left the cluster)",
+                (RemoveRemote(PRODUCT, "old"),),
+            ),
+        ),
+        "0 to create, 1 to change, 1 to remove, 0 conflicts",
+        2,
+        notes=(
             "a: warning: product: foreign remote backup (/backup/product.git) left alone; "
             "to remove it, run as the git user on a: "
             "git --git-dir /home/a/repositories/product.git remote remove backup",
-            "Plan: 0 to create, 1 to change, 1 to remove, 0 conflicts",
-        ],
-        2,
+        ),
     ),
-    "repository missing on one server is cloned from the other": (
+    "repository missing on one server is cloned from the other": Case(
         {"b": missing_repo},
-        {},
-        [
-            "b: + clone repository product from a",
-            "b: + product: add remote a -> ssh://git@a.example:2222/product.git",
-            "b: + product: install the replication hook",
-            "Plan: 3 to create, 0 to change, 0 to remove, 0 conflicts",
-        ],
+        (
+            ("b", "+", "clone repository product from a", (CloneMirror(PRODUCT, PRODUCT_AT_A),)),
+            (
+                "b",
+                "+",
+                f"product: add remote a -> {PRODUCT_AT_A}",
+                (SetRemote(PRODUCT, "a", PRODUCT_AT_A),),
+            ),
+            ("b", "+", "product: install the replication hook", (hook("b", "product", "absent"),)),
+        ),
+        "3 to create, 0 to change, 0 to remove, 0 conflicts",
         2,
     ),
-    "repository missing everywhere is created empty": (
+    "repository missing everywhere is created empty": Case(
         {"a": missing_repo, "b": missing_repo},
-        {},
-        [
-            "a: + create empty repository product",
-            "a: + product: add remote b -> ssh://git@b.example/product.git",
-            "a: + product: install the replication hook",
-            "b: + create empty repository product",
-            "b: + product: add remote a -> ssh://git@a.example:2222/product.git",
-            "b: + product: install the replication hook",
-            "Plan: 6 to create, 0 to change, 0 to remove, 0 conflicts",
-        ],
+        (
+            ("a", "+", "create empty repository product", (InitBare(PRODUCT),)),
+            (
+                "a",
+                "+",
+                f"product: add remote b -> {PRODUCT_AT_B}",
+                (SetRemote(PRODUCT, "b", PRODUCT_AT_B),),
+            ),
+            ("a", "+", "product: install the replication hook", (hook("a", "product", "absent"),)),
+            ("b", "+", "create empty repository product", (InitBare(PRODUCT),)),
+            (
+                "b",
+                "+",
+                f"product: add remote a -> {PRODUCT_AT_A}",
+                (SetRemote(PRODUCT, "a", PRODUCT_AT_A),),
+            ),
+            ("b", "+", "product: install the replication hook", (hook("b", "product", "absent"),)),
+        ),
+        "6 to create, 0 to change, 0 to remove, 0 conflicts",
         2,
     ),
-    "unmanaged repository is listed, not touched": (
+    "unmanaged repository is listed, not touched": Case(
         {"a": unmanaged_repo},
-        {},
-        ["a: unmanaged: scratch", "Plan: 0 to create, 0 to change, 0 to remove, 0 conflicts"],
+        (),
+        "0 to create, 0 to change, 0 to remove, 0 conflicts",
         0,
+        notes=("a: unmanaged: scratch",),
     ),
-    "admin ahead of the checkout is an error": (
+    "admin ahead of the checkout is an error": Case(
         {},
-        {"a": "ahead"},
-        [
+        (),
+        "0 to create, 0 to change, 0 to remove, 0 conflicts, 1 error",
+        1,
+        notes=(
             "a: error: gitosis-admin on a is ahead of the admin checkout (at 111111111111); "
             "reconcile apply fast-forwards the checkout to it and sends it to every server "
             "(or pull it into the checkout by hand and run again)",
-            "Plan: 0 to create, 0 to change, 0 to remove, 0 conflicts, 1 error",
-        ],
-        1,
+        ),
+        relations={"a": "ahead"},
     ),
-    "admin with unrelated history is refused": (
+    "admin with unrelated history is refused": Case(
         {},
-        {"b": "unknown"},
-        [
+        (),
+        "0 to create, 0 to change, 0 to remove, 0 conflicts, 1 error",
+        1,
+        notes=(
             "b: error: gitosis-admin on b holds history unrelated to the admin checkout "
             "(at 111111111111); refusing to overwrite it",
-            "Plan: 0 to create, 0 to change, 0 to remove, 0 conflicts, 1 error",
-        ],
-        1,
+        ),
+        relations={"b": "unknown"},
     ),
-    "admin behind is fast-forwarded": (
+    "admin behind is fast-forwarded": Case(
         {},
-        {"b": "behind"},
-        [
-            "b: ~ fast-forward gitosis-admin from 111111111111",
-            "Plan: 0 to create, 1 to change, 0 to remove, 0 conflicts",
-        ],
+        (
+            (
+                "b",
+                "~",
+                "fast-forward gitosis-admin from 111111111111",
+                (admin_update("1" * 40),),
+            ),
+        ),
+        "0 to create, 1 to change, 0 to remove, 0 conflicts",
         2,
+        relations={"b": "behind"},
     ),
 }
+
+
+def action_rows(plan: Plan) -> list[Row]:
+    return [(a.server, a.symbol, a.description, a.ops) for a in plan.actions]
+
+
+def table_rows(rows: tuple[Row, ...], desired: Any) -> list[Row]:
+    """The table's rows with its markers (``SettingsOf``) made ops."""
+    return [
+        (
+            server,
+            symbol,
+            text,
+            tuple(op.op(desired) if isinstance(op, SettingsOf) else op for op in ops),
+        )
+        for server, symbol, text, ops in rows
+    ]
 
 
 def plan_lines(plan: Plan) -> list[str]:
@@ -383,10 +525,12 @@ def settled_checkout(desired: Any, facts: Facts) -> CheckoutFacts:
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_plan(desired: Any, case: str) -> None:
-    mutations, relations, expected, code = CASES[case]
-    plan = make_plan(build_context(desired, mutations, relations))
-    assert plan_lines(plan) == expected
-    assert plan.exit_code() == code
+    """Facts in; the actions, with their ops, compared as values."""
+    expected = CASES[case]
+    plan = make_plan(build_context(desired, expected.facts, expected.relations))
+    assert action_rows(plan) == table_rows(expected.actions, desired)
+    assert plan_lines(plan)[len(plan.actions) :] == [*expected.notes, f"Plan: {expected.summary}"]
+    assert plan.exit_code() == expected.code
 
 
 def test_replace_foreign_flag_replaces(desired: Any) -> None:
@@ -398,16 +542,19 @@ def test_replace_foreign_flag_replaces(desired: Any) -> None:
         "keeping it as hooks/post-receive.foreign-20250102T030405"
     )
     # The copy is made first, of exactly the hook seen, and only that hook is replaced.
-    keep, write = plan.actions[0].ops
-    assert keep == {
-        "op": "keep_file",
-        "path": "repositories/product.git/hooks/post-receive",
-        "to": "repositories/product.git/hooks/post-receive.foreign-20250102T030405",
-        "expect_sha256": "f" * 64,
-    }
-    assert write["op"] == "install_hook" and write["expect_sha256"] == "f" * 64
-    assert write["content"].encode() == stub("/home/a")
-    assert write["library"] == library_version()
+    assert plan.actions[0].ops == (
+        KeepFile(
+            "repositories/product.git/hooks/post-receive",
+            "repositories/product.git/hooks/post-receive.foreign-20250102T030405",
+            expect_sha256="f" * 64,
+        ),
+        InstallHook(
+            "repositories/product.git/hooks/post-receive",
+            stub("/home/a").decode(),
+            library_version(),
+            expect_sha256="f" * 64,
+        ),
+    )
 
 
 def test_unreachable_server_is_an_error_and_peers_still_planned(desired: Any) -> None:

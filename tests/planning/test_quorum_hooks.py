@@ -9,19 +9,16 @@ import pytest
 
 from reconciler.desired import load
 from reconciler.planning import make_plan
+from reconciler.server.ops import RemoveSymlink, SetConfig, Symlink
 from tests.planning.test_planner import CLUSTER, build_context
 
 REPO = "repositories/product.git"
 REFS = ["refs/heads/", "refs/tags/", "refs/notes/"]
-LINK = {"op": "symlink", "path": f"{REPO}/hooks/proc-receive", "target": "post-receive"}
-UNLINK = {**LINK, "op": "remove_symlink"}
-CONFIG = {"op": "set_config", "repo": REPO, "key": "receive.procReceiveRefs", "values": REFS}
-UNSET = {**CONFIG, "values": []}
-OLD = {
-    "op": "remove_symlink",
-    "path": f"{REPO}/hooks/reference-transaction",
-    "target": "post-receive",
-}
+LINK = Symlink(f"{REPO}/hooks/proc-receive", "post-receive")
+UNLINK = RemoveSymlink(LINK.path, LINK.target)
+CONFIG = SetConfig(REPO, "receive.procReceiveRefs", tuple(REFS))
+UNSET = SetConfig(REPO, "receive.procReceiveRefs", ())
+OLD = RemoveSymlink(f"{REPO}/hooks/reference-transaction", "post-receive")
 
 
 def product(**facts: Any) -> Any:

@@ -10,6 +10,7 @@ from reconciler.facts import Facts, parse_server_facts
 from reconciler.planning import PlanContext, PlanOptions
 from reconciler.planning.refs import plan_refs
 from reconciler.refs import RefReport, RefState, classify
+from reconciler.server.ops import DrainQueue, PushRefs
 from tests.planning.test_planner import base_facts, settled_checkout
 from tests.planning.test_planner import desired as desired
 
@@ -67,14 +68,15 @@ def test_behind_is_pushed_from_the_tip_with_the_target_value_as_lease(desired: A
     assert not notes
     [action] = actions
     assert action.server == "a"
-    assert action.ops[0]["updates"] == [[MAIN, A, B]]  # compare-and-swap on b's value
-    assert action.ops[0]["peer"] == "b"
+    # compare-and-swap on b's value
+    assert action.ops == (PushRefs("repositories/product.git", "b", ((MAIN, A, B),)),)
 
 
 def test_missing_is_created_with_an_empty_lease(desired: Any) -> None:
     ctx = context(desired, [RefState("product", MAIN, {"a": None, "b": B}, B)], {})
     [action], _ = plan_refs(ctx)
-    assert action.server == "b" and action.ops[0]["updates"] == [[MAIN, B, ""]]
+    assert action.server == "b"
+    assert action.ops == (PushRefs("repositories/product.git", "a", ((MAIN, B, ""),)),)
 
 
 def test_diverged_is_a_conflict_and_nothing_is_pushed(desired: Any) -> None:
@@ -113,7 +115,8 @@ def test_queued_deletion_is_delivered_while_the_peer_holds_the_old_value(desired
     actions, notes = plan_refs(ctx)
     assert not notes
     [delete] = [a for a in actions if a.subject == "ref"]
-    assert delete.server == "a" and delete.ops[0]["updates"] == [[MAIN, "", A]]
+    assert delete.server == "a"
+    assert delete.ops == (PushRefs("repositories/product.git", "b", ((MAIN, "", A),)),)
 
 
 def test_queued_deletion_never_deletes_a_moved_ref(desired: Any) -> None:
@@ -134,4 +137,6 @@ def test_entries_of_settled_refs_are_drained_and_others_kept(desired: Any) -> No
         desired, [RefState("product", MAIN, {"a": B, "b": A}, B)], {"a": [settled, open_entry]}
     )
     drains = [a for a in plan_refs(ctx)[0] if a.subject == "queue"]
-    assert [d.ops[0]["files"] for d in drains] == [["1-done.json"]]
+    assert [d.ops for d in drains] == [
+        (DrainQueue("repositories", ("1-done.json",), ".reconciler/queue"),)
+    ]

@@ -1,4 +1,5 @@
-"""Repository settings, table-driven: cluster.d/ and gathered facts in, actions out.
+"""Repository settings, table-driven: cluster.d/ and gathered facts in, actions with
+their typed ops out, compared as values.
 
 The expected files are what gitosis writes for the rendered gitosis.conf once the
 planned repositories exist (reconciler.gitosis.repositories, GITOSIS.md).
@@ -21,6 +22,7 @@ from reconciler.planning import PlanContext, PlanOptions, make_plan
 from reconciler.planning.model import Action
 from reconciler.planning.repository_settings import gather_request
 from reconciler.refs import RefReport
+from reconciler.server.ops import Op, RemoveFile, WriteFile
 from tests.planning.test_planner import ALICE, base_facts, settled_checkout
 
 LISTED = "product.git Alice+Smith\ntools%2Fbuild.git\n"
@@ -133,23 +135,43 @@ def plain_dir(name: str) -> Mutation:
     return mutate
 
 
-CASES: dict[str, tuple[dict[str, dict[str, Any]], dict[str, Mutation], list[str]]] = {
-    # name: (cluster.d/ repositories, facts mutations per server, expected lines)
+# (server, symbol, description, ops): an action as a value.
+Row = tuple[str, str, str, tuple[Op, ...]]
+
+
+def describe(name: str, text: str, where: str | None = None) -> WriteFile:
+    return WriteFile(f"repositories/{where or name + '.git'}/description", f"{text}\n")
+
+
+def export(name: str) -> WriteFile:
+    return WriteFile(f"repositories/{name}.git/git-daemon-export-ok", "", mode=0o644)
+
+
+def unexport(name: str) -> RemoveFile:
+    return RemoveFile(f"repositories/{name}.git/git-daemon-export-ok")
+
+
+def projects(text: str) -> WriteFile:
+    return WriteFile("gitosis/projects.list", text, mode=0o644)
+
+
+CASES: dict[str, tuple[dict[str, dict[str, Any]], dict[str, Mutation], list[Row]]] = {
+    # name: (cluster.d/ repositories, facts mutations per server, expected actions as values)
     "converged": (SETTINGS, {"a": listed(LISTED), "b": listed(LISTED)}, []),
     "repositories apply just created": (
         SETTINGS,
         {"a": listed(LISTED), "b": just_created},
         [
-            "b: + docs: description 'Docs'",
-            "b: ~ gitweb's projects.list: 2 repositories listed",
-            "b: + product: description 'The product'",
-            "b: + product: git-daemon-export-ok (daemon = yes)",
+            ("b", "+", "docs: description 'Docs'", (describe("docs", "Docs"),)),
+            ("b", "~", "gitweb's projects.list: 2 repositories listed", (projects(LISTED),)),
+            ("b", "+", "product: description 'The product'", (describe("product", "The product"),)),
+            ("b", "+", "product: git-daemon-export-ok (daemon = yes)", (export("product"),)),
         ],
     ),
     "git's default description is replaced": (
         SETTINGS,
         {"a": both(listed(LISTED), default_description), "b": listed(LISTED)},
-        ["a: ~ product: description 'The product'"],
+        [("a", "~", "product: description 'The product'", (describe("product", "The product"),))],
     ),
     "a description dropped from cluster.d/ is left as it is, as gitosis does": (
         {**SETTINGS, "product": {**SETTINGS["product"], "description": None}},
@@ -159,17 +181,24 @@ CASES: dict[str, tuple[dict[str, dict[str, Any]], dict[str, Mutation], list[str]
     "daemon: false removes the export flag": (
         SETTINGS,
         {"a": both(listed(LISTED), flag("docs", True)), "b": listed(LISTED)},
-        ["a: - docs: remove git-daemon-export-ok (daemon is off)"],
+        [("a", "-", "docs: remove git-daemon-export-ok (daemon is off)", (unexport("docs"),))],
     ),
     "daemon not set removes the export flag (gitosis's default is off)": (
         SETTINGS,
         {"a": both(listed(LISTED), flag("tools/build", True)), "b": listed(LISTED)},
-        ["a: - tools/build: remove git-daemon-export-ok (daemon is off)"],
+        [
+            (
+                "a",
+                "-",
+                "tools/build: remove git-daemon-export-ok (daemon is off)",
+                (unexport("tools/build"),),
+            )
+        ],
     ),
     "daemon: true creates a missing export flag": (
         SETTINGS,
         {"a": both(listed(LISTED), flag("product", False)), "b": listed(LISTED)},
-        ["a: + product: git-daemon-export-ok (daemon = yes)"],
+        [("a", "+", "product: git-daemon-export-ok (daemon = yes)", (export("product"),))],
     ),
     "an unmanaged repository's export flag goes, as at gitosis's next admin push": (
         SETTINGS,
@@ -177,7 +206,14 @@ CASES: dict[str, tuple[dict[str, dict[str, Any]], dict[str, Mutation], list[str]
             "a": both(listed(LISTED), unmanaged("scratch"), flag("scratch", True)),
             "b": listed(LISTED),
         },
-        ["a: - scratch: remove git-daemon-export-ok (not in cluster.d/; gitosis removes it too)"],
+        [
+            (
+                "a",
+                "-",
+                "scratch: remove git-daemon-export-ok (not in cluster.d/; gitosis removes it too)",
+                (unexport("scratch"),),
+            )
+        ],
     ),
     "an unmanaged repository without the flag is not touched": (
         SETTINGS,
@@ -187,17 +223,17 @@ CASES: dict[str, tuple[dict[str, dict[str, Any]], dict[str, Mutation], list[str]
     "gitweb: false takes the line out of projects.list": (
         SETTINGS,
         {"a": listed(LISTED + "docs.git\n"), "b": listed(LISTED)},
-        ["a: ~ gitweb's projects.list: 2 repositories listed"],
+        [("a", "~", "gitweb's projects.list: 2 repositories listed", (projects(LISTED),))],
     ),
     "a repository dropped from cluster.d/ leaves projects.list": (
         SETTINGS,
         {"a": both(listed(LISTED + "old.git\n"), unmanaged("old")), "b": listed(LISTED)},
-        ["a: ~ gitweb's projects.list: 2 repositories listed"],
+        [("a", "~", "gitweb's projects.list: 2 repositories listed", (projects(LISTED),))],
     ),
     "a missing projects.list is written": (
         SETTINGS,
         {"a": listed(None), "b": listed(LISTED)},
-        ["a: + gitweb's projects.list: 2 repositories listed"],
+        [("a", "+", "gitweb's projects.list: 2 repositories listed", (projects(LISTED),))],
     ),
     "a missing projects.list with nothing to list is the same as an empty one": (
         {"product": {"description": "The product"}},
@@ -207,7 +243,7 @@ CASES: dict[str, tuple[dict[str, dict[str, Any]], dict[str, Mutation], list[str]
     "nothing listed empties projects.list": (
         {"product": {"gitweb": False}},
         {"a": listed("product.git\n"), "b": listed(None)},
-        ["a: ~ gitweb's projects.list: 0 repositories listed"],
+        [("a", "~", "gitweb's projects.list: 0 repositories listed", (projects(""),))],
     ),
     "gitosis 0.3's Python 2 quoting of ~ is in sync too": (
         {"product": {"owner": "al~ice", "gitweb": True}},
@@ -217,19 +253,29 @@ CASES: dict[str, tuple[dict[str, dict[str, Any]], dict[str, Mutation], list[str]
     "an owner change rewrites projects.list": (
         {"product": {"owner": "Bob", "gitweb": True}},
         {"a": listed("product.git Alice\n"), "b": listed("product.git Bob\n")},
-        ["a: ~ gitweb's projects.list: 1 repository listed"],
+        [
+            (
+                "a",
+                "~",
+                "gitweb's projects.list: 1 repository listed",
+                (projects("product.git Bob\n"),),
+            )
+        ],
     ),
     "a directory named like the repository wins, as in gitosis": (
         {"proj": {"description": "P", "gitweb": True}, "proj/sub": {}},
         {"a": both(listed("proj\n"), plain_dir("proj")), "b": listed("proj\n")},
-        ["a: + proj: description 'P'", "b: + proj: description 'P'"],
+        [
+            ("a", "+", "proj: description 'P'", (describe("proj", "P", where="proj"),)),
+            ("b", "+", "proj: description 'P'", (describe("proj", "P", where="proj"),)),
+        ],
     ),
 }
 
 
-def setting_lines(actions: tuple[Action, ...]) -> list[str]:
+def setting_rows(actions: tuple[Action, ...]) -> list[Row]:
     return [
-        f"{a.server}: {a.symbol} {a.description}"
+        (a.server, a.symbol, a.description, a.ops)
         for a in actions
         if a.subject == "repository-settings"
     ]
@@ -267,7 +313,7 @@ def test_repository_settings(tmp_path: Path, case: str) -> None:
     servers = converged(desired)
     for name, mutate in mutations.items():
         mutate(servers[name])
-    assert setting_lines(make_plan(context(desired, servers)).actions) == expected
+    assert setting_rows(make_plan(context(desired, servers)).actions) == expected
 
 
 def test_ops_write_what_gitosis_writes(tmp_path: Path) -> None:
@@ -282,31 +328,18 @@ def test_ops_write_what_gitosis_writes(tmp_path: Path) -> None:
         for a in make_plan(context(desired, servers)).actions
         if a.subject == "repository-settings"
     ]
-    assert {a.target: list(a.ops) for a in actions} == {
-        "docs description": [
-            {"op": "write_file", "path": "repositories/docs.git/description", "content": "Docs\n"}
-        ],
-        "product description": [
-            {
-                "op": "write_file",
-                "path": "repositories/product.git/description",
-                "content": "The product\n",
-            }
-        ],
-        "product git-daemon-export-ok": [
-            {
-                "op": "write_file",
-                "path": "repositories/product.git/git-daemon-export-ok",
-                "content": "",
-                "mode": 0o644,
-            }
-        ],
-        "scratch git-daemon-export-ok": [
-            {"op": "remove_file", "path": "repositories/scratch.git/git-daemon-export-ok"}
-        ],
-        "gitosis/projects.list": [
-            {"op": "write_file", "path": "gitosis/projects.list", "content": LISTED, "mode": 0o644}
-        ],
+    assert {a.target: a.ops for a in actions} == {
+        "docs description": (WriteFile("repositories/docs.git/description", "Docs\n"),),
+        "product description": (
+            WriteFile("repositories/product.git/description", "The product\n"),
+        ),
+        "product git-daemon-export-ok": (
+            WriteFile("repositories/product.git/git-daemon-export-ok", "", mode=0o644),
+        ),
+        "scratch git-daemon-export-ok": (
+            RemoveFile("repositories/scratch.git/git-daemon-export-ok"),
+        ),
+        "gitosis/projects.list": (WriteFile("gitosis/projects.list", LISTED, mode=0o644),),
     }
     # The settings run after the repositories are created, in the same phase.
     order = [a.subject for a in make_plan(context(desired, servers)).actions if a.server == "b"]

@@ -27,6 +27,20 @@ from reconciler.planning.known_hosts import desired_lines
 from reconciler.planning.model import Plan
 from reconciler.refs import ZERO, RefReport, classify
 from reconciler.server.hooks import HOOK_MODE, stub
+from reconciler.server.ops import (
+    CloneMirror,
+    DrainQueue,
+    EditLines,
+    InitBare,
+    InstallHook,
+    InstallLibrary,
+    Keygen,
+    Op,
+    PushRefs,
+    RemoveRemote,
+    SetRemote,
+    WriteFile,
+)
 from reconciler.server_library import library_version
 from tests.planning.test_planner import settled_checkout
 
@@ -257,48 +271,46 @@ def simulate(
     desired: Desired,
     raw: dict[str, dict[str, Any]],
     server: str,
-    op: dict[str, Any],
+    op: Op,
     graph: dict[str, set[str]],
     diverged: set[tuple[str, str]],
 ) -> None:
     """Carry out one operation on ``raw`` (checking the no-force property on pushes)."""
     data = raw[server]
-    kind = op["op"]
-    if kind == "keygen":
+    if isinstance(op, Keygen):
         data["server_key"] = f"ssh-ed25519 AAAA git@{server}"
-    elif kind == "edit_lines":
-        assert op["path"] == ".ssh/known_hosts"
-        kept = [line for line in data["known_hosts"] if line.strip() not in set(op["remove"])]
-        kept += [line for line in op["add"] if line not in kept]
+    elif isinstance(op, EditLines):
+        assert op.path == ".ssh/known_hosts"
+        kept = [line for line in data["known_hosts"] if line.strip() not in set(op.remove)]
+        kept += [line for line in op.add if line not in kept]
         data["known_hosts"] = kept
-    elif kind == "install_library":
-        data["library"] = {"version": op["version"], "intact": True}
-    elif kind in ("write_file", "install_hook"):
-        if op["path"].endswith("/hooks/post-receive"):
-            assert kind == "install_hook" and op["library"] == library_version()
-            repo = repository_of(desired, server, op["path"][: -len("/hooks/post-receive")])
-            existing = data["repositories"][repo]["hook"]
-            expect = op.get("expect_sha256")
-            if expect == "absent":
-                assert existing is None
-            elif expect is not None:
-                assert existing is not None and existing["sha256"] == expect
-            digest = hashlib.sha256(op["content"].encode()).hexdigest()
-            data["repositories"][repo]["hook"] = {
-                "mode": HOOK_MODE,
-                "uid": 1000,
-                "sha256": digest,
-                "managed": True,
-            }
-        else:
-            assert op["path"].endswith("replication.json"), op
-            data["settings_text"] = op["content"]
-    elif kind in ("init_bare", "clone_mirror"):
-        repo = repository_of(desired, server, op["path"])
+    elif isinstance(op, InstallLibrary):
+        data["library"] = {"version": op.version, "intact": True}
+    elif isinstance(op, InstallHook):
+        assert op.path.endswith("/hooks/post-receive") and op.library == library_version()
+        repo = repository_of(desired, server, op.path[: -len("/hooks/post-receive")])
+        existing = data["repositories"][repo]["hook"]
+        expect = op.expect_sha256
+        if expect == "absent":
+            assert existing is None
+        elif expect is not None:
+            assert existing is not None and existing["sha256"] == expect
+        digest = hashlib.sha256(op.content.encode()).hexdigest()
+        data["repositories"][repo]["hook"] = {
+            "mode": HOOK_MODE,
+            "uid": 1000,
+            "sha256": digest,
+            "managed": True,
+        }
+    elif isinstance(op, WriteFile):
+        assert op.path.endswith("replication.json"), op
+        data["settings_text"] = op.content
+    elif isinstance(op, InitBare | CloneMirror):
+        repo = repository_of(desired, server, op.path)
         refs: dict[str, str] = {}
-        if kind == "clone_mirror":
+        if isinstance(op, CloneMirror):
             source = next(
-                s for s in raw if s != server and op["url"].startswith(f"ssh://git@{s}.example")
+                s for s in raw if s != server and op.url.startswith(f"ssh://git@{s}.example")
             )
             refs = dict(raw[source]["repositories"][repo]["refs"])
         data["repositories"][repo] = {
@@ -308,19 +320,19 @@ def simulate(
             "hook": None,
             "refs": refs,
         }
-    elif kind == "set_remote":
-        repo = repository_of(desired, server, op["repo"])
-        data["repositories"][repo]["remotes"][op["name"]] = {
-            "url": op["url"],
+    elif isinstance(op, SetRemote):
+        repo = repository_of(desired, server, op.repo)
+        data["repositories"][repo]["remotes"][op.name] = {
+            "url": op.url,
             "fetch": [],
             "managed": True,
         }
-    elif kind == "remove_remote":
-        repo = repository_of(desired, server, op["repo"])
-        del data["repositories"][repo]["remotes"][op["name"]]
-    elif kind == "push_refs":
-        repo = repository_of(desired, server, op["repo"])
-        target = raw[op["peer"]]["repositories"][repo]["refs"]
+    elif isinstance(op, RemoveRemote):
+        repo = repository_of(desired, server, op.repo)
+        del data["repositories"][repo]["remotes"][op.name]
+    elif isinstance(op, PushRefs):
+        repo = repository_of(desired, server, op.repo)
+        target = raw[op.peer]["repositories"][repo]["refs"]
         mine = data["repositories"][repo]["refs"]
         queued = {
             (e["repository"], e["ref"], e["old"], e["peer"])
@@ -328,7 +340,7 @@ def simulate(
             for e in raw[s]["queue"]
             if e["new"].strip("0") == ""
         }
-        for ref, new, expected in op["updates"]:
+        for ref, new, expected in op.updates:
             assert (repo, ref) not in diverged, f"update of diverged {repo} {ref}"
             current = target.get(ref)
             assert (expected or None) == current, f"lease {expected!r} but {current!r}"
@@ -337,13 +349,13 @@ def simulate(
                 assert current is None or current in graph[new], "not a fast-forward"
                 target[ref] = new
             else:
-                assert (repo, ref, expected, op["peer"]) in queued, "deletion nobody queued"
+                assert (repo, ref, expected, op.peer) in queued, "deletion nobody queued"
                 del target[ref]
-    elif kind == "drain_queue":
-        files = set(op["files"])
+    elif isinstance(op, DrainQueue):
+        files = set(op.files)
         data["queue"] = [e for e in data["queue"] if e["file"] not in files]
     else:
-        raise AssertionError(f"unexpected operation {kind}")
+        raise AssertionError(f"unexpected operation {op.KIND}")
 
 
 @settings(
@@ -373,7 +385,7 @@ def test_planner_never_forces_and_converges(
         for action in [a for a in pending if a.phase == phase]:
             attempted.add(_key(action))
             for op in action.ops:
-                simulate(desired, raw, action.server, op, graph, diverged)  # type: ignore[arg-type]
+                simulate(desired, raw, action.server, op, graph, diverged)
         plan = make(desired, raw, graph)
     leftover = [f"{a.server}: {a.description}" for a in plan.actions]
     assert not leftover, leftover

@@ -7,11 +7,13 @@ import base64
 import hashlib
 import os
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from reconciler.server import common, hooks, library
+from reconciler.server.ops import InstallHook, decode
 from reconciler.server_library import install_library_op, library_version
 
 VERSION = library_version()
@@ -55,10 +57,10 @@ def test_installed_whole_checked_and_repaired(home: Path) -> None:
 
 def test_files_that_are_not_the_version_are_refused(home: Path) -> None:
     op = install_library_op(runtime=False)
-    files = dict(op["files"])  # type: ignore[call-overload]
+    files = dict(op.files)
     files["reconciler/server/extra.py"] = base64.b64encode(b"x = 1\n").decode()
     with pytest.raises(common.OpError, match="not version"):
-        library.op_install_library({**op, "files": files})
+        library.op_install_library(replace(op, files=files))
     assert not (home / library.LIBRARY_DIR).exists()
 
 
@@ -98,13 +100,16 @@ def test_a_stub_is_never_written_before_its_library(home: Path) -> None:
     (gitdir / "hooks").mkdir(parents=True)
     whole = b"#!/usr/bin/env python3\n" + hooks.HOOK_MARKER.encode() + b"\n" + b"#" * 40000
     (gitdir / "hooks/post-receive").write_bytes(whole)
-    op = {
-        "op": "install_hook",
-        "path": "repositories/product.git/hooks/post-receive",
-        "content": hooks.stub(str(home)).decode(),
-        "library": VERSION,
-        "expect_sha256": hashlib.sha256(whole).hexdigest(),
-    }
+    op = decode(
+        {
+            "op": "install_hook",
+            "path": "repositories/product.git/hooks/post-receive",
+            "content": hooks.stub(str(home)).decode(),
+            "library": VERSION,
+            "expect_sha256": hashlib.sha256(whole).hexdigest(),
+        }
+    )
+    assert isinstance(op, InstallHook)
     with pytest.raises(common.OpError, match="is not installed"):
         hooks.op_install_hook(op)
     assert (gitdir / "hooks/post-receive").read_bytes() == whole
