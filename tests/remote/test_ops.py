@@ -112,6 +112,15 @@ EXAMPLES: list[tuple[ops.Op, dict[str, Any]]] = [
         {"op": "remove_symlink", "path": "l", "target": "post-receive"},
     ),
     (
+        ops.SetConfig("r", "receive.procReceiveRefs", ("refs/heads/", "refs/tags/")),
+        {
+            "op": "set_config",
+            "repo": "r",
+            "key": "receive.procReceiveRefs",
+            "values": ["refs/heads/", "refs/tags/"],
+        },
+    ),
+    (
         ops.PushRefs("r", "b", (("refs/heads/main", "a" * 40, ""),)),
         {
             "op": "push_refs",
