@@ -78,17 +78,18 @@ from pathlib import Path
 
 from reconciler.server.common import (
     FORMAT_VERSION,
+    OBJECT_ID,
     QUEUE_PATH,
     SETTINGS_PATH,
     bounded,
     drain_lock,
     fsync_dir,
-    kill_group,
+    is_repository,
+    without_repository_env,
 )
 from reconciler.server.hooks import KEPT_HOOK_PREFIX
 from reconciler.server.pushes import record_push
 from reconciler.server.queue import (
-    OBJECT_ID,
     TRANSIENT_REASONS,
     QueueEntry,
     RefUpdate,
@@ -108,9 +109,6 @@ QUORUM_HOOK = "reference-transaction"
 QUORUM_PREFIXES = ("refs/heads/", "refs/tags/", "refs/notes/")  # the replicated refs
 ABORTED_NAMESPACE = "refs/reconciler/aborted/"
 
-# After a kill, the pipes close as soon as the group is gone; wait this long at most.
-REAP_SECONDS = 5.0
-
 # The detached drainer stops starting pushes after this long; what is left stays
 # queued for `reconcile apply`.
 DRAIN_SECONDS = 600.0
@@ -127,21 +125,6 @@ DIVERGED_WHY = ("stale info", "fetch first", "non-fast-forward", "already exists
 # The peer's own compare-and-swap failing: another push moved the ref between its
 # advertisement and our update (two servers replicating the same ref at once).
 MOVED_MEANWHILE_WHY = ("failed to update ref", "cannot lock ref", "failed to lock")
-# Variables that pin git to one repository; a drainer works in several.
-REPOSITORY_ENV = (
-    "GIT_DIR",
-    "GIT_WORK_TREE",
-    "GIT_INDEX_FILE",
-    "GIT_OBJECT_DIRECTORY",
-    "GIT_ALTERNATE_OBJECT_DIRECTORIES",
-    "GIT_QUARANTINE_PATH",
-    "GIT_COMMON_DIR",
-    "GIT_NAMESPACE",
-    "GIT_PREFIX",
-    "GIT_IMPLICIT_WORK_TREE",
-    "GIT_SHALLOW_FILE",
-    "GIT_GRAFT_FILE",
-)
 # gitosis reports a refusal on stderr as LEVEL:LOGGER:MESSAGE before it exits,
 # e.g. "ERROR:gitosis.serve.main:Repository read access denied".
 _GITOSIS_ERROR = re.compile(r"^(?:remote: )?ERROR:gitosis\.[A-Za-z0-9_.]+:\s*(.+)$", re.MULTILINE)
@@ -160,7 +143,7 @@ def repository_name(base: Path, git_dir: Path) -> str:
 
 def repository_dir(base: Path, name: str) -> Path | None:
     for candidate in (base / (name + ".git"), base / name):
-        if (candidate / "HEAD").is_file():
+        if is_repository(str(candidate)):
             return candidate
     return None
 
@@ -245,7 +228,7 @@ def run_bounded(argv: Sequence[str], cwd: Path, env: Mapping[str, str], timeout:
 
 
 def push_environment(environ: Mapping[str, str], settings: Settings) -> dict[str, str]:
-    env = {k: v for k, v in environ.items() if k not in REPOSITORY_ENV}
+    env = without_repository_env(environ)
     env = {k: v for k, v in env.items() if not k.startswith("GIT_PUSH_OPTION")}
     # A local peer's hook inherits this and does not forward the push again.
     env["RECONCILER_REPLICA"] = settings.server
@@ -274,6 +257,19 @@ def remote_names(git_dir: Path, env: Mapping[str, str], timeout: float) -> tuple
         elif key.startswith("remote.") and key.endswith(".url"):
             names.add(key[len("remote.") : -len(".url")])
     return names, ssh_command
+
+
+def peer_environment(
+    git_dir: Path, environ: Mapping[str, str], settings: Settings
+) -> tuple[dict[str, str], set[str]]:
+    """The environment pushes from ``git_dir`` to its peers run in, and the remotes it has."""
+    env = push_environment(environ, settings)
+    env["GIT_DIR"] = str(git_dir)
+    remotes, ssh_command = remote_names(git_dir, env, settings.timeout)
+    if ssh_command and "GIT_SSH_COMMAND" not in environ:
+        # The repository chose its own ssh command; ours would override it.
+        env.pop("GIT_SSH_COMMAND", None)
+    return env, remotes
 
 
 # --- pushing to one peer ----------------------------------------------------------------
@@ -840,18 +836,10 @@ CATCH_UP_WAIT = 30.0  # seconds to wait for the aborted push to release the ref'
 
 
 def _start_catch_up(base: Path, repository: str, environ: Mapping[str, str]) -> None:
-    env = {k: v for k, v in environ.items() if k not in REPOSITORY_ENV}
+    env = without_repository_env(environ)
     env["RECONCILER_REPLICA"] = "catch-up"
-    argv = [sys.executable or "python3", "-I", "-c", DRAINER, _LIBRARY]
     with contextlib.suppress(OSError):
-        subprocess.Popen(
-            [*argv, "--catch-up", str(base), repository],
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        start_detached(["--catch-up", str(base), repository], env)
 
 
 def catch_up(base: Path, repository: str, deadline: float) -> list[str]:
@@ -976,36 +964,22 @@ def run_kept_hook(
         if handle.read(2) != b"#!":
             # exec refuses a script without an interpreter line; git ran it with sh.
             argv = ["/bin/sh", str(path)]
-    process = subprocess.Popen(
+    done = bounded(
         argv,
         cwd=git_dir,
         env=env,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
+        stdin=stdin_text.encode("utf-8"),
+        timeout=settings.timeout,
+        gentle=False,
+        merge_output=True,
     )
-    try:
-        out, _ = process.communicate(stdin_text.encode("utf-8"), timeout=settings.timeout)
-    except subprocess.TimeoutExpired:
-        kill_group(process.pid)
-        try:
-            out, _ = process.communicate(timeout=REAP_SECONDS)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            if process.stdout is not None:
-                process.stdout.close()
-            process.wait(timeout=REAP_SECONDS)
-            out = b""
-        for line in out.decode("utf-8", "replace").splitlines():
-            emit(line)
-        emit(f"kept post-receive hook {path.name} stopped after {settings.timeout:g}s")
-        return
-    for line in out.decode("utf-8", "replace").splitlines():
+    for line in done.stdout.decode("utf-8", "replace").splitlines():
         emit(line)
-    if process.returncode != 0:
+    if done.timed_out:
+        emit(f"kept post-receive hook {path.name} stopped after {settings.timeout:g}s")
+    elif done.returncode != 0:
         emit(
-            f"kept post-receive hook {path.name} exited with {process.returncode} "
+            f"kept post-receive hook {path.name} exited with {done.returncode} "
             "(replication is not affected)"
         )
 
@@ -1020,12 +994,7 @@ def _replicate_now(
     emit: Emit,
     reported: set[str],
 ) -> None:
-    env = push_environment(environ, settings)
-    env["GIT_DIR"] = str(git_dir)
-    remotes, ssh_command = remote_names(git_dir, env, settings.timeout)
-    if ssh_command and "GIT_SSH_COMMAND" not in environ:
-        # The repository chose its own ssh command; ours would override it.
-        env.pop("GIT_SSH_COMMAND", None)
+    env, remotes = peer_environment(git_dir, environ, settings)
 
     def one_peer(peer: str) -> str:
         # Written ahead, so that a hook killed halfway still leaves the update queued.
@@ -1160,14 +1129,18 @@ def _queue_quietly(
 
 
 def start_drainer(base: Path, repository: str, environ: Mapping[str, str]) -> None:
-    """Start a drainer that git does not wait for: own session, no inherited pipes,
-    running this module from the library the hook itself runs from."""
-    env = {k: v for k, v in environ.items() if k not in REPOSITORY_ENV}
-    argv = [sys.executable or "python3", "-I", "-c", DRAINER, _LIBRARY]
+    """Start a drainer that git does not wait for."""
+    env = without_repository_env(environ)
+    start_detached(["--drain", str(base), "--repository", repository], env, cwd=base)
+
+
+def start_detached(args: Sequence[str], env: Mapping[str, str], cwd: Path | None = None) -> None:
+    """Run this module's ``main`` with ``args`` in a process git does not wait for: own
+    session, no inherited pipes, from the library the hook itself runs from."""
     subprocess.Popen(
-        [*argv, "--drain", str(base), "--repository", repository],
-        cwd=base,
-        env=env,
+        [sys.executable or "python3", "-I", "-c", DRAINER, _LIBRARY, *args],
+        cwd=cwd,
+        env=dict(env),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -1290,11 +1263,7 @@ def _drain_group(
         for entry in entries:
             _fail(base, entry, "missing repository", "not on this server")
         return 0
-    env = push_environment(environ, settings)
-    env["GIT_DIR"] = str(git_dir)
-    remotes, ssh_command = remote_names(git_dir, env, settings.timeout)
-    if ssh_command and "GIT_SSH_COMMAND" not in environ:
-        env.pop("GIT_SSH_COMMAND", None)
+    env, remotes = peer_environment(git_dir, environ, settings)
     delivered = 0
     remaining = list(entries)
     while remaining:
