@@ -22,7 +22,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 FORMAT_VERSION = 1
@@ -317,20 +317,15 @@ def atomic_write(path: str | os.PathLike[str], data: bytes, mode: int = 0o644) -
     prefix = "." + os.path.basename(full) + TEMPORARY_MARK
     remove_stale(directory, prefix)
     fd, temp = tempfile.mkstemp(prefix=f"{prefix}{os.getpid()}-", dir=directory)
-    own_temporary(temp)
-    try:
+
+    def write(_temp: str) -> None:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fchmod(handle.fileno(), mode)
             os.fsync(handle.fileno())
-        place(temp, full)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
-        drop_temporary(temp)
-        raise
-    fsync_dir(directory)
+
+    _replace_with(full, temp, write)
 
 
 def atomic_symlink(link: str, path: str | os.PathLike[str]) -> None:
@@ -343,16 +338,22 @@ def atomic_symlink(link: str, path: str | os.PathLike[str]) -> None:
     temp = os.path.join(directory, f"{prefix}{os.getpid()}-link")
     with contextlib.suppress(FileNotFoundError):
         os.unlink(temp)  # this process's own, from a try that failed
+    _replace_with(full, temp, lambda made: os.symlink(link, made))
+
+
+def _replace_with(full: str, temp: str, make: Callable[[str], None]) -> None:
+    """Put what ``make(temp)`` makes at ``full`` in one rename, then sync the directory;
+    a failure on the way leaves nothing at ``temp``."""
     own_temporary(temp)
     try:
-        os.symlink(link, temp)
+        make(temp)
         place(temp, full)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(temp)
         drop_temporary(temp)
         raise
-    fsync_dir(directory)
+    fsync_dir(os.path.dirname(full) or ".")
 
 
 # --- locks -------------------------------------------------------------------------------
