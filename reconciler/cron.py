@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import os
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,10 +26,11 @@ class LockHeld(ReconcilerError):
 @contextlib.contextmanager
 def cron_lock(checkout: Path) -> Iterator[None]:
     """Hold ``reconcile.lock`` in the checkout's git directory; refuse if another run has it."""
+    from reconciler.apply import lock_holder  # the server lock's holder line names it so
+
     git_dir = Path(git.run_git(checkout, "rev-parse", "--absolute-git-dir").strip())
-    who = f"reconcile apply --cron on {socket.gethostname()}"
     try:
-        fd, _waited, _holder = take_lock(str(git_dir / "reconcile.lock"), 0, who)
+        fd, _waited, _holder = take_lock(str(git_dir / "reconcile.lock"), 0, lock_holder(checkout))
     except LockBusy as busy:
         raise LockHeld(
             f"another reconcile apply is running on {checkout} ({busy.holder}); exiting"
