@@ -5,17 +5,14 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import fcntl
 import os
-import socket
-import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from reconciler import git
 from reconciler.errors import ReconcilerError
+from reconciler.server.common import LockBusy, take_lock
 
 if TYPE_CHECKING:
     from reconciler.desired import Desired
@@ -29,26 +26,19 @@ class LockHeld(ReconcilerError):
 @contextlib.contextmanager
 def cron_lock(checkout: Path) -> Iterator[None]:
     """Hold ``reconcile.lock`` in the checkout's git directory; refuse if another run has it."""
+    from reconciler.apply import lock_holder  # the server lock's holder line names it so
+
     git_dir = Path(git.run_git(checkout, "rev-parse", "--absolute-git-dir").strip())
-    path = git_dir / "reconcile.lock"
-    handle = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - held for the whole run
     try:
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "unknown"
-            raise LockHeld(
-                f"another reconcile apply is running on {checkout} ({holder}); exiting"
-            ) from None
-        handle.seek(0)
-        handle.truncate()
-        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime())
-        handle.write(f"pid {os.getpid()} on {socket.gethostname()} since {started}\n")
-        handle.flush()
+        fd, _waited, _holder = take_lock(str(git_dir / "reconcile.lock"), 0, lock_holder(checkout))
+    except LockBusy as busy:
+        raise LockHeld(
+            f"another reconcile apply is running on {checkout} ({busy.holder}); exiting"
+        ) from None
+    try:
         yield
     finally:
-        handle.close()
+        os.close(fd)
 
 
 def fast_forward_checkout(checkout: Path) -> tuple[list[str], list[str]]:
@@ -99,7 +89,7 @@ def catch_up_from_servers(
     fast-forward: servers ahead on different lines are left to the plan, which
     reports them. Returns (log lines, warnings).
     """
-    from reconciler.gather import run_json_program
+    from reconciler.gather import ask_each, run_json_program
 
     root = desired.root
     ours = git.head(root)
@@ -113,14 +103,7 @@ def catch_up_from_servers(
         }
         return dict(run_json_program(transports[name], "gather", payload))
 
-    answers: dict[str, dict[str, Any]] = {}
-    with ThreadPoolExecutor(max_workers=max(1, len(transports))) as pool:
-        futures = {name: pool.submit(ask, name) for name in transports}
-        for name, future in futures.items():
-            try:
-                answers[name] = future.result()
-            except ReconcilerError:
-                continue  # the gather that follows reports the server
+    answers = ask_each(transports, ask)  # the gather that follows reports the others
     warnings: list[str] = []
     ahead: dict[str, str] = {}
     for name, answer in answers.items():

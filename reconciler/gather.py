@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from reconciler.desired import Desired, Server
 from reconciler.errors import ReconcilerError, ServerError
@@ -20,6 +20,7 @@ from reconciler.transport import (
 )
 
 GATHER_TIMEOUT = 300.0
+T = TypeVar("T")
 
 
 def open_transport(server: Server, *, trust_new_host_keys: bool = False) -> Transport:
@@ -84,6 +85,21 @@ def run_json_program(
         raise ServerError(
             transport.server, f"the {name} program's answer is not JSON: {result.stdout[:80]!r}"
         ) from exc
+
+
+def ask_each(servers: Iterable[str], ask: Callable[[str], T]) -> dict[str, T]:
+    """``ask(server)`` for every server at once; the answers of those that gave one (a
+    server that fails with ``ReconcilerError`` is left out, for the caller to report)."""
+    names = list(servers)
+    answers: dict[str, T] = {}
+    with ThreadPoolExecutor(max_workers=max(1, len(names))) as pool:
+        futures = {name: pool.submit(ask, name) for name in names}
+        for name, future in futures.items():
+            try:
+                answers[name] = future.result()
+            except ReconcilerError:
+                continue
+    return answers
 
 
 def program_failure(name: str, returncode: int, stderr: str) -> str:

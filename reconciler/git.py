@@ -13,43 +13,41 @@ import tempfile
 from pathlib import Path
 
 from reconciler.errors import ReconcilerError
-from reconciler.server.common import atomic_write
+from reconciler.server.common import atomic_write, without_repository_env
 
 
 class GitError(ReconcilerError):
     pass
 
 
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    for variable in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE"):
-        env.pop(variable, None)
+def _git(
+    repo: Path, *args: str, stdin: bytes = b"", timeout: float = 600
+) -> subprocess.CompletedProcess[bytes]:
+    """``git -C repo ARGS``, whatever its exit status; a git that cannot start or runs
+    out of time is a ``GitError``."""
+    env = without_repository_env(os.environ)
     env.setdefault("GIT_TERMINAL_PROMPT", "0")
-    return env
-
-
-def run_git(repo: Path, *args: str, stdin: bytes = b"", check: bool = True) -> str:
     try:
-        done = subprocess.run(
+        return subprocess.run(
             ["git", "-C", str(repo), *args],
             input=stdin,
             capture_output=True,
-            env=_env(),
+            env=env,
             check=False,
-            timeout=600,
+            timeout=timeout,
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise GitError(f"{repo}: running git {args[0]} failed: {exc}") from exc
+
+
+def run_git(repo: Path, *args: str, stdin: bytes = b"", check: bool = True) -> str:
+    done = _git(repo, *args, stdin=stdin)
     if check and done.returncode != 0:
         said = " ".join(
             line.strip() for line in done.stderr.decode("utf-8", "replace").splitlines()
         ).strip()
         raise GitError(f"{repo}: git {args[0]} failed: {said or f'exit status {done.returncode}'}")
     return done.stdout.decode("utf-8", "replace")
-
-
-def is_repository(path: Path) -> bool:
-    return run_git(path, "rev-parse", "--git-dir", check=False) != ""
 
 
 def toplevel(path: Path) -> Path | None:
@@ -68,13 +66,7 @@ def current_branch(repo: Path) -> str:
 
 
 def has_commit(repo: Path, sha: str) -> bool:
-    done = subprocess.run(
-        ["git", "-C", str(repo), "cat-file", "-e", f"{sha}^{{commit}}"],
-        capture_output=True,
-        env=_env(),
-        check=False,
-    )
-    return done.returncode == 0
+    return _git(repo, "cat-file", "-e", f"{sha}^{{commit}}").returncode == 0
 
 
 def committed_contents(repo: Path, paths: list[str]) -> dict[str, str | None]:
@@ -82,14 +74,7 @@ def committed_contents(repo: Path, paths: list[str]) -> dict[str, str | None]:
     if not paths or head(repo) is None:
         return dict.fromkeys(paths)
     request = "".join(f"HEAD:{path}\n" for path in paths).encode()
-    out = subprocess.run(
-        ["git", "-C", str(repo), "cat-file", "--batch"],
-        input=request,
-        capture_output=True,
-        env=_env(),
-        check=False,
-        timeout=120,
-    ).stdout
+    out = _git(repo, "cat-file", "--batch", stdin=request, timeout=120).stdout
     contents: dict[str, str | None] = {}
     position = 0
     for path in paths:
@@ -112,13 +97,7 @@ def changed_paths(repo: Path, *pathspecs: str) -> list[str]:
 
 
 def is_ancestor(repo: Path, ancestor: str, descendant: str) -> bool:
-    done = subprocess.run(
-        ["git", "-C", str(repo), "merge-base", "--is-ancestor", ancestor, descendant],
-        capture_output=True,
-        env=_env(),
-        check=False,
-    )
-    return done.returncode == 0
+    return _git(repo, "merge-base", "--is-ancestor", ancestor, descendant).returncode == 0
 
 
 def bundle(repo: Path, ref: str) -> bytes:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import time as clock
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from reconciler.planning.model import Action, Note
@@ -95,16 +95,7 @@ def action_event(action: Action, ok: bool, error: str, now: float) -> LogEvent:
 
 def pending_event(action: Action, now: float) -> LogEvent:
     """An action still planned after apply: the cluster did not converge."""
-    return LogEvent(
-        level="warning",
-        message=action.description,
-        time=now,
-        server=action.server,
-        repository=repository_of(action.subject, action.target),
-        subject=action.subject,
-        action=action.kind,
-        result="pending",
-    )
+    return replace(action_event(action, True, "", now), level="warning", result="pending")
 
 
 def note_event(note: Note, now: float) -> LogEvent:

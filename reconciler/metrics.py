@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
 from reconciler.facts import PushStats
-from reconciler.status import REF_STATES, StatusReport
+from reconciler.status import REF_STATES, PeerQueue, StatusReport
 
 MetricType = Literal["gauge", "counter", "summary"]
 QUANTILES = (0.5, 0.9, 0.99)
@@ -180,6 +180,15 @@ def status_families(report: StatusReport | None, run: RunInfo) -> list[Family]:
     families: list[Family] = []
     if report is not None:
         read = [s for s in report.servers if s.reachable]
+
+        def per_queue(value: Callable[[PeerQueue], float]) -> list[tuple[dict[str, str], float]]:
+            """One sample per (server, peer) replication queue."""
+            return [
+                ({"server": s.server, "peer": peer}, value(q))
+                for s in read
+                for peer, q in sorted(s.queues.items())
+            ]
+
         families += [
             _gauge(
                 "reconcile_server_up",
@@ -222,33 +231,20 @@ def status_families(report: StatusReport | None, run: RunInfo) -> list[Family]:
             _gauge(
                 "reconcile_replication_queue_entries",
                 "Ref updates queued on the server that the peer has not taken.",
-                (
-                    ({"server": s.server, "peer": peer}, q.entries)
-                    for s in read
-                    for peer, q in sorted(s.queues.items())
-                ),
+                per_queue(lambda q: q.entries),
             ),
             _gauge(
                 "reconcile_replication_queue_oldest_age_seconds",
                 "Age of the oldest update queued on the server for the peer (0 when none).",
-                (
-                    (
-                        {"server": s.server, "peer": peer},
-                        0 if q.oldest is None else max(0.0, round(run.finished - q.oldest, 3)),
-                    )
-                    for s in read
-                    for peer, q in sorted(s.queues.items())
+                per_queue(
+                    lambda q: 0 if q.oldest is None else max(0.0, round(run.finished - q.oldest, 3))
                 ),
             ),
             _gauge(
                 "reconcile_replication_queue_review_entries",
                 "Queued updates no retry will deliver (diverged, rejected, missing "
                 "repository): they wait for a person.",
-                (
-                    ({"server": s.server, "peer": peer}, q.needs_review)
-                    for s in read
-                    for peer, q in sorted(s.queues.items())
-                ),
+                per_queue(lambda q: q.needs_review),
             ),
             _gauge(
                 "reconcile_replication_queue_unreadable_files",

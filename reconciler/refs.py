@@ -13,13 +13,12 @@ one ``ancestry`` program per server.
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from reconciler.desired import Desired
-from reconciler.errors import ReconcilerError
 from reconciler.facts import Facts
+from reconciler.gather import ask_each, run_json_program
 from reconciler.transport import Transport
 
 ZERO = "0" * 40
@@ -100,8 +99,6 @@ def classify(
 
 
 def _run(transport: Transport, desired: Desired, payload: dict[str, Any]) -> Any:
-    from reconciler.gather import run_json_program
-
     server = desired.servers[transport.server]
     return run_json_program(transport, "gather", {"repositories": server.repositories, **payload})
 
@@ -122,14 +119,8 @@ def gather_ref_report(
         answer = _run(transports[server], desired, {"mode": "refs", "names": holders[server]})
         return dict(answer["refs"])
 
-    refs: dict[str, dict[str, dict[str, str]]] = {}
-    with ThreadPoolExecutor(max_workers=max(1, len(holders))) as pool:
-        futures = {server: pool.submit(refs_of, server) for server in holders}
-        for server, future in futures.items():
-            try:
-                refs[server] = future.result()
-            except ReconcilerError:
-                continue  # that server's refs stay unknown; others are still examined
+    # A server that fails keeps its refs unknown; the others are still examined.
+    refs = ask_each(holders, refs_of)
 
     # Every (repository, ref) whose values differ between the servers holding it.
     values: dict[tuple[str, str], dict[str, str | None]] = {}
@@ -162,15 +153,9 @@ def gather_ref_report(
         )
         return [bool(r) for r in answer["results"]]
 
-    with ThreadPoolExecutor(max_workers=max(1, len(checks))) as pool:
-        answers = {server: pool.submit(ask, server) for server in checks}
-        for server, answer in answers.items():
-            try:
-                verdicts = answer.result()
-            except ReconcilerError:
-                continue
-            for question, verdict in zip(checks[server], verdicts, strict=False):
-                ancestor[question] = verdict
+    for server, verdicts in ask_each(checks, ask).items():
+        for question, verdict in zip(checks[server], verdicts, strict=False):
+            ancestor[question] = verdict
 
     states = tuple(
         classify(repository, ref, seen, ancestor)

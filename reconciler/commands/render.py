@@ -5,20 +5,14 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from reconciler.errors import ConfigErrors
-
 
 def run(directory: Path) -> int:
-    from reconciler.commands.validate import print_problems
-    from reconciler.desired import load
+    from reconciler.commands.validate import load_or_report
     from reconciler.desired.render import remove_orphaned_key_files, write_admin_files
 
     out = sys.stdout
-    err = sys.stderr
-    try:
-        desired = load(directory)
-    except ConfigErrors as exc:
-        print_problems(err, exc.errors)
+    desired = load_or_report(directory, sys.stderr)
+    if desired is None:
         return 1
     changed = write_admin_files(desired, directory)
     for path in changed:

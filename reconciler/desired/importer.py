@@ -12,25 +12,24 @@ from __future__ import annotations
 
 import configparser
 import io
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from reconciler.desired.files import write_if_changed
-from reconciler.desired.load import CLUSTER_DIR, KEYDIR, is_server_name
+from reconciler.desired.load import CLUSTER_DIR, KEYDIR, is_cluster_name, is_server_name
 from reconciler.errors import ConfigErrors, Location, ReconcilerError
 from reconciler.gitosis.config import GROUP_PREFIX, REPO_PREFIX, parse_config
 from reconciler.gitosis.names import (
     is_safe_group,
     is_safe_user,
+    keydir_files,
     repo_path_problem,
     strip_git_suffix,
 )
 
 DEFAULT_ADMIN = "gitosis-admin"
 DEFAULT_MIRROR_GROUP = "grp_mirror"
-_CLUSTER_NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9._-]*")
 
 
 @dataclass
@@ -54,14 +53,7 @@ def keydir_users(root: Path) -> set[str]:
     directory = root / KEYDIR
     if not directory.is_dir():
         return set()
-    return {
-        path.name[: -len(".pub")]
-        for path in directory.iterdir()
-        if path.name.endswith(".pub")
-        and not path.name.startswith(".")
-        and path.is_file()
-        and is_safe_user(path.name[: -len(".pub")])
-    }
+    return {user for user, _path in keydir_files(str(directory)) if is_safe_user(user)}
 
 
 def _read_config(path: Path, shown: str) -> configparser.RawConfigParser:
@@ -256,7 +248,7 @@ class _Importer:
         if self.errors:
             raise ConfigErrors(self.errors)
         name = self.root.absolute().name
-        if _CLUSTER_NAME_RE.fullmatch(name) is None:
+        if not is_cluster_name(name):
             name = "imported"
         return ImportResult(
             files={

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import struct
 
 KEY_TYPES = frozenset(
@@ -23,6 +24,11 @@ KEY_TYPES = frozenset(
         "sk-ecdsa-sha2-nistp256@openssh.com",
     }
 )
+
+
+def sha256_fingerprint(blob: bytes) -> str:
+    """``SHA256:...`` of a key blob, as ``ssh-keygen -l`` and ssh's messages show it."""
+    return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
 
 
 def public_key_problem(line: str) -> str | None:

@@ -23,7 +23,6 @@ from reconciler.desired.model import (
     Repository,
     Server,
     ServerURL,
-    is_login_name,
     parse_server_url,
 )
 from reconciler.desired.source import DocPath, YamlDocument, read_yaml
@@ -32,10 +31,11 @@ from reconciler.gitosis.names import (
     SAFE_REPO_PATH_RE,
     is_safe_group,
     is_safe_user,
+    keydir_files,
     repo_path_problem,
     strip_git_suffix,
 )
-from reconciler.server.common import SERVER_NAME
+from reconciler.server.common import SERVER_NAME, is_login_name
 
 CLUSTER_DIR = "cluster.d"
 KEYDIR = "keydir"
@@ -283,7 +283,7 @@ class _Loader:
         spec, valid, document = self.cluster_entry
         if not valid:
             return Cluster(name=self.default_cluster_name())
-        if spec.name is not None and not _is_cluster_name(spec.name):
+        if spec.name is not None and not is_cluster_name(spec.name):
             self.error(
                 document.location(("cluster", "name")),
                 f"the cluster name {spec.name!r} must start with a letter or digit and hold "
@@ -314,19 +314,16 @@ class _Loader:
     def default_cluster_name(self) -> str:
         """The checkout's directory name (usually gitosis-admin), when it is a valid name."""
         name = self.root.absolute().name
-        return name if _is_cluster_name(name) else "cluster"
+        return name if is_cluster_name(name) else "cluster"
 
     def keydir_users(self) -> dict[str, tuple[tuple[str, ...], Location]]:
         directory = self.root / KEYDIR
         users: dict[str, tuple[tuple[str, ...], Location]] = {}
         if not directory.is_dir():
             return users
-        for path in sorted(directory.iterdir()):
-            name = path.name
-            if name.startswith(".") or not name.endswith(".pub") or not path.is_file():
-                continue
-            shown = self.display(KEYDIR, name)
-            user = name[: -len(".pub")]
+        for user, found in keydir_files(str(directory)):
+            path = Path(found)
+            shown = self.display(KEYDIR, path.name)
             if not is_safe_user(user):
                 self.error(
                     Location(shown),
@@ -643,7 +640,7 @@ def _adapter(kind: Any) -> Any:
 _ADAPTERS: dict[int, Any] = {}
 
 
-def _is_cluster_name(name: str) -> bool:
+def is_cluster_name(name: str) -> bool:
     return _CLUSTER_NAME_RE.fullmatch(name) is not None
 
 

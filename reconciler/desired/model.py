@@ -14,9 +14,8 @@ from pathlib import Path
 from typing import Literal
 
 from reconciler.errors import Location
+from reconciler.server.common import LOGIN_NAME
 
-# A user name in ssh://user@host: what useradd accepts, plus upper case.
-_URL_USER_RE = re.compile(r"[a-zA-Z_][a-zA-Z0-9_.-]*")
 _HOST_LABEL_RE = re.compile(r"[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?")
 _SSH_URL_RE = re.compile(
     r"ssh://(?:(?P<user>[^@/]*)@)?(?P<host>\[[^\]/]*\]|[^:/\[\]]*)(?::(?P<port>[^/]*))?(?P<rest>.*)",
@@ -43,11 +42,6 @@ class ServerURL:
         user = f"{self.user}@" if self.user else ""
         port = f":{self.port}" if self.port is not None else ""
         return f"ssh://{user}{host}{port}"
-
-
-def is_login_name(name: str) -> bool:
-    """A user name that useradd and a URL both accept (at most 32 characters)."""
-    return len(name) <= 32 and _URL_USER_RE.fullmatch(name) is not None
 
 
 def _host_problem(host: str) -> str | None:
@@ -91,7 +85,8 @@ def parse_server_url(text: str, root: Path) -> ServerURL:
             f"the URL {text!r} has a path; give only ssh://[user@]host[:port] "
             "(the repositories directory is the server's 'repositories' key)"
         )
-    if user is not None and _URL_USER_RE.fullmatch(user) is None:
+    # ssh://USER@host: what useradd accepts, plus upper case (any length, as ssh takes it).
+    if user is not None and LOGIN_NAME.fullmatch(user) is None:
         raise ValueError(f"the user name {user!r} in the URL {text!r} is not valid")
     problem = _host_problem(host)
     if problem is not None:

@@ -9,7 +9,6 @@ working tree has been fixed but not committed.
 from __future__ import annotations
 
 import shlex
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,22 +55,15 @@ def pre_push_script(python: str | None = None) -> str:
 
 def hooks_directory(checkout: Path) -> Path:
     """Where git looks for this checkout's hooks (honours core.hooksPath, worktrees)."""
-    try:
-        completed = subprocess.run(
-            ["git", "rev-parse", "--git-path", "hooks"],
-            cwd=checkout,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-    except OSError as exc:
-        raise ReconcilerError(f"cannot run git: {exc.strerror or exc}") from None
-    if completed.returncode != 0:
+    from reconciler import git
+
+    out = git.run_git(checkout, "rev-parse", "--git-path", "hooks", check=False).strip()
+    if not out:
         raise ReconcilerError(
             "this is not a git checkout; run install-hooks in the gitosis-admin clone",
             Location(str(checkout)),
         )
-    path = Path(completed.stdout.strip())
+    path = Path(out)
     return path if path.is_absolute() else checkout / path
 
 

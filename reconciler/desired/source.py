@@ -98,34 +98,22 @@ def _check_events(text: str, file: str) -> None:
     depth = 0
     documents = 0
     for event in YAML(typ="rt").parse(io.StringIO(text)):
-        mark = event.start_mark
+        problem = None
         if isinstance(event, AliasEvent):
-            raise _error(
-                file,
-                mark.line + 1,
-                mark.column + 1,
-                "YAML aliases ('*name') are not allowed in cluster.d/; write the value out",
-            )
-        if isinstance(event, DocumentStartEvent):
+            problem = "YAML aliases ('*name') are not allowed in cluster.d/; write the value out"
+        elif isinstance(event, DocumentStartEvent):
             documents += 1
             if documents > 1:
-                raise _error(
-                    file,
-                    mark.line + 1,
-                    mark.column + 1,
-                    "the file holds more than one YAML document; use one document per file",
-                )
+                problem = "the file holds more than one YAML document; use one document per file"
         elif isinstance(event, CollectionStartEvent):
             depth += 1
             if depth > MAX_DEPTH:
-                raise _error(
-                    file,
-                    mark.line + 1,
-                    mark.column + 1,
-                    f"the YAML is nested more than {MAX_DEPTH} levels deep",
-                )
+                problem = f"the YAML is nested more than {MAX_DEPTH} levels deep"
         elif isinstance(event, CollectionEndEvent):
             depth -= 1
+        if problem is not None:
+            mark = event.start_mark
+            raise _error(file, mark.line + 1, mark.column + 1, problem)
 
 
 def _yaml_error(exc: Exception, file: str) -> ReconcilerError:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import configparser
-import contextlib
 import logging
 import os
 import shlex
@@ -27,7 +26,7 @@ from reconciler.gitosis.config import generated_files_dir, repository_dir
 from reconciler.gitosis.names import is_safe_user
 from reconciler.gitosis.repositories import init_bare
 from reconciler.gitosis.run_hook import post_update
-from reconciler.server.common import atomic_write
+from reconciler.server.common import atomic_symlink, atomic_write
 
 log = logging.getLogger("gitosis.init")
 
@@ -106,12 +105,7 @@ def init_admin_repository(git_dir: str, user: str, pubkey: str) -> None:
 
 
 def symlink_config(git_dir: str) -> None:
-    dst = os.path.expanduser("~/.gitosis.conf")
-    tmp = f"{dst}.{os.getpid()}.tmp"
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(tmp)
-    os.symlink(os.path.join(git_dir, "gitosis.conf"), tmp)
-    os.rename(tmp, dst)
+    atomic_symlink(os.path.join(git_dir, "gitosis.conf"), os.path.expanduser("~/.gitosis.conf"))
 
 
 def _handle(config: configparser.RawConfigParser, args: argparse.Namespace) -> int:

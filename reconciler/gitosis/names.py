@@ -6,6 +6,7 @@ trailing newline, which would let ``"alice\\n"`` through.
 
 from __future__ import annotations
 
+import os
 import re
 
 SAFE_USER_RE = re.compile(r"[a-zA-Z][a-zA-Z0-9_.-]*(@[a-zA-Z][a-zA-Z0-9.-]*)?")
@@ -25,6 +26,19 @@ SAFE_GROUP_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9@._/-]*")
 
 def is_safe_user(name: str) -> bool:
     return SAFE_USER_RE.fullmatch(name) is not None
+
+
+def keydir_files(keydir: str) -> list[tuple[str, str]]:
+    """``(user, path)`` of every file gitosis reads keys from: ``keydir/USER.pub``, in
+    name order, skipping names that start with ``.`` and what is not a file. USER is
+    not checked here: gitosis skips an unsafe one with a warning (``is_safe_user``)."""
+    found = []
+    for filename in sorted(os.listdir(keydir)):
+        user, ext = os.path.splitext(filename)
+        path = os.path.join(keydir, filename)
+        if not filename.startswith(".") and ext == ".pub" and os.path.isfile(path):
+            found.append((user, path))
+    return found
 
 
 def is_safe_group(name: str) -> bool:

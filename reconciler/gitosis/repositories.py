@@ -24,8 +24,8 @@ from reconciler.gitosis.config import (
     repository_dir,
 )
 from reconciler.server.common import atomic_write
+from reconciler.server.repository_settings import EXPORT_OK as EXPORT_OK  # the planner's too
 
-EXPORT_OK = "git-daemon-export-ok"
 DESCRIPTION = "description"
 PROJECTS_LIST = "projects.list"
 

@@ -22,7 +22,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 FORMAT_VERSION = 1
@@ -35,7 +35,29 @@ DRAIN_LOCK_PATH = ".reconciler/drain.lock"
 # Server names become remote names, `-c remote.<name>.…` keys and file names:
 # the one pattern both sides check them with.
 SERVER_NAME = re.compile(r"[a-zA-Z][a-zA-Z0-9.-]*")
+# A login name: what useradd accepts (plus upper case), at most LOGIN_NAME_MAX long;
+# the git user of a server (user:, ssh://USER@) is checked with it on both sides.
+LOGIN_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_.-]*")
+LOGIN_NAME_MAX = 32
+# Variables that pin git to one repository (set for a hook, or by a caller running
+# inside one): dropped wherever git is run for another repository.
+REPOSITORY_ENV = (
+    "GIT_DIR",
+    "GIT_WORK_TREE",
+    "GIT_INDEX_FILE",
+    "GIT_OBJECT_DIRECTORY",
+    "GIT_ALTERNATE_OBJECT_DIRECTORIES",
+    "GIT_QUARANTINE_PATH",
+    "GIT_COMMON_DIR",
+    "GIT_NAMESPACE",
+    "GIT_PREFIX",
+    "GIT_IMPLICIT_WORK_TREE",
+    "GIT_SHALLOW_FILE",
+    "GIT_GRAFT_FILE",
+)
 TEMPORARY_MARK = ".reconciler-tmp-"
+# A full object id: SHA-1 or SHA-256.
+OBJECT_ID = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 
 HOME = os.path.realpath(os.path.expanduser("~"))
 
@@ -53,6 +75,10 @@ class OpError(Exception):
 
 class LockBusy(Exception):
     """The lock stayed taken for the whole wait; the message names its holder."""
+
+    def __init__(self, message: str, holder: str) -> None:
+        super().__init__(message)
+        self.holder = holder
 
 
 # --- reading ---------------------------------------------------------------------------
@@ -152,6 +178,14 @@ def is_repository(path: str) -> bool:
     return os.path.isfile(os.path.join(path, "HEAD")) and os.path.isdir(
         os.path.join(path, "objects")
     )
+
+
+def is_login_name(name: str) -> bool:
+    return len(name) <= LOGIN_NAME_MAX and LOGIN_NAME.fullmatch(name) is not None
+
+
+def without_repository_env(environ: Mapping[str, str]) -> dict[str, str]:
+    return {k: v for k, v in environ.items() if k not in REPOSITORY_ENV}
 
 
 def safe_relative(name: str) -> bool:
@@ -283,20 +317,43 @@ def atomic_write(path: str | os.PathLike[str], data: bytes, mode: int = 0o644) -
     prefix = "." + os.path.basename(full) + TEMPORARY_MARK
     remove_stale(directory, prefix)
     fd, temp = tempfile.mkstemp(prefix=f"{prefix}{os.getpid()}-", dir=directory)
-    own_temporary(temp)
-    try:
+
+    def write(_temp: str) -> None:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fchmod(handle.fileno(), mode)
             os.fsync(handle.fileno())
+
+    _replace_with(full, temp, write)
+
+
+def atomic_symlink(link: str, path: str | os.PathLike[str]) -> None:
+    """Make ``path`` a symlink to ``link``, replacing whatever is there in one rename:
+    a reader sees the old entry or the new link, never none."""
+    full = os.fspath(path)
+    directory = os.path.dirname(full) or "."
+    prefix = "." + os.path.basename(full) + TEMPORARY_MARK
+    remove_stale(directory, prefix)
+    temp = os.path.join(directory, f"{prefix}{os.getpid()}-link")
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(temp)  # this process's own, from a try that failed
+    _replace_with(full, temp, lambda made: os.symlink(link, made))
+
+
+def _replace_with(full: str, temp: str, make: Callable[[str], None]) -> None:
+    """Put what ``make(temp)`` makes at ``full`` in one rename, then sync the directory;
+    a failure on the way leaves nothing at ``temp``."""
+    own_temporary(temp)
+    try:
+        make(temp)
         place(temp, full)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(temp)
         drop_temporary(temp)
         raise
-    fsync_dir(directory)
+    fsync_dir(os.path.dirname(full) or ".")
 
 
 # --- locks -------------------------------------------------------------------------------
@@ -346,7 +403,8 @@ def take_lock(path: str, wait: float, who: str = "") -> tuple[int, float, str]:
                 if time.monotonic() - started >= wait:
                     raise LockBusy(
                         f"{os.path.relpath(path, HOME)} is held by {waited_for}; gave up "
-                        f"after waiting {wait:g}s and changed nothing"
+                        f"after waiting {wait:g}s and changed nothing",
+                        waited_for,
                     ) from None
                 time.sleep(LOCK_POLL)
         os.ftruncate(fd, 0)
@@ -392,6 +450,7 @@ def bounded(
     timeout: float = 600,
     killable: bool = False,
     gentle: bool = True,
+    merge_output: bool = False,
 ) -> Finished:
     """Run ``argv`` in a process group of its own holding the server lock's descriptor;
     after ``timeout`` stop the whole group (git's ssh included).
@@ -400,7 +459,8 @@ def bounded(
     ``config.lock`` left behind would fail every later ``git config`` there), then
     SIGKILL. ``killable`` commands (a clone into a temporary, a push to a peer) are
     also stopped when the channel closes; the others are short and are let finish.
-    ``stdin`` None: the command reads nothing. Raises OSError if it cannot start,
+    ``stdin`` None: the command reads nothing. ``merge_output``: stderr goes to stdout,
+    interleaved as written (``stderr`` is then empty). Raises OSError if it cannot start,
     OpError once the channel has closed.
     """
     with _STATE:
@@ -410,7 +470,7 @@ def bounded(
             list(argv),
             stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE,
             stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stderr=subprocess.STDOUT if merge_output else subprocess.PIPE,
             cwd=cwd,
             env=None if env is None else dict(env),
             start_new_session=True,
@@ -440,7 +500,7 @@ def bounded(
             child.wait(timeout=REAP_SECONDS)
         with _STATE:
             _CHILDREN.pop(child, None)
-    return Finished(child.returncode, out, err, timed_out)
+    return Finished(child.returncode, out, err or b"", timed_out)
 
 
 def command(

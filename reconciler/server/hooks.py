@@ -11,7 +11,6 @@ hook it replaces beside it (``keep_file``).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import re
@@ -21,6 +20,7 @@ import stat
 from reconciler.server import library
 from reconciler.server.common import (
     OpError,
+    atomic_symlink,
     atomic_write,
     command,
     fsync_dir,
@@ -185,13 +185,7 @@ def op_keep_file(op: KeepFile) -> None:
             if os.path.islink(target) and os.readlink(target) == link:
                 return
             raise OpError(f"{op.to} exists already; move it away and run again")
-        directory = os.path.dirname(target)
-        temp = os.path.join(directory, f".{os.path.basename(target)}.reconciler-tmp-link")
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp)
-        os.symlink(link, temp)
-        os.replace(temp, target)
-        fsync_dir(directory)
+        atomic_symlink(link, target)
         return
     if not stat.S_ISREG(info.st_mode):
         raise OpError(f"{op.path} is not a file; move it away by hand")
@@ -221,13 +215,7 @@ def op_symlink(op: Symlink) -> None:
         return
     if os.path.lexists(full):
         raise OpError(f"{op.path} exists and is not ours; run plan again")
-    directory = os.path.dirname(full)
-    temp = os.path.join(directory, f".{os.path.basename(full)}.{os.getpid()}.reconciler-tmp-link")
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(temp)
-    os.symlink(link, temp)
-    os.replace(temp, full)
-    fsync_dir(directory)
+    atomic_symlink(link, full)
 
 
 def op_remove_symlink(op: RemoveSymlink) -> None:

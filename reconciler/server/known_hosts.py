@@ -9,6 +9,11 @@ from reconciler.server.common import atomic_write, make_dirs, read_lines, resolv
 from reconciler.server.ops import EditLines, handler
 
 
+def known_hosts_host(host: str, port: int | None) -> str:
+    """How known_hosts names ``host``: bare on port 22, else ``[host]:port``."""
+    return host if port in (None, 22) else f"[{host}]:{port}"
+
+
 def ssh_lines(home: str) -> dict[str, list[str]]:
     ssh = os.path.join(home, ".ssh")
     return {

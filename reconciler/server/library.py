@@ -33,6 +33,7 @@ from reconciler.server.common import (
     OpError,
     atomic_write,
     fsync_dir,
+    is_login_name,
     make_dirs,
     read_bytes,
     read_text,
@@ -255,14 +256,11 @@ def _remove_libs(root: str, keep: tuple[str, ...]) -> None:
             shutil.rmtree(os.path.join(root, name), ignore_errors=True)
 
 
-GIT_USER_RE = re.compile(r"[a-zA-Z_][a-zA-Z0-9_.-]{0,31}")
-
-
 def op_create_git_user(op: CreateGitUser) -> None:
     """Run as root: create the git user gitosis serves as (home, a shell for sshd's
     forced commands, no password but not locked, so that key logins work)."""
     user = op.user
-    if GIT_USER_RE.fullmatch(user) is None:
+    if not is_login_name(user):
         raise OpError(f"refusing to create user {user!r}: not a valid user name")
     try:
         pwd.getpwnam(user)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import secrets
 import time
 from dataclasses import dataclass, field, replace
@@ -24,6 +23,7 @@ from reconciler.server import common
 from reconciler.server.common import (
     DRAIN_LOCK_PATH,
     FORMAT_VERSION,
+    OBJECT_ID,
     QUEUE_PATH,
     SERVER_NAME,
     LockBusy,
@@ -41,7 +41,6 @@ TRANSIENT_REASONS = ("unreachable", "timeout", "pending", "no remote")
 # rules or the keys are fixed.
 PERMANENT_REASONS = ("diverged", "missing repository", "rejected", "denied")
 REASONS = TRANSIENT_REASONS + PERMANENT_REASONS
-OBJECT_ID = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 MAX_QUEUE = 100000  # files a gather reads
 MAX_ENTRY_BYTES = 1 << 16
 

@@ -7,12 +7,12 @@ import contextlib
 import hashlib
 import os
 import re
-import subprocess
 import time
 from typing import Any
 
 from reconciler.server.common import (
     FORMAT_VERSION,
+    OBJECT_ID,
     OpError,
     command,
     fsync_dir,
@@ -179,7 +179,7 @@ def op_adopt_majority(op: AdoptMajority) -> None:
     nothing is lost by moving on) and move the ref, all with compare-and-swap."""
     repo = git_dir(op.repo)
     ref, new, old, peer = _checked_ref(op.ref), op.new, op.old, op.peer
-    if not re.fullmatch(r"[0-9a-f]{40}|[0-9a-f]{64}", new):
+    if not OBJECT_ID.fullmatch(new):
         raise OpError(f"refusing object id {new!r}")
     env = dict(os.environ)
     env.setdefault("GIT_SSH_COMMAND", "ssh -o BatchMode=yes -o ConnectTimeout=15")
@@ -194,11 +194,7 @@ def op_adopt_majority(op: AdoptMajority) -> None:
         raise OpError(f"{ref} on {peer} moved since the plan was made; run plan again")
     lines = []
     if old:
-        ancestor = subprocess.run(
-            ["git", "--git-dir", repo, "merge-base", "--is-ancestor", old, new],
-            capture_output=True,
-            check=False,
-        )
+        ancestor = command(["git", "--git-dir", repo, "merge-base", "--is-ancestor", old, new])
         if ancestor.returncode != 0:
             kept = ABORTED_PREFIX + ref[len("refs/") :] + "/" + old
             lines.append(f"create {kept} {old}\n")

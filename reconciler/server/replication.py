@@ -79,17 +79,18 @@ from pathlib import Path
 from reconciler.server import proc_receive as proc_receive_mod
 from reconciler.server.common import (
     FORMAT_VERSION,
+    OBJECT_ID,
     QUEUE_PATH,
     SETTINGS_PATH,
     bounded,
     drain_lock,
     fsync_dir,
-    kill_group,
+    is_repository,
+    without_repository_env,
 )
 from reconciler.server.hooks import KEPT_HOOK_PREFIX
 from reconciler.server.pushes import record_push
 from reconciler.server.queue import (
-    OBJECT_ID,
     TRANSIENT_REASONS,
     QueueEntry,
     RefUpdate,
@@ -109,9 +110,6 @@ QUORUM_PREFIXES = ("refs/heads/", "refs/tags/", "refs/notes/")  # the replicated
 ABORTED_NAMESPACE = "refs/reconciler/aborted/"
 # A push of many refs reports this many "taken by" lines and sums up the rest.
 SUMMARY_LINES = 20
-
-# After a kill, the pipes close as soon as the group is gone; wait this long at most.
-REAP_SECONDS = 5.0
 
 # The detached drainer stops starting pushes after this long; what is left stays
 # queued for `reconcile apply`.
@@ -133,21 +131,6 @@ DIVERGED_WHY = ("stale info", "fetch first", "non-fast-forward", "already exists
 # The peer's own compare-and-swap failing: another push moved the ref between its
 # advertisement and our update (two servers replicating the same ref at once).
 MOVED_MEANWHILE_WHY = ("failed to update ref", "cannot lock ref", "failed to lock")
-# Variables that pin git to one repository; a drainer works in several.
-REPOSITORY_ENV = (
-    "GIT_DIR",
-    "GIT_WORK_TREE",
-    "GIT_INDEX_FILE",
-    "GIT_OBJECT_DIRECTORY",
-    "GIT_ALTERNATE_OBJECT_DIRECTORIES",
-    "GIT_QUARANTINE_PATH",
-    "GIT_COMMON_DIR",
-    "GIT_NAMESPACE",
-    "GIT_PREFIX",
-    "GIT_IMPLICIT_WORK_TREE",
-    "GIT_SHALLOW_FILE",
-    "GIT_GRAFT_FILE",
-)
 # gitosis reports a refusal on stderr as LEVEL:LOGGER:MESSAGE before it exits,
 # e.g. "ERROR:gitosis.serve.main:Repository read access denied".
 _GITOSIS_ERROR = re.compile(r"^(?:remote: )?ERROR:gitosis\.[A-Za-z0-9_.]+:\s*(.+)$", re.MULTILINE)
@@ -166,7 +149,7 @@ def repository_name(base: Path, git_dir: Path) -> str:
 
 def repository_dir(base: Path, name: str) -> Path | None:
     for candidate in (base / (name + ".git"), base / name):
-        if (candidate / "HEAD").is_file():
+        if is_repository(str(candidate)):
             return candidate
     return None
 
@@ -251,7 +234,7 @@ def run_bounded(argv: Sequence[str], cwd: Path, env: Mapping[str, str], timeout:
 
 
 def push_environment(environ: Mapping[str, str], settings: Settings) -> dict[str, str]:
-    env = {k: v for k, v in environ.items() if k not in REPOSITORY_ENV}
+    env = without_repository_env(environ)
     env = {k: v for k, v in env.items() if not k.startswith("GIT_PUSH_OPTION")}
     # A local peer's hook inherits this and does not forward the push again.
     env["RECONCILER_REPLICA"] = settings.server
@@ -280,6 +263,19 @@ def remote_names(git_dir: Path, env: Mapping[str, str], timeout: float) -> tuple
         elif key.startswith("remote.") and key.endswith(".url"):
             names.add(key[len("remote.") : -len(".url")])
     return names, ssh_command
+
+
+def peer_environment(
+    git_dir: Path, environ: Mapping[str, str], settings: Settings
+) -> tuple[dict[str, str], set[str]]:
+    """The environment pushes from ``git_dir`` to its peers run in, and the remotes it has."""
+    env = push_environment(environ, settings)
+    env["GIT_DIR"] = str(git_dir)
+    remotes, ssh_command = remote_names(git_dir, env, settings.timeout)
+    if ssh_command and "GIT_SSH_COMMAND" not in environ:
+        # The repository chose its own ssh command; ours would override it.
+        env.pop("GIT_SSH_COMMAND", None)
+    return env, remotes
 
 
 # --- pushing to one peer ----------------------------------------------------------------
@@ -744,10 +740,8 @@ def proc_receive(
     if settings is None or base is None:  # voting implies both; for mypy
         transaction.abort()
         return {u.ref: "replication settings unreadable" for u in updates}
-    answers, decisions = _vote(git_dir, settings, voted, environ)
-    refusals, behind = _refusals(git_dir, settings, voted, answers, decisions, environ, atomic)
-    env_out = push_environment(environ, settings)
-    env_out["GIT_DIR"] = str(git_dir)
+    answers, decisions, env_out = _vote(git_dir, settings, voted, environ)
+    refusals, behind = _refusals(git_dir, settings, voted, answers, decisions, env_out, atomic)
     if not refusals:
         if transaction.commit():
             _accepted(base, settings, name, voted, answers, decisions, environ)
@@ -779,14 +773,11 @@ def proc_receive(
 
 def _vote(
     git_dir: Path, settings: Settings, updates: Sequence[RefUpdate], environ: Mapping[str, str]
-) -> tuple[dict[str, dict[str, Vote]], dict[str, Decision]]:
-    """Propose the updates to every peer at once; each peer's vote and the decision, per ref."""
+) -> tuple[dict[str, dict[str, Vote]], dict[str, Decision], dict[str, str]]:
+    """Propose the updates to every peer at once; each peer's vote and the decision per
+    ref, and the environment of the pushes (for the put-backs)."""
     declared = 1 + len(settings.peers)
-    env = push_environment(environ, settings)
-    env["GIT_DIR"] = str(git_dir)
-    remotes, ssh_command = remote_names(git_dir, env, settings.timeout)
-    if ssh_command and "GIT_SSH_COMMAND" not in environ:
-        env.pop("GIT_SSH_COMMAND", None)
+    env, remotes = peer_environment(git_dir, environ, settings)
 
     def one(peer: str) -> dict[str, Vote]:
         if peer not in remotes:
@@ -810,7 +801,7 @@ def _vote(
     decisions = {
         u.ref: decide(declared, [answers[p][u.ref] for p in settings.peers]) for u in updates
     }
-    return answers, decisions
+    return answers, decisions, env
 
 
 def argv_chunks(updates: Sequence[RefUpdate]) -> list[Sequence[RefUpdate]]:
@@ -836,7 +827,7 @@ def _refusals(
     updates: Sequence[RefUpdate],
     answers: Mapping[str, Mapping[str, Vote]],
     decisions: Mapping[str, Decision],
-    environ: Mapping[str, str],
+    env: Mapping[str, str],
     atomic: bool,
 ) -> tuple[dict[str, str], bool]:
     """The refs the vote refuses, with the pusher's reason, and whether this server
@@ -847,8 +838,6 @@ def _refusals(
         refused = {u.ref for u in updates}
     if not refused:
         return {}, False
-    env = push_environment(environ, settings)
-    env["GIT_DIR"] = str(git_dir)
     _undo(git_dir, settings, [u for u in updates if u.ref in refused], answers, env)
     reasons: dict[str, str] = {}
     behind = False
@@ -986,18 +975,10 @@ CATCH_UP_WAIT = 30.0  # seconds to wait for the aborted push to release the ref'
 
 
 def _start_catch_up(base: Path, repository: str, environ: Mapping[str, str]) -> None:
-    env = {k: v for k, v in environ.items() if k not in REPOSITORY_ENV}
+    env = without_repository_env(environ)
     env["RECONCILER_REPLICA"] = "catch-up"
-    argv = [sys.executable or "python3", "-I", "-c", DRAINER, _LIBRARY]
     with contextlib.suppress(OSError):
-        subprocess.Popen(
-            [*argv, "--catch-up", str(base), repository],
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        start_detached(["--catch-up", str(base), repository], env)
 
 
 def catch_up(base: Path, repository: str, deadline: float) -> list[str]:
@@ -1121,36 +1102,22 @@ def run_kept_hook(
         if handle.read(2) != b"#!":
             # exec refuses a script without an interpreter line; git ran it with sh.
             argv = ["/bin/sh", str(path)]
-    process = subprocess.Popen(
+    done = bounded(
         argv,
         cwd=git_dir,
         env=env,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
+        stdin=stdin_text.encode("utf-8"),
+        timeout=settings.timeout,
+        gentle=False,
+        merge_output=True,
     )
-    try:
-        out, _ = process.communicate(stdin_text.encode("utf-8"), timeout=settings.timeout)
-    except subprocess.TimeoutExpired:
-        kill_group(process.pid)
-        try:
-            out, _ = process.communicate(timeout=REAP_SECONDS)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            if process.stdout is not None:
-                process.stdout.close()
-            process.wait(timeout=REAP_SECONDS)
-            out = b""
-        for line in out.decode("utf-8", "replace").splitlines():
-            emit(line)
-        emit(f"kept post-receive hook {path.name} stopped after {settings.timeout:g}s")
-        return
-    for line in out.decode("utf-8", "replace").splitlines():
+    for line in done.stdout.decode("utf-8", "replace").splitlines():
         emit(line)
-    if process.returncode != 0:
+    if done.timed_out:
+        emit(f"kept post-receive hook {path.name} stopped after {settings.timeout:g}s")
+    elif done.returncode != 0:
         emit(
-            f"kept post-receive hook {path.name} exited with {process.returncode} "
+            f"kept post-receive hook {path.name} exited with {done.returncode} "
             "(replication is not affected)"
         )
 
@@ -1165,12 +1132,7 @@ def _replicate_now(
     emit: Emit,
     reported: set[str],
 ) -> None:
-    env = push_environment(environ, settings)
-    env["GIT_DIR"] = str(git_dir)
-    remotes, ssh_command = remote_names(git_dir, env, settings.timeout)
-    if ssh_command and "GIT_SSH_COMMAND" not in environ:
-        # The repository chose its own ssh command; ours would override it.
-        env.pop("GIT_SSH_COMMAND", None)
+    env, remotes = peer_environment(git_dir, environ, settings)
 
     def one_peer(peer: str) -> str:
         # Written ahead, so that a hook killed halfway still leaves the update queued.
@@ -1305,14 +1267,18 @@ def _queue_quietly(
 
 
 def start_drainer(base: Path, repository: str, environ: Mapping[str, str]) -> None:
-    """Start a drainer that git does not wait for: own session, no inherited pipes,
-    running this module from the library the hook itself runs from."""
-    env = {k: v for k, v in environ.items() if k not in REPOSITORY_ENV}
-    argv = [sys.executable or "python3", "-I", "-c", DRAINER, _LIBRARY]
+    """Start a drainer that git does not wait for."""
+    env = without_repository_env(environ)
+    start_detached(["--drain", str(base), "--repository", repository], env, cwd=base)
+
+
+def start_detached(args: Sequence[str], env: Mapping[str, str], cwd: Path | None = None) -> None:
+    """Run this module's ``main`` with ``args`` in a process git does not wait for: own
+    session, no inherited pipes, from the library the hook itself runs from."""
     subprocess.Popen(
-        [*argv, "--drain", str(base), "--repository", repository],
-        cwd=base,
-        env=env,
+        [sys.executable or "python3", "-I", "-c", DRAINER, _LIBRARY, *args],
+        cwd=cwd,
+        env=dict(env),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -1435,11 +1401,7 @@ def _drain_group(
         for entry in entries:
             _fail(base, entry, "missing repository", "not on this server")
         return 0
-    env = push_environment(environ, settings)
-    env["GIT_DIR"] = str(git_dir)
-    remotes, ssh_command = remote_names(git_dir, env, settings.timeout)
-    if ssh_command and "GIT_SSH_COMMAND" not in environ:
-        env.pop("GIT_SSH_COMMAND", None)
+    env, remotes = peer_environment(git_dir, environ, settings)
     delivered = 0
     remaining = list(entries)
     while remaining:

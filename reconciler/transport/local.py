@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from reconciler.errors import ServerError
+from reconciler.server.common import without_repository_env
 from reconciler.transport import CommandResult, TransportStats
 
 
@@ -20,13 +21,11 @@ class LocalTransport:
         self.stats = TransportStats()
 
     def _env(self) -> dict[str, str]:
-        env = dict(os.environ)
+        env = without_repository_env(os.environ)
         env["HOME"] = str(self.home)
         # The runtime's commands (gitosis-run-hook and friends) live beside this Python.
         bindir = str(Path(sys.executable).parent)
         env["PATH"] = bindir + os.pathsep + env.get("PATH", "/usr/bin:/bin")
-        for variable in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE"):
-            env.pop(variable, None)
         return env
 
     def run(

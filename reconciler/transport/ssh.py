@@ -11,7 +11,6 @@ the agent and the default identities, as OpenSSH does.
 from __future__ import annotations
 
 import base64
-import hashlib
 import logging
 import os
 import shlex
@@ -23,7 +22,9 @@ from typing import Any
 
 import paramiko
 
+from reconciler.desired.keys import sha256_fingerprint
 from reconciler.errors import HostKeyError, ServerError
+from reconciler.server.known_hosts import known_hosts_host
 from reconciler.transport import (
     NO_GIT_USER_MARKER,
     NO_GIT_USER_STATUS,
@@ -44,8 +45,7 @@ DEFAULT_COMMAND_TIMEOUT = 600.0
 
 def fingerprint(key: paramiko.PKey) -> str:
     """OpenSSH's ``SHA256:...`` fingerprint of a host key."""
-    digest = hashlib.sha256(key.asbytes()).digest()
-    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+    return sha256_fingerprint(key.asbytes())
 
 
 def parse_public_key(line: str) -> paramiko.PKey:
@@ -58,10 +58,6 @@ def parse_public_key(line: str) -> paramiko.PKey:
         return paramiko.PKey.from_type_string(parts[0], blob)
     except (ValueError, paramiko.SSHException) as exc:
         raise ValueError(f"not a valid {parts[0]} public key") from exc
-
-
-def known_hosts_name(host: str, port: int) -> str:
-    return host if port == 22 else f"[{host}]:{port}"
 
 
 @dataclass(frozen=True)
@@ -219,7 +215,7 @@ class SshTransport:
 
         client = paramiko.SSHClient()
         known_hosts = Path(os.path.expanduser("~/.ssh/known_hosts"))
-        lookup = known_hosts_name(hostname, port)
+        lookup = known_hosts_host(hostname, port)
         revoked: set[str] = set()
         if self.target.host_key:
             # A pin replaces known_hosts for this server: only that key is accepted.
