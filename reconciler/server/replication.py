@@ -276,6 +276,32 @@ def remote_names(git_dir: Path, env: Mapping[str, str], timeout: float) -> tuple
     return names, ssh_command
 
 
+def reach_peers_without_remote(
+    env: dict[str, str], settings: Settings, repository: str, remotes: set[str]
+) -> set[str]:
+    """The peers this repository has no remote for, made reachable by name anyway.
+
+    A repository gitosis created on its first access (a push to a newly declared
+    repository before an apply reached this server) has no remotes until the next
+    apply. Each such peer's URL comes from the settings (``peer_urls``, the same URLs
+    apply gives the remotes) and is handed to every git command the hook runs as
+    ``-c remote.PEER.url=URL`` through ``GIT_CONFIG_PARAMETERS`` (added to ``env``),
+    so pushes, ls-remote and fetch name the peer as usual. Not sent over ssh, and
+    git's local transport clears it for the receiving side.
+    """
+    found = {}
+    for peer in settings.peers:
+        url = settings.peer_url(peer, repository) if peer not in remotes else None
+        if url is not None:
+            found[peer] = url
+    if found:
+        entries = [f"remote.{peer}.url={url}" for peer, url in found.items()]
+        quoted = " ".join("'" + e.replace("'", "'\\''") + "'" for e in entries)
+        existing = env.get("GIT_CONFIG_PARAMETERS", "")
+        env["GIT_CONFIG_PARAMETERS"] = f"{existing} {quoted}".strip()
+    return set(found)
+
+
 # --- pushing to one peer ----------------------------------------------------------------
 
 
@@ -723,6 +749,7 @@ def quorum_hook(state: str, stdin_text: str, environ: Mapping[str, str]) -> int:
     remotes, ssh_command = remote_names(git_dir, env, settings.timeout)
     if ssh_command and "GIT_SSH_COMMAND" not in environ:
         env.pop("GIT_SSH_COMMAND", None)
+    remotes |= reach_peers_without_remote(env, settings, name, remotes)
 
     def one(peer: str) -> dict[str, Vote]:
         if peer not in remotes:
@@ -865,6 +892,8 @@ def catch_up(base: Path, repository: str, deadline: float) -> list[str]:
     env = push_environment(os.environ, settings)
     env["GIT_DIR"] = str(git_dir)
     timeout = max(1.0, min(settings.timeout, deadline - time.monotonic()))
+    remotes, _ssh_command = remote_names(git_dir, env, timeout)
+    reach_peers_without_remote(env, settings, repository, remotes)
     values: dict[str, dict[str, str]] = {}
     for peer in settings.peers:
         run = run_bounded(
@@ -1026,6 +1055,7 @@ def _replicate_now(
     if ssh_command and "GIT_SSH_COMMAND" not in environ:
         # The repository chose its own ssh command; ours would override it.
         env.pop("GIT_SSH_COMMAND", None)
+    remotes |= reach_peers_without_remote(env, settings, name, remotes)
 
     def one_peer(peer: str) -> str:
         # Written ahead, so that a hook killed halfway still leaves the update queued.
@@ -1295,6 +1325,7 @@ def _drain_group(
     remotes, ssh_command = remote_names(git_dir, env, settings.timeout)
     if ssh_command and "GIT_SSH_COMMAND" not in environ:
         env.pop("GIT_SSH_COMMAND", None)
+    remotes |= reach_peers_without_remote(env, settings, repository, remotes)
     delivered = 0
     remaining = list(entries)
     while remaining:
