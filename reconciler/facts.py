@@ -124,6 +124,15 @@ class KeyPair:
 
 
 @dataclass(frozen=True)
+class GitTemplateFacts:
+    """``init.templateDir`` in the git user's ~/.gitconfig, and, when it names one of
+    the reconciler's templates, the digest of what that directory holds."""
+
+    configured: str | None = None
+    digest: str | None = None
+
+
+@dataclass(frozen=True)
 class ServerFacts:
     server: str
     home: str
@@ -150,6 +159,7 @@ class ServerFacts:
     repo_sections: dict[str, RepoSectionFacts] = field(default_factory=dict)
     projects_list: str | None = None  # gitweb's list as gitosis writes it; None: absent
     key_pairs: tuple[KeyPair, ...] = ()
+    git_template: GitTemplateFacts = field(default_factory=GitTemplateFacts)
 
 
 @dataclass(frozen=True)
@@ -277,6 +287,10 @@ def parse_server_facts(
             key_pairs=tuple(
                 KeyPair(str(pair["path"]), str(pair["public"]))
                 for pair in data.get("key_pairs") or ()
+            ),
+            git_template=GitTemplateFacts(
+                configured=(data.get("git_template") or {}).get("configured"),
+                digest=(data.get("git_template") or {}).get("digest"),
             ),
         )
     except (KeyError, TypeError, ValueError) as exc:

@@ -50,6 +50,7 @@ SERVER_PARTS: dict[str, tuple[str, ...]] = {
     "admin repository": ("admin",),
     "gitosis": ("gitosis",),
     "server library": ("library",),
+    "git template": ("git_template",),
     "gitweb projects.list": ("projects_list",),
     "repository descriptions": ("repo_sections",),
 }

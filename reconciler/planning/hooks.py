@@ -12,6 +12,8 @@ hook runs that copy after replicating when ``replication: run_kept_hooks`` is on
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
+from typing import Any
 
 from reconciler.facts import HookFacts
 from reconciler.planning.context import PlanContext
@@ -25,12 +27,69 @@ from reconciler.server_library import library_version
 TRANSACTION_TARGET = HOOK_NAME
 
 
+@dataclass(frozen=True)
+class ManagedHook:
+    name: str  # below hooks/
+    content: bytes | None = None  # a file of mode HOOK_MODE ...
+    link: str | None = None  # ... or a symlink to the hook of that name beside it
+
+
+def repository_hooks(mode: str, home: str) -> tuple[ManagedHook, ...]:
+    """The hooks the planner keeps in every mirrored repository of a cluster in
+    replication ``mode`` (the admin repository has no transaction hook), for a git
+    user whose home is ``home``. The git template every new repository starts from
+    is built from this list too (``template_entries``): keep the two one list."""
+    hooks = [ManagedHook(HOOK_NAME, content=stub(home))]
+    if mode == "quorum":
+        hooks.append(ManagedHook(TRANSACTION_HOOK, link=TRANSACTION_TARGET))
+    return tuple(hooks)
+
+
+def repository_config(mode: str) -> dict[str, str]:
+    """The git config ("section.key" -> value) the planner keeps in every mirrored
+    repository of a cluster in replication ``mode``; none yet. The git template
+    carries it as its ``config`` file, which ``git init`` copies."""
+    del mode
+    return {}
+
+
+def template_entries(mode: str, home: str) -> dict[str, dict[str, Any]]:
+    """The git template (``reconciler.server.template``): every mirrored repository's
+    hooks and config, so that a repository gitosis creates on its first push holds
+    them from the start."""
+    entries: dict[str, dict[str, Any]] = {}
+    for hook in repository_hooks(mode, home):
+        if hook.link is not None:
+            entries[f"hooks/{hook.name}"] = {"link": hook.link}
+        elif hook.content is not None:
+            entries[f"hooks/{hook.name}"] = {"content": hook.content.decode(), "mode": HOOK_MODE}
+    config = repository_config(mode)
+    if config:
+        entries["config"] = {"content": config_text(config), "mode": 0o644}
+    return entries
+
+
+def config_text(config: dict[str, str]) -> str:
+    """``config`` in git's config file syntax ("a.b.c" is key c of [a "b"])."""
+    sections: dict[str, list[str]] = {}
+    for key, value in config.items():
+        section, _, name = key.rpartition(".")
+        head, _, sub = section.partition(".")
+        header = f'[{head} "{sub}"]' if sub else f"[{head}]"
+        quoted = value.replace("\\", "\\\\").replace('"', '\\"')
+        sections.setdefault(header, []).append(f'\t{name} = "{quoted}"')
+    return "".join(
+        f"{header}\n" + "".join(f"{line}\n" for line in lines) for header, lines in sections.items()
+    )
+
+
 def plan_transaction_hooks(ctx: PlanContext) -> tuple[list[Action], list[Note]]:
     actions: list[Action] = []
     notes: list[Note] = []
-    quorum = ctx.desired.cluster.replication.mode == "quorum"
+    mode = ctx.desired.cluster.replication.mode
     admin = ctx.desired.cluster.admin_repository
     for name, facts in ctx.reachable().items():
+        quorum = any(h.name == TRANSACTION_HOOK for h in repository_hooks(mode, facts.home))
         for repository in ctx.desired.mirrored_repositories():
             existing = facts.repositories.get(repository)
             current = existing.transaction_hook if existing else None

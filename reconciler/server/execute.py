@@ -56,6 +56,7 @@ from reconciler.server import (
     refs,
     remotes,
     repositories,
+    template,
 )
 from reconciler.server.common import HOME, SERVER_LOCK_PATH, LockBusy, OpError, remove_path
 
@@ -74,6 +75,7 @@ OPS = {
     **remotes.OPS,
     **admin.OPS,
     **library.OPS,
+    **template.OPS,
 }
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import posixpath
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from reconciler.planning.known_hosts import desired_lines
 from reconciler.planning.model import Plan
 from reconciler.refs import ZERO, RefReport, classify
 from reconciler.server.hooks import HOOK_MODE, stub
+from reconciler.server.template import template_digest
 from reconciler.server_library import library_version
 from tests.planning.test_planner import settled_checkout
 
@@ -189,6 +191,14 @@ def scenarios(draw: st.DrawFn) -> tuple[int, int, list[int], dict[str, dict[str,
             "library": draw(
                 st.sampled_from([{"version": library_version(), "intact": True}, {"version": None}])
             ),
+            "git_template": draw(
+                st.sampled_from(
+                    [
+                        {"configured": None, "digest": None},
+                        {"configured": f"/home/{name}/.reconciler/templates/0", "digest": None},
+                    ]
+                )
+            ),
         }
     return n_servers, n_repos, parents, raw
 
@@ -339,6 +349,15 @@ def simulate(
             else:
                 assert (repo, ref, expected, op["peer"]) in queued, "deletion nobody queued"
                 del target[ref]
+    elif kind == "install_template":
+        assert op["library"] == library_version()
+        assert template_digest(op["entries"]) == op["digest"]
+        data.setdefault("templates", []).append(op["digest"])
+    elif kind == "set_template_dir":
+        assert data["git_template"]["configured"] == op["expect"]
+        digest = posixpath.basename(op["value"])
+        assert digest in data.get("templates", []), "pointed at a template not installed"
+        data["git_template"] = {"configured": op["value"], "digest": digest}
     elif kind == "drain_queue":
         files = set(op["files"])
         data["queue"] = [e for e in data["queue"] if e["file"] not in files]

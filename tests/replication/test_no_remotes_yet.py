@@ -101,15 +101,19 @@ def test_first_push_reaches_peers_the_repository_has_no_remote_for(
     deadline = time.monotonic() + (WAIT_SECONDS if mode == "async" else 0)
     while True:
         held = [n for n in NAMES if value(repos[n], "refs/heads/main", env) == sha]
-        if held == list(NAMES) or time.monotonic() >= deadline:
+        queued = [
+            p.name
+            for n in NAMES
+            for p in (tmp_path / n / "repositories/.reconciler/queue").glob("*.json")
+        ]
+        if (held == list(NAMES) and not queued) or time.monotonic() >= deadline:
             break
         time.sleep(0.05)
     assert held == list(NAMES), said
+    assert queued == [], said
     # The URLs were given to git for the hook's own commands only, never written.
     for repo in repos.values():
         assert run(repo, "config", "--get-regexp", r"^remote\.", env=env).stdout == ""
-    queue = [p for n in NAMES for p in (tmp_path / n / "repositories/.reconciler/queue").glob("*")]
-    assert [p for p in queue if p.suffix == ".json"] == []
 
 
 def test_without_peer_urls_the_update_is_queued_as_before(tmp_path: Path) -> None:
