@@ -19,6 +19,7 @@ from reconciler.facts import HookFacts
 from reconciler.planning.context import PlanContext
 from reconciler.planning.model import Action, Note, Phase
 from reconciler.server.hooks import HOOK_MODE, HOOK_NAME, KEPT_HOOK_PREFIX, TRANSACTION_HOOK, stub
+from reconciler.server.template import GIT_DEFAULT_FILES
 from reconciler.server_library import library_version
 
 # Quorum mode: hooks/reference-transaction is a symlink to the stub, which runs the
@@ -57,7 +58,9 @@ def template_entries(mode: str, home: str) -> dict[str, dict[str, Any]]:
     """The git template (``reconciler.server.template``): every mirrored repository's
     hooks and config, so that a repository gitosis creates on its first push holds
     them from the start."""
-    entries: dict[str, dict[str, Any]] = {}
+    entries: dict[str, dict[str, Any]] = {
+        path: {"content": content, "mode": 0o644} for path, content in GIT_DEFAULT_FILES.items()
+    }
     for hook in repository_hooks(mode, home):
         if hook.link is not None:
             entries[f"hooks/{hook.name}"] = {"link": hook.link}

@@ -15,7 +15,13 @@ import posixpath
 from reconciler.planning.context import PlanContext
 from reconciler.planning.hooks import template_entries
 from reconciler.planning.model import Action, Kind, Note, Phase
-from reconciler.server.template import GITCONFIG, KEY, TEMPLATES_DIR, template_digest
+from reconciler.server.template import (
+    GIT_DEFAULT_FILES,
+    GITCONFIG,
+    KEY,
+    TEMPLATES_DIR,
+    template_digest,
+)
 from reconciler.server_library import library_version
 
 TARGET = f"~/{GITCONFIG} {KEY}"
@@ -48,7 +54,8 @@ def plan_git_template(ctx: PlanContext) -> tuple[list[Action], list[Note]]:
             )
             continue
         shown = f"~/{TEMPLATES_DIR}/{digest}"
-        files = ", ".join(sorted(entries))
+        # git's own description and info/exclude go without saying.
+        files = ", ".join(p for p in sorted(entries) if p not in GIT_DEFAULT_FILES)
         kind: Kind
         if current.configured is None:
             kind = "create"

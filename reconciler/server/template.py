@@ -45,6 +45,21 @@ KEY = "init.templateDir"
 MAX_FILE_BYTES = 1 << 20
 MAX_ENTRIES = 64
 
+# What git's own template puts in a repository besides its sample hooks (unchanged for
+# many releases): a template replaces git's whole, and gitweb shows the description of
+# a repository nobody described, as it did before.
+GIT_DEFAULT_FILES = {
+    "description": "Unnamed repository; edit this file 'description' to name the repository.\n",
+    "info/exclude": (
+        "# git ls-files --others --exclude-from=.git/info/exclude\n"
+        "# Lines that start with '#' are comments.\n"
+        "# For a project mostly in C, the following would be a good set of\n"
+        "# exclude patterns (uncomment them if you want to use them):\n"
+        "# *.[oa]\n"
+        "# *~\n"
+    ),
+}
+
 Op = dict[str, Any]
 # Path below the template -> {"content": TEXT, "mode": MODE} or {"link": TARGET}.
 Entries = dict[str, dict[str, Any]]

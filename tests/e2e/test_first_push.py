@@ -114,7 +114,7 @@ def test_the_first_push_to_a_repository_gitosis_creates_reaches_every_server(
     # has the new repository yet.
     for server in cluster.servers:
         keys = (server.home / ".ssh/authorized_keys").read_text()
-        assert " carol@desk\"," in keys or "gitosis-serve carol@desk" in keys, server.name
+        assert ' carol@desk",' in keys or "gitosis-serve carol@desk" in keys, server.name
         assert not (server.home / "repositories" / f"{NEW}.git").exists(), server.name
 
     sha, stderr, seconds = first_push(cluster, tmp_path, "alpha")

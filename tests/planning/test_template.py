@@ -8,7 +8,7 @@ from typing import Any
 from reconciler.planning import make_plan
 from reconciler.planning.hooks import repository_hooks, template_entries
 from reconciler.server.hooks import HOOK_MODE, stub
-from reconciler.server.template import template_digest
+from reconciler.server.template import GIT_DEFAULT_FILES, template_digest
 from tests.planning.test_planner import build_context, plan_lines, template_fact
 
 
@@ -24,17 +24,22 @@ def digest_of(name: str, mode: str = "sync") -> str:
 
 
 def test_the_template_holds_what_every_repository_gets() -> None:
+    # What git's own template gives a repository, but the sample hooks.
+    default = {path: {"content": text, "mode": 0o644} for path, text in GIT_DEFAULT_FILES.items()}
+    assert set(default) == {"description", "info/exclude"}
     assert template_entries("sync", "/home/a") == {
+        **default,
         "hooks/post-receive": {"content": stub("/home/a").decode(), "mode": HOOK_MODE},
     }
     assert template_entries("quorum", "/home/a") == {
+        **default,
         "hooks/post-receive": {"content": stub("/home/a").decode(), "mode": HOOK_MODE},
         "hooks/reference-transaction": {"link": "post-receive"},
     }
     # One list for both: what the per-repository planner keeps is what the template holds.
     for mode in ("sync", "async", "quorum"):
         names = {f"hooks/{hook.name}" for hook in repository_hooks(mode, "/home/a")}
-        assert set(template_entries(mode, "/home/a")) == names
+        assert set(template_entries(mode, "/home/a")) - set(default) == names
 
 
 def test_missing_template_is_planned_with_both_ops(desired: Any) -> None:

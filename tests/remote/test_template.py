@@ -112,6 +112,8 @@ def test_every_way_gitosis_and_apply_make_a_repository_gets_the_hooks(home: Path
     )
     for name in ("runtime", "original", "apply", "clone"):
         assert hooks_of(repositories / f"{name}.git") == wanted, name
+        for path, text in template.GIT_DEFAULT_FILES.items():
+            assert (repositories / f"{name}.git" / path).read_text() == text, (name, path)
 
     # An existing repository keeps its own hooks: the original gitosis-init runs
     # `git init` a second time on gitosis-admin, whose post-update is gitosis's.
