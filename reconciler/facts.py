@@ -107,6 +107,15 @@ class PushStats:
 
 
 @dataclass(frozen=True)
+class GitTemplateFacts:
+    """``init.templateDir`` in the git user's ~/.gitconfig, and, when it names one of
+    the reconciler's templates, the digest of what that directory holds."""
+
+    configured: str | None = None
+    digest: str | None = None
+
+
+@dataclass(frozen=True)
 class ServerFacts:
     server: str
     home: str
@@ -134,6 +143,7 @@ class ServerFacts:
     projects_list: str | None = None  # gitweb's list as gitosis writes it; None: absent
     key_pairs: tuple[KeyPair, ...] = ()
     git_version: tuple[int, ...] | None = None  # None: unknown (git missing or unreadable)
+    git_template: GitTemplateFacts = field(default_factory=GitTemplateFacts)
 
 
 @dataclass(frozen=True)
@@ -261,6 +271,10 @@ def parse_server_facts(
                 tuple(int(part) for part in data["git_version"])
                 if data.get("git_version")
                 else None
+            ),
+            git_template=GitTemplateFacts(
+                configured=(data.get("git_template") or {}).get("configured"),
+                digest=(data.get("git_template") or {}).get("digest"),
             ),
         )
     except WireError as exc:

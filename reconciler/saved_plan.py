@@ -51,6 +51,7 @@ SERVER_PARTS: dict[str, tuple[str, ...]] = {
     "gitosis": ("gitosis",),
     "server library": ("library",),
     "git version": ("git_version",),
+    "git template": ("git_template",),
     "gitweb projects.list": ("projects_list",),
     "repository descriptions": ("repo_sections",),
 }

@@ -15,6 +15,7 @@ from reconciler.planning.remotes import plan_remotes
 from reconciler.planning.repositories import plan_repositories
 from reconciler.planning.repository_settings import plan_repository_settings
 from reconciler.planning.settings import plan_settings
+from reconciler.planning.template import plan_git_template
 
 SUBJECTS = (
     plan_bootstrap,
@@ -23,6 +24,7 @@ SUBJECTS = (
     plan_access,
     plan_known_hosts,
     plan_settings,
+    plan_git_template,
     plan_repositories,
     plan_repository_settings,
     plan_remotes,

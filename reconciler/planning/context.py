@@ -96,4 +96,11 @@ def settings_text(desired: Desired, server: str) -> str:
         timeout=desired.cluster.replication.timeout,
         run_kept_hooks=desired.cluster.replication.run_kept_hooks,
         admin_repository=desired.cluster.admin_repository,
+        # A repository gitosis creates on its first push has no remotes until the
+        # next apply: the hook reaches the peers at these instead.
+        peer_urls={
+            peer: repository_base_url(spec)
+            for peer, spec in desired.servers.items()
+            if peer != server
+        },
     ).decode("utf-8")

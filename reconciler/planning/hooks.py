@@ -12,7 +12,8 @@ hook runs that copy after replicating when ``replication: run_kept_hooks`` is on
 from __future__ import annotations
 
 import hashlib
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from typing import Any
 
 from reconciler.facts import HookFacts
 from reconciler.planning.context import PlanContext
@@ -29,6 +30,7 @@ from reconciler.server.hooks import (
     stub,
 )
 from reconciler.server.ops import InstallHook, KeepFile, Op, RemoveSymlink, SetConfig, Symlink
+from reconciler.server.template import GIT_DEFAULT_FILES
 from reconciler.server_library import library_version
 
 # Quorum mode: hooks/proc-receive is a symlink to the stub, which runs the library's
@@ -37,13 +39,75 @@ from reconciler.server_library import library_version
 LINK_TARGET = HOOK_NAME
 
 
+@dataclass(frozen=True)
+class ManagedHook:
+    name: str  # below hooks/
+    content: bytes | None = None  # a file of mode HOOK_MODE ...
+    link: str | None = None  # ... or a symlink to the hook of that name beside it
+
+
+def repository_hooks(mode: str, home: str) -> tuple[ManagedHook, ...]:
+    """The hooks the planner keeps in every mirrored repository of a cluster in
+    replication ``mode`` (the admin repository has no transaction hook), for a git
+    user whose home is ``home``. The git template every new repository starts from
+    is built from this list too (``template_entries``): keep the two one list."""
+    hooks = [ManagedHook(HOOK_NAME, content=stub(home))]
+    if mode == "quorum":
+        hooks.append(ManagedHook(PROC_RECEIVE_HOOK, link=LINK_TARGET))
+    return tuple(hooks)
+
+
+def repository_config(mode: str) -> dict[str, tuple[str, ...]]:
+    """The git config ("section.key" -> its values) the planner keeps in every mirrored
+    repository of a cluster in replication ``mode``: in quorum mode, the refs receive-pack
+    hands to proc-receive. The git template carries it as its ``config`` file, which
+    ``git init`` copies."""
+    return {PROC_RECEIVE_KEY: PROC_RECEIVE_REFS} if mode == "quorum" else {}
+
+
+def template_entries(mode: str, home: str) -> dict[str, dict[str, Any]]:
+    """The git template (``reconciler.server.template``): every mirrored repository's
+    hooks and config, so that a repository gitosis creates on its first push holds
+    them from the start."""
+    entries: dict[str, dict[str, Any]] = {
+        path: {"content": content, "mode": 0o644} for path, content in GIT_DEFAULT_FILES.items()
+    }
+    for hook in repository_hooks(mode, home):
+        if hook.link is not None:
+            entries[f"hooks/{hook.name}"] = {"link": hook.link}
+        elif hook.content is not None:
+            entries[f"hooks/{hook.name}"] = {"content": hook.content.decode(), "mode": HOOK_MODE}
+    config = repository_config(mode)
+    if config:
+        entries["config"] = {"content": config_text(config), "mode": 0o644}
+    return entries
+
+
+def config_text(config: dict[str, tuple[str, ...]]) -> str:
+    """``config`` in git's config file syntax ("a.b.c" is key c of [a "b"]; a key with
+    several values is a line each)."""
+    sections: dict[str, list[str]] = {}
+    for key, values in config.items():
+        section, _, name = key.rpartition(".")
+        head, _, sub = section.partition(".")
+        header = f'[{head} "{sub}"]' if sub else f"[{head}]"
+        for value in values:
+            quoted = value.replace("\\", "\\\\").replace('"', '\\"')
+            sections.setdefault(header, []).append(f'\t{name} = "{quoted}"')
+    return "".join(
+        f"{header}\n" + "".join(f"{line}\n" for line in lines) for header, lines in sections.items()
+    )
+
+
 def plan_transaction_hooks(ctx: PlanContext) -> tuple[list[Action], list[Note]]:
     actions: list[Action] = []
     notes: list[Note] = []
-    quorum = ctx.desired.cluster.replication.mode == "quorum"
+    mode = ctx.desired.cluster.replication.mode
     admin = ctx.desired.cluster.admin_repository
-    wanted_refs = PROC_RECEIVE_REFS
+    # The same lists the git template is made of.
+    wanted_refs = repository_config(mode).get(PROC_RECEIVE_KEY, ())
     for name, facts in ctx.reachable().items():
+        quorum = any(h.name == PROC_RECEIVE_HOOK for h in repository_hooks(mode, facts.home))
         old_git = facts.git_version is not None and facts.git_version < PROC_RECEIVE_GIT
         if quorum and old_git:
             version = ".".join(str(part) for part in facts.git_version or ())

@@ -48,6 +48,8 @@ SUBJECT_ORDER = {
     "admin": 1,
     "known_hosts": 2,
     "settings": 3,
+    # Before the repositories: those apply creates start from it too.
+    "template": 3,
     "repository": 4,
     "remote": 5,
     "hook": 6,

@@ -57,6 +57,7 @@ from reconciler.server import (
     refs,
     remotes,
     repositories,
+    template,
 )
 from reconciler.server.common import HOME, SERVER_LOCK_PATH, LockBusy, OpError, remove_path
 from reconciler.server.ops import CloneMirror, InitBare, Op, decode
@@ -77,6 +78,7 @@ OPS: dict[type[Op], Callable[[Any], None]] = {
     **remotes.OPS,
     **admin.OPS,
     **library.OPS,
+    **template.OPS,
 }
 
 

@@ -11,7 +11,7 @@ push record file, which it compacts.
 
 Each subject's fact reader lives with its op handlers (``reconciler.server.keys``,
 ``.known_hosts``, ``.settings``, ``.queue``, ``.pushes``, ``.repositories``,
-``.admin``, ``.repository_settings``, ``.library``).
+``.admin``, ``.repository_settings``, ``.library``, ``.template``).
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from reconciler.server import (
     repositories,
     repository_settings,
     settings,
+    template,
 )
 from reconciler.server.common import FORMAT_VERSION
 
@@ -89,6 +90,7 @@ def main() -> None:
         ),
         "gitosis": library.gitosis_facts(home),
         "library": library.library_facts(home),
+        "git_template": template.template_facts(home),
         **repository_settings.projects_list(home, request.get("projects_list")),
         **hooks.git_version(),
     }

@@ -211,6 +211,25 @@ class RemoveSymlink(Op, kind="remove_symlink"):
 
 
 @dataclasses.dataclass(frozen=True)
+class InstallTemplate(Op, kind="install_template"):
+    """Make ``~/.reconciler/templates/DIGEST`` hold exactly ``entries`` (relative path ->
+    {"content", "mode"} or {"link"}), once ``library`` is installed."""
+
+    digest: str
+    entries: dict[str, dict[str, Any]]
+    library: str
+
+
+@dataclasses.dataclass(frozen=True)
+class SetTemplateDir(Op, kind="set_template_dir"):
+    """Point ``init.templateDir`` in ``~/.gitconfig`` at ``value`` while it names
+    ``expect`` (None: unset)."""
+
+    value: str
+    expect: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
 class SetConfig(Op, kind="set_config"):
     """Make the repository's ``key`` exactly ``values`` (none: unset), in its own config."""
 

@@ -266,16 +266,44 @@ def remote_names(git_dir: Path, env: Mapping[str, str], timeout: float) -> tuple
 
 
 def peer_environment(
-    git_dir: Path, environ: Mapping[str, str], settings: Settings
+    git_dir: Path, environ: Mapping[str, str], settings: Settings, repository: str
 ) -> tuple[dict[str, str], set[str]]:
-    """The environment pushes from ``git_dir`` to its peers run in, and the remotes it has."""
+    """The environment pushes from ``git_dir`` to its peers run in, and the peers it can
+    name (a remote, or a URL from the settings: ``reach_peers_without_remote``)."""
     env = push_environment(environ, settings)
     env["GIT_DIR"] = str(git_dir)
     remotes, ssh_command = remote_names(git_dir, env, settings.timeout)
     if ssh_command and "GIT_SSH_COMMAND" not in environ:
         # The repository chose its own ssh command; ours would override it.
         env.pop("GIT_SSH_COMMAND", None)
+    remotes |= reach_peers_without_remote(env, settings, repository, remotes)
     return env, remotes
+
+
+def reach_peers_without_remote(
+    env: dict[str, str], settings: Settings, repository: str, remotes: set[str]
+) -> set[str]:
+    """The peers this repository has no remote for, made reachable by name anyway.
+
+    A repository gitosis created on its first access (a push to a newly declared
+    repository before an apply reached this server) has no remotes until the next
+    apply. Each such peer's URL comes from the settings (``peer_urls``, the same URLs
+    apply gives the remotes) and is handed to every git command the hook runs as
+    ``-c remote.PEER.url=URL`` through ``GIT_CONFIG_PARAMETERS`` (added to ``env``),
+    so pushes, ls-remote and fetch name the peer as usual. Not sent over ssh, and
+    git's local transport clears it for the receiving side.
+    """
+    found = {}
+    for peer in settings.peers:
+        url = settings.peer_url(peer, repository) if peer not in remotes else None
+        if url is not None:
+            found[peer] = url
+    if found:
+        entries = [f"remote.{peer}.url={url}" for peer, url in found.items()]
+        quoted = " ".join("'" + e.replace("'", "'\\''") + "'" for e in entries)
+        existing = env.get("GIT_CONFIG_PARAMETERS", "")
+        env["GIT_CONFIG_PARAMETERS"] = f"{existing} {quoted}".strip()
+    return set(found)
 
 
 # --- pushing to one peer ----------------------------------------------------------------
@@ -740,7 +768,7 @@ def proc_receive(
     if settings is None or base is None:  # voting implies both; for mypy
         transaction.abort()
         return {u.ref: "replication settings unreadable" for u in updates}
-    answers, decisions, env_out = _vote(git_dir, settings, voted, environ)
+    answers, decisions, env_out = _vote(git_dir, settings, name, voted, environ)
     refusals, behind = _refusals(git_dir, settings, voted, answers, decisions, env_out, atomic)
     if not refusals:
         if transaction.commit():
@@ -772,12 +800,16 @@ def proc_receive(
 
 
 def _vote(
-    git_dir: Path, settings: Settings, updates: Sequence[RefUpdate], environ: Mapping[str, str]
+    git_dir: Path,
+    settings: Settings,
+    name: str,
+    updates: Sequence[RefUpdate],
+    environ: Mapping[str, str],
 ) -> tuple[dict[str, dict[str, Vote]], dict[str, Decision], dict[str, str]]:
     """Propose the updates to every peer at once; each peer's vote and the decision per
     ref, and the environment of the pushes (for the put-backs)."""
     declared = 1 + len(settings.peers)
-    env, remotes = peer_environment(git_dir, environ, settings)
+    env, remotes = peer_environment(git_dir, environ, settings, name)
 
     def one(peer: str) -> dict[str, Vote]:
         if peer not in remotes:
@@ -992,6 +1024,8 @@ def catch_up(base: Path, repository: str, deadline: float) -> list[str]:
     env = push_environment(os.environ, settings)
     env["GIT_DIR"] = str(git_dir)
     timeout = max(1.0, min(settings.timeout, deadline - time.monotonic()))
+    remotes, _ssh_command = remote_names(git_dir, env, timeout)
+    reach_peers_without_remote(env, settings, repository, remotes)
     values: dict[str, dict[str, str]] = {}
     for peer in settings.peers:
         run = run_bounded(
@@ -1132,7 +1166,7 @@ def _replicate_now(
     emit: Emit,
     reported: set[str],
 ) -> None:
-    env, remotes = peer_environment(git_dir, environ, settings)
+    env, remotes = peer_environment(git_dir, environ, settings, name)
 
     def one_peer(peer: str) -> str:
         # Written ahead, so that a hook killed halfway still leaves the update queued.
@@ -1401,7 +1435,7 @@ def _drain_group(
         for entry in entries:
             _fail(base, entry, "missing repository", "not on this server")
         return 0
-    env, remotes = peer_environment(git_dir, environ, settings)
+    env, remotes = peer_environment(git_dir, environ, settings, repository)
     delivered = 0
     remaining = list(entries)
     while remaining:

@@ -5,7 +5,13 @@ read by the gather program (``read_settings``) and by the hook (``load_settings`
 
     {"format_version": 1, "server": "master", "peers": ["mirror", "third"],
      "mirror_users": ["git@master", "git@mirror", "git@third"],
-     "mode": "sync", "timeout": 30}
+     "mode": "sync", "timeout": 30,
+     "peer_urls": {"mirror": "ssh://git@10.1.0.2", "third": "/srv/third/repositories"}}
+
+``peer_urls`` holds, per peer, the part of every repository URL on it before
+``/NAME.git`` (as the remotes apply adds are made): a repository that has no
+remote for a peer yet (one gitosis created on its first push, before an apply
+reached it) is replicated to that URL.
 
 The hook walks up from the repository to the first directory holding this file;
 that directory is the repositories base.
@@ -16,7 +22,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +49,13 @@ class Settings:
     # The admin repository is never replicated by the hook: only reconcile apply
     # sends it to the servers (the servers' keys have no write access to it).
     admin_repository: str = ""
+    # Peer -> repository URL base, for repositories that have no remote for it yet.
+    peer_urls: Mapping[str, str] = field(default_factory=dict)
+
+    def peer_url(self, peer: str, repository: str) -> str | None:
+        """Where ``repository`` is on ``peer``, as apply would set its remote."""
+        base = self.peer_urls.get(peer)
+        return f"{base}/{repository}.git" if base else None
 
 
 def settings_json(
@@ -54,6 +67,7 @@ def settings_json(
     timeout: float = 30,
     run_kept_hooks: bool = False,
     admin_repository: str | None = None,
+    peer_urls: Mapping[str, str] | None = None,
 ) -> bytes:
     """The content of ``SETTINGS_PATH`` for one server, stable for comparison."""
     if mode not in MODES:
@@ -72,6 +86,8 @@ def settings_json(
         data["run_kept_hooks"] = True
     if admin_repository is not None:
         data["admin_repository"] = admin_repository
+    if peer_urls is not None:
+        data["peer_urls"] = {p: u for p, u in sorted(peer_urls.items()) if p != server}
     return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode("utf-8")
 
 
@@ -104,6 +120,15 @@ def parse_settings(data: object) -> Settings:
     admin = data.get("admin_repository", "")
     if not isinstance(admin, str):
         raise SettingsError(f"'admin_repository' must be a repository name, not {admin!r}")
+    peer_urls = data.get("peer_urls", {})
+    if not isinstance(peer_urls, dict) or not all(
+        isinstance(p, str) and SERVER_NAME.fullmatch(p) and isinstance(u, str) and _url_base(u)
+        for p, u in peer_urls.items()
+    ):
+        raise SettingsError(
+            "'peer_urls' must map server names to repository URL bases "
+            f"(ssh://HOST or an absolute path), not {peer_urls!r}"
+        )
     return Settings(
         server=server,
         peers=tuple(p for p in peers if p != server),
@@ -112,6 +137,16 @@ def parse_settings(data: object) -> Settings:
         timeout=float(timeout),
         run_kept_hooks=run_kept_hooks,
         admin_repository=admin,
+        peer_urls={p: u for p, u in peer_urls.items() if p != server},
+    )
+
+
+def _url_base(url: str) -> bool:
+    # Becomes a git remote URL: never an option, never a line break.
+    return (
+        url.startswith(("ssh://", "/"))
+        and not any(c in url for c in "\n\r\0")
+        and not url.endswith("/")
     )
 
 

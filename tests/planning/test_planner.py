@@ -17,6 +17,7 @@ from reconciler.errors import ServerError
 from reconciler.facts import Facts, parse_server_facts
 from reconciler.planning import PlanContext, PlanOptions, make_plan
 from reconciler.planning.context import settings_text
+from reconciler.planning.hooks import template_entries
 from reconciler.planning.model import Plan
 from reconciler.refs import RefReport
 from reconciler.server.hooks import stub
@@ -32,6 +33,7 @@ from reconciler.server.ops import (
     SetRemote,
     WriteFile,
 )
+from reconciler.server.template import template_digest
 from reconciler.server_library import library_version
 
 ALICE = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHf3QMiW3/6ah4NlkiVbguIO9g4LWCSqJBKVJOG6lKhv alice"
@@ -45,6 +47,12 @@ LIBRARY = {"version": library_version(), "intact": True}
 
 def stub_sha(name: str) -> str:
     return hashlib.sha256(stub(f"/home/{name}")).hexdigest()
+
+
+def template_fact(name: str, mode: str = "sync") -> dict[str, str]:
+    """~/.gitconfig naming the intact git template of a cluster in ``mode``."""
+    digest = template_digest(template_entries(mode, f"/home/{name}"))
+    return {"configured": f"/home/{name}/.reconciler/templates/{digest}", "digest": digest}
 
 
 EMPTY_DIGEST = hashlib.sha256(b"").hexdigest()
@@ -133,6 +141,7 @@ def converged_server(name: str, peers: dict[str, str]) -> dict[str, Any]:
             "history": [{"sha": HEAD, "parents": ["2" * 40], "committer": "reconcile"}],
         },
         "library": dict(LIBRARY),
+        "git_template": template_fact(name),
     }
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import posixpath
 from pathlib import Path
 from typing import Any
 
@@ -34,13 +35,16 @@ from reconciler.server.ops import (
     InitBare,
     InstallHook,
     InstallLibrary,
+    InstallTemplate,
     Keygen,
     Op,
     PushRefs,
     RemoveRemote,
     SetRemote,
+    SetTemplateDir,
     WriteFile,
 )
+from reconciler.server.template import template_digest
 from reconciler.server_library import library_version
 from tests.planning.test_planner import settled_checkout
 
@@ -203,6 +207,14 @@ def scenarios(draw: st.DrawFn) -> tuple[int, int, list[int], dict[str, dict[str,
             "library": draw(
                 st.sampled_from([{"version": library_version(), "intact": True}, {"version": None}])
             ),
+            "git_template": draw(
+                st.sampled_from(
+                    [
+                        {"configured": None, "digest": None},
+                        {"configured": f"/home/{name}/.reconciler/templates/0", "digest": None},
+                    ]
+                )
+            ),
         }
     return n_servers, n_repos, parents, raw
 
@@ -351,6 +363,15 @@ def simulate(
             else:
                 assert (repo, ref, expected, op.peer) in queued, "deletion nobody queued"
                 del target[ref]
+    elif isinstance(op, InstallTemplate):
+        assert op.library == library_version()
+        assert template_digest(op.entries) == op.digest
+        data.setdefault("templates", []).append(op.digest)
+    elif isinstance(op, SetTemplateDir):
+        assert data["git_template"]["configured"] == op.expect
+        digest = posixpath.basename(op.value)
+        assert digest in data.get("templates", []), "pointed at a template not installed"
+        data["git_template"] = {"configured": op.value, "digest": digest}
     elif isinstance(op, DrainQueue):
         files = set(op.files)
         data["queue"] = [e for e in data["queue"] if e["file"] not in files]

@@ -76,12 +76,29 @@ def test_settings_round_trip_through_the_hook() -> None:
         ({"mode": "eventual"}, "mode"),
         ({"timeout": 0}, "timeout"),
         ({"timeout": True}, "timeout"),
+        ({"peer_urls": ["mirror"]}, "peer_urls"),
+        ({"peer_urls": {"mirror": "-oProxyCommand=x"}}, "peer_urls"),
+        ({"peer_urls": {"mirror": "ssh://m\n"}}, "peer_urls"),
+        ({"peer_urls": {"-x": "ssh://m"}}, "peer_urls"),
     ],
 )
 def test_wrong_settings_are_refused(change: dict[str, object], message: str) -> None:
     data = json.loads(settings_json(server="master", peers=["mirror"], mirror_users=[])) | change
     with pytest.raises(SettingsError, match=message):
         parse_settings(data)
+
+
+def test_peer_urls_name_where_each_peer_keeps_a_repository() -> None:
+    data = settings_json(
+        server="master",
+        peers=["mirror", "third"],
+        mirror_users=[],
+        peer_urls={"master": "ssh://me", "mirror": "ssh://git@m:2222", "third": "/srv/t/repos"},
+    )
+    settings = parse_settings(json.loads(data))
+    assert settings.peer_urls == {"mirror": "ssh://git@m:2222", "third": "/srv/t/repos"}
+    assert settings.peer_url("mirror", "tools/x") == "ssh://git@m:2222/tools/x.git"
+    assert settings.peer_url("master", "x") is None
 
 
 def test_an_unknown_mode_is_refused_when_writing() -> None:
