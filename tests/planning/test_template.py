@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from reconciler.planning import make_plan
-from reconciler.planning.hooks import repository_hooks, template_entries
+from reconciler.planning.hooks import repository_config, repository_hooks, template_entries
 from reconciler.server.hooks import HOOK_MODE, stub
 from reconciler.server.ops import InstallTemplate, SetTemplateDir
 from reconciler.server.template import GIT_DEFAULT_FILES, template_digest
@@ -36,12 +36,18 @@ def test_the_template_holds_what_every_repository_gets() -> None:
     assert template_entries("quorum", "/home/a") == {
         **default,
         "hooks/post-receive": {"content": stub("/home/a").decode(), "mode": HOOK_MODE},
-        "hooks/reference-transaction": {"link": "post-receive"},
+        "hooks/proc-receive": {"link": "post-receive"},
+        "config": {
+            "content": '[receive]\n\tprocReceiveRefs = "refs/heads/"\n'
+            '\tprocReceiveRefs = "refs/tags/"\n\tprocReceiveRefs = "refs/notes/"\n',
+            "mode": 0o644,
+        },
     }
     # One list for both: what the per-repository planner keeps is what the template holds.
     for mode in ("sync", "async", "quorum"):
         names = {f"hooks/{hook.name}" for hook in repository_hooks(mode, "/home/a")}
-        assert set(template_entries(mode, "/home/a")) - set(default) == names
+        config = {"config"} if repository_config(mode) else set()
+        assert set(template_entries(mode, "/home/a")) - set(default) == names | config
 
 
 def test_missing_template_is_planned_with_both_ops(desired: Any) -> None:
@@ -76,7 +82,7 @@ def test_a_damaged_or_outdated_template_is_made_again(desired: Any) -> None:
         "as init.templateDir, replacing 0123456789abcdef",
         "Plan: 0 to create, 2 to change, 0 to remove, 0 conflicts",
     ]
-    assert plan.actions[1].ops[1]["expect"] == "/home/b/.reconciler/templates/0123456789abcdef"
+    assert plan.actions[1].ops[1].expect == "/home/b/.reconciler/templates/0123456789abcdef"
 
 
 def test_a_foreign_template_dir_is_a_conflict_never_replaced(desired: Any) -> None:

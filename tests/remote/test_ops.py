@@ -112,6 +112,23 @@ EXAMPLES: list[tuple[ops.Op, dict[str, Any]]] = [
         {"op": "remove_symlink", "path": "l", "target": "post-receive"},
     ),
     (
+        ops.InstallTemplate("d" * 16, {"hooks/proc-receive": {"link": "post-receive"}}, "0" * 16),
+        {
+            "op": "install_template",
+            "digest": "d" * 16,
+            "entries": {"hooks/proc-receive": {"link": "post-receive"}},
+            "library": "0" * 16,
+        },
+    ),
+    (
+        ops.SetTemplateDir("/home/git/.reconciler/templates/" + "d" * 16, None),
+        {
+            "op": "set_template_dir",
+            "value": "/home/git/.reconciler/templates/" + "d" * 16,
+            "expect": None,
+        },
+    ),
+    (
         ops.SetConfig("r", "receive.procReceiveRefs", ("refs/heads/", "refs/tags/")),
         {
             "op": "set_config",

@@ -50,7 +50,7 @@ def apply(home: Path, mode: str, expect: str | None) -> str:
     install, point = ops(home, mode, expect)
     template.op_install_template(install)
     template.op_set_template_dir(point)
-    return str(point["value"])
+    return point.value
 
 
 def hooks_of(repository: Path) -> dict[str, tuple[str, int | str]]:
@@ -81,7 +81,7 @@ def test_every_way_gitosis_and_apply_make_a_repository_gets_the_hooks(home: Path
 
     wanted = {
         "post-receive": (stub(str(home)).decode(), 0o755),
-        "reference-transaction": ("link", "post-receive"),
+        "proc-receive": ("link", "post-receive"),
     }
     repositories = home / "repositories"
     # This project's gitosis-serve and gitosis-init (git init --bare --quiet PATH).

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.replication import settings_json
+from reconciler.server.hooks import PROC_RECEIVE_REFS
 from reconciler.testing.library import install_server_library
 
 NAMES = ("a", "b", "c")
@@ -51,7 +52,14 @@ def servers(tmp: Path, mode: str, *, peer_urls: bool = True) -> dict[str, Path]:
         hook.write_bytes(install_server_library(tmp / name))
         hook.chmod(0o755)
         if mode == "quorum":
-            (repo / "hooks" / "reference-transaction").symlink_to("post-receive")
+            (repo / "hooks" / "proc-receive").symlink_to("post-receive")
+            for prefix in PROC_RECEIVE_REFS:
+                add = ["git", "--git-dir", str(repo), "config", "--add"]
+                subprocess.run(
+                    [*add, "receive.procReceiveRefs", prefix],
+                    check=True,
+                    timeout=60,
+                )
         data = json.loads(
             settings_json(
                 server=name,
