@@ -133,10 +133,23 @@ def test_the_first_push_to_a_repository_gitosis_creates_reaches_every_server(
     # each time from the template: the hooks apply would install.
     wanted = {"post-receive": stub(str(cluster["alpha"].home)).decode()}
     if mode == "quorum":
-        wanted["reference-transaction"] = "-> post-receive"
+        wanted["proc-receive"] = "-> post-receive"
     for server in cluster.servers:
         wanted["post-receive"] = stub(str(server.home)).decode()
         assert hooks_of(cluster, server.name) == wanted, server.name
+        if mode == "quorum":
+            # The template's config: receive-pack hands the pushes to proc-receive.
+            config = server.run(
+                [
+                    "git",
+                    "--git-dir",
+                    str(server.home / f"repositories/{NEW}.git"),
+                    "config",
+                    "--get-all",
+                    "receive.procReceiveRefs",
+                ]
+            )
+            assert config.stdout.split() == ["refs/heads/", "refs/tags/", "refs/notes/"]
 
     # The next apply only adds the new repository's remotes; then nothing is left.
     first_plan = plan_actions(scenario)
