@@ -69,7 +69,7 @@ NO_KNOWN_CONTENT = KnownContent(None)
 
 
 def hook_facts(gitdir: str, known: KnownContent = NO_KNOWN_CONTENT) -> dict[str, object] | None:
-    path = os.path.join(gitdir, "hooks", "post-receive")
+    path = gitdir + "/hooks/post-receive"
     try:
         info = os.lstat(path)
     except OSError:
@@ -94,7 +94,7 @@ def hook_facts(gitdir: str, known: KnownContent = NO_KNOWN_CONTENT) -> dict[str,
 def transaction_hook_facts(gitdir: str) -> dict[str, str]:
     """Quorum mode's hooks/reference-transaction: absent (the common case) says
     nothing; otherwise where a symlink points, or "file" for anything else."""
-    path = os.path.join(gitdir, "hooks", TRANSACTION_HOOK)
+    path = f"{gitdir}/hooks/{TRANSACTION_HOOK}"
     try:
         return {"transaction_hook": os.readlink(path)}
     except FileNotFoundError:
