@@ -15,7 +15,9 @@ import functools
 import json
 import threading
 import zlib
+from collections.abc import Iterator
 from importlib import resources
+from typing import Any
 
 from reconciler.server.library import library_digest
 
@@ -94,6 +96,21 @@ def _module_name(path: str) -> str:
 
 
 _PARSE_LOCK = threading.Lock()
+_HOLDERS = (ast.stmt, ast.excepthandler, ast.match_case)
+
+
+def _statements(nodes: list[Any]) -> Iterator[ast.stmt]:
+    """Every statement below ``nodes``, at any depth, without visiting expressions (an
+    import is a statement; ast.walk's visit of every expression node was most of a
+    program's assembly, which the gathers wait for)."""
+    for node in nodes:
+        if isinstance(node, ast.stmt):
+            yield node
+        for name in node._fields:
+            value = getattr(node, name)
+            # Statements are held only in lists of statements, handlers or match cases.
+            if isinstance(value, list) and value and isinstance(value[0], _HOLDERS):
+                yield from _statements(value)
 
 
 def _imports(source: bytes) -> set[str]:
@@ -105,7 +122,7 @@ def _imports(source: bytes) -> set[str]:
     # AST constructor recursion depth mismatch".
     with _PARSE_LOCK:
         tree = ast.parse(source)
-    for node in ast.walk(tree):
+    for node in _statements(tree.body):
         if isinstance(node, ast.Import):
             found |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
