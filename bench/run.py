@@ -643,7 +643,7 @@ def write_profiles(scenario: Scenario, directory: Path, label: str) -> None:
         "profiled gather",
     )
     (directory / f"gather-{label}.txt").write_text(
-        f"answer: {len(done.stdout)} bytes of JSON\n{done.stderr}"
+        f"answer: about {len(done.stdout)} bytes (zlib-compressed JSON)\n{done.stderr}"
     )
     log(f"profiles at {label} written to {directory}")
 

@@ -172,22 +172,32 @@ def _remote(data: dict[str, Any]) -> RemoteFacts:
     )
 
 
-def _repository(name: str, data: dict[str, Any]) -> RepositoryFacts:
+def _hook(data: dict[str, Any], seen: dict[tuple[Any, ...], HookFacts]) -> HookFacts:
+    # Nearly every repository has the same hook (the stub): one value shared by all of
+    # them, not one object per repository (10,000 of them per server).
+    key = (data["mode"], data["uid"], data.get("sha256"), data.get("managed"), data.get("symlink"))
+    hook = seen.get(key)
+    if hook is None:
+        hook = seen[key] = HookFacts(
+            mode=int(data["mode"]),
+            uid=int(data["uid"]),
+            sha256=data.get("sha256"),
+            managed=bool(data.get("managed")),
+            symlink=bool(data.get("symlink")),
+        )
+    return hook
+
+
+def _repository(
+    name: str, data: dict[str, Any], hooks: dict[tuple[Any, ...], HookFacts]
+) -> RepositoryFacts:
     hook = data.get("hook")
     return RepositoryFacts(
         name=name,
         head=str(data.get("head", "")),
         bare=bool(data.get("bare", True)),
         remotes={remote: _remote(value) for remote, value in data["remotes"].items()},
-        hook=HookFacts(
-            mode=int(hook["mode"]),
-            uid=int(hook["uid"]),
-            sha256=hook.get("sha256"),
-            managed=bool(hook.get("managed")),
-            symlink=bool(hook.get("symlink")),
-        )
-        if hook
-        else None,
+        hook=_hook(hook, hooks) if hook else None,
         refs_digest=str(data["refs_digest"]),
         ref_count=int(data.get("ref_count", 0)),
         refs=dict(data["refs"]) if data.get("refs") is not None else None,
@@ -209,6 +219,7 @@ def parse_server_facts(
             f"server {server}: the gather program answered in format "
             f"{data.get('format_version')!r}, expected {GATHER_FORMAT_VERSION}"
         )
+    hooks: dict[tuple[Any, ...], HookFacts] = {}
     try:
         admin = data["admin"]
         return ServerFacts(
@@ -231,7 +242,8 @@ def parse_server_facts(
             ),
             queue_errors=tuple(data.get("queue_errors") or ()),
             repositories={
-                name: _repository(name, value) for name, value in data["repositories"].items()
+                name: _repository(name, value, hooks)
+                for name, value in data["repositories"].items()
             },
             admin=AdminFacts(
                 exists=bool(admin.get("exists")),

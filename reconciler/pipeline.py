@@ -9,6 +9,9 @@ guess whether a missing input means "nothing to do" or "not gathered".
 
 from __future__ import annotations
 
+import contextlib
+import gc
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from reconciler.admin_checkout import CheckoutFacts, gather_checkout
@@ -34,12 +37,36 @@ class Observed:
         return PlanContext(desired, self.facts, self.checkout, options, self.refs)
 
 
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """Python's cyclic collector off while the facts are built and planned over.
+
+    Decoding 3 x 10,000 repositories allocates about a million objects, none of
+    them in cycles; the collector would walk the growing heap again and again (about
+    a tenth of a plan's CPU at that size). Turned on again, it would first walk all
+    of the objects made meanwhile, as young ones, twice: freeze and unfreeze put them
+    straight into the oldest generation instead (documented behaviour), where the
+    next full collection, if one comes, still finds any cycle among them, so memory
+    stays as it was.
+    """
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.freeze()
+            gc.unfreeze()
+            gc.enable()
+
+
 def observe(
     desired: Desired, transports: dict[str, Transport], reporter: Reporter | None = None
 ) -> Observed:
-    facts = gather_facts(desired, transports, reporter)  # one program per server, in parallel
-    checkout = gather_checkout(desired, facts)  # the operator's side: no round trip
-    refs = gather_ref_report(desired, facts, {n: transports[n] for n in facts.servers})
+    with collector_paused():
+        facts = gather_facts(desired, transports, reporter)  # one program per server, in parallel
+        checkout = gather_checkout(desired, facts)  # the operator's side: no round trip
+        refs = gather_ref_report(desired, facts, {n: transports[n] for n in facts.servers})
     return Observed(facts, checkout, refs)
 
 
@@ -50,4 +77,5 @@ def plan_cluster(
     reporter: Reporter | None = None,
 ) -> tuple[Plan, Observed]:
     observed = observe(desired, transports, reporter)
-    return make_plan(observed.context(desired, options)), observed
+    with collector_paused():
+        return make_plan(observed.context(desired, options)), observed

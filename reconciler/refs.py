@@ -61,16 +61,14 @@ class RefReport:
 def differing_repositories(desired: Desired, facts: Facts) -> list[str]:
     """Mirrored repositories whose digests differ, or that a queue mentions."""
     queued = {entry.repository for server in facts.servers.values() for entry in server.queue}
+    held = [server.repositories for server in facts.servers.values()]
     names = []
     for repository in desired.mirrored_repositories():
         if repository == desired.cluster.admin_repository:
             continue  # its branch is the admin subject's: sent from the checkout with CAS
-        digests = {
-            server.repositories[repository].refs_digest
-            for server in facts.servers.values()
-            if repository in server.repositories
-        }
-        if len(digests) > 1 or repository in queued:
+        # Compared with the first server holding it, without a set per repository.
+        digests = [r.refs_digest for held_by in held if (r := held_by.get(repository)) is not None]
+        if any(d != digests[0] for d in digests) or repository in queued:
             names.append(repository)
     return names
 

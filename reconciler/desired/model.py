@@ -7,6 +7,7 @@ keys in file order), which is also the order gitosis.conf is rendered in.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from dataclasses import dataclass, field
@@ -193,7 +194,12 @@ class Desired:
 
     def mirrored_repositories(self) -> list[str]:
         """Every repository replicated to every server, the admin repository included."""
-        return sorted({*self.repositories, self.cluster.admin_repository})
+        return list(self._mirrored)
+
+    @functools.cached_property
+    def _mirrored(self) -> tuple[str, ...]:
+        # Sorted once: every subject's planner asks for it, for every server.
+        return tuple(sorted({*self.repositories, self.cluster.admin_repository}))
 
     def server_user(self, server_name: str) -> str:
         """The gitosis user name of a server's own key."""

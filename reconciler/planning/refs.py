@@ -106,7 +106,9 @@ def plan_stale_locks(ctx: PlanContext) -> tuple[list[Action], list[Note]]:
     notes: list[Note] = []
     limit = stale_lock_age(ctx)
     for name, facts in ctx.reachable().items():
-        for repository, repo in sorted(facts.repositories.items()):
+        # Only repositories with locks, sorted: not all 10,000 of them on every server.
+        locked = sorted((r, repo) for r, repo in facts.repositories.items() if repo.ref_locks)
+        for repository, repo in locked:
             for ref, age in repo.ref_locks:
                 target = f"{repository} {ref}.lock"
                 if age < limit:

@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 
 from reconciler.desired.model import Server, ServerURL
 from reconciler.facts import RemoteFacts
-from reconciler.planning.context import PlanContext, repository_url
+from reconciler.planning.context import PlanContext, repository_base_url
 from reconciler.planning.model import Action, Note, Phase
 from reconciler.planning.repositories import will_exist
 from reconciler.server.ops import RemoveRemote, SetRemote
@@ -123,14 +123,23 @@ def plan_remotes(ctx: PlanContext) -> tuple[list[Action], list[Note]]:
     admin = ctx.desired.cluster.admin_repository
     for name, facts in ctx.reachable().items():
         servers = ctx.peers(name)
+        # Each peer's URL up to the repository's name, worked out once per peer.
+        bases = {peer: repository_base_url(ctx.desired.servers[peer]) for peer in servers}
         for repository in ctx.desired.mirrored_repositories():
             peers = [] if repository == admin else servers
-            path = ctx.repository_path(name, repository)
             existing = facts.repositories.get(repository)
             remotes = existing.remotes if existing else {}
             if existing is None and not will_exist(ctx, name, repository):
                 # Created in this run (by clone or init): its remotes are all new.
                 remotes = {}
+            if len(remotes) == len(peers) and all(
+                (remote := remotes.get(peer)) is not None
+                and remote.managed
+                and _clean(remote, f"{bases[peer]}/{repository}.git")
+                for peer in peers
+            ):
+                continue  # the common case (the peers' remotes, all in line), decided first
+            path = ctx.repository_path(name, repository)
             # Foreign remotes under other names that point at a peer: taken over
             # with --replace-foreign when the peer has no remote of its own name.
             to_peer = {
@@ -146,7 +155,7 @@ def plan_remotes(ctx: PlanContext) -> tuple[list[Action], list[Note]]:
                     if peer not in remotes and peer not in taken:
                         taken[peer] = remote_name
             for peer in peers:
-                url = repository_url(ctx.desired.servers[peer], repository)
+                url = f"{bases[peer]}/{repository}.git"
                 remote = remotes.get(peer)
                 if remote is not None and remote.managed and _clean(remote, url):
                     continue  # the common case, decided before building anything

@@ -93,8 +93,14 @@ def read_bytes(path: str, limit: int) -> bytes | None:
     except OSError:
         return None
     try:
-        chunks = []
-        left = limit
+        size = min(limit, 65536)
+        first = os.read(fd, size)
+        if len(first) < size:
+            # A short read of a regular file is its end: no second read to learn that
+            # (one system call less per file, five per repository).
+            return first
+        chunks = [first]
+        left = limit - len(first)
         while left > 0:
             chunk = os.read(fd, min(left, 65536))
             if not chunk:
@@ -122,7 +128,7 @@ def read_lines(path: str) -> list[str]:
 
 def unquote(value: str) -> str:
     value = value.strip()
-    if not any(c in value for c in '"\\#;'):
+    if '"' not in value and "\\" not in value and "#" not in value and ";" not in value:
         return value  # what the loop below gives, without walking every character
     out = []
     quoted = False
@@ -175,9 +181,9 @@ def parse_git_config(text: str) -> dict[tuple[str, str | None], dict[str, list[s
 
 
 def is_repository(path: str) -> bool:
-    return os.path.isfile(os.path.join(path, "HEAD")) and os.path.isdir(
-        os.path.join(path, "objects")
-    )
+    # Plain concatenation (POSIX paths) rather than os.path.join: this and the fact
+    # readers run once per repository, tens of thousands of times in a gather.
+    return os.path.isfile(path + "/HEAD") and os.path.isdir(path + "/objects")
 
 
 def is_login_name(name: str) -> bool:

@@ -4,9 +4,9 @@ Input (stdin, JSON): {"repositories": "repositories", "admin": "gitosis-admin",
 "repo_sections": the names of gitosis.conf's [repo NAME] sections, "descriptions":
 those of them with a description, "projects_list": gitweb's list, relative to the
 home}; or {"mode": "refs" | "ancestry" | "admin_tip", ...} for the follow-up
-questions. Output (stdout, JSON): see ``main``. Reads files only; the processes it
-spawns are one ``git log`` in the admin repository and one ``git --version``. It
-never reads a private key. The one file it may write is the replication hook's
+questions. Output (stdout, zlib-compressed JSON): see ``main``. Reads files only;
+the processes it spawns are one ``git log`` in the admin repository and one
+``git --version``. It never reads a private key. The one file it may write is the replication hook's
 push record file, which it compacts.
 
 Each subject's fact reader lives with its op handlers (``reconciler.server.keys``,
@@ -21,6 +21,7 @@ import os
 import pwd
 import sys
 import time
+import zlib
 from typing import Any
 
 from reconciler.server import (
@@ -51,11 +52,20 @@ def answer(request: dict[str, Any], mode: str) -> dict[str, Any]:
     return refs.answer_ancestry(base, request.get("checks", []))
 
 
+def write_answer(result: dict[str, Any]) -> None:
+    # One write of the C encoder's output (json.dump streams through the slow
+    # pure-Python encoder in tens of thousands of small writes), compressed: the facts
+    # of 10,000 repositories are about 4 MB of JSON, 130 KB compressed, and level 1
+    # costs a few milliseconds.
+    data = json.dumps(result, separators=(",", ":")).encode()
+    sys.stdout.buffer.write(zlib.compress(data, 1))
+
+
 def main() -> None:
     request = json.loads(sys.stdin.read() or "{}")
     mode = request.get("mode", "facts")
     if mode != "facts":
-        sys.stdout.write(json.dumps(answer(request, mode), separators=(",", ":")))
+        write_answer(answer(request, mode))
         return
     started = time.monotonic()
     home = os.path.expanduser("~")
@@ -95,9 +105,7 @@ def main() -> None:
         **hooks.git_version(),
     }
     result["seconds"] = round(time.monotonic() - started, 4)
-    # One write of the C encoder's output: json.dump streams through the slow
-    # pure-Python encoder in tens of thousands of small writes.
-    sys.stdout.write(json.dumps(result, separators=(",", ":")))
+    write_answer(result)
 
 
 if __name__ == "__main__":

@@ -90,7 +90,7 @@ NO_KNOWN_CONTENT = KnownContent(None)
 
 
 def hook_facts(gitdir: str, known: KnownContent = NO_KNOWN_CONTENT) -> dict[str, object] | None:
-    path = os.path.join(gitdir, "hooks", "post-receive")
+    path = gitdir + "/hooks/post-receive"
     try:
         info = os.lstat(path)
     except OSError:
@@ -146,7 +146,7 @@ def linked_hook_facts(
         ("proc_receive_hook", PROC_RECEIVE_HOOK),
         ("transaction_hook", TRANSACTION_HOOK),
     ):
-        link = _link(os.path.join(gitdir, "hooks", name))
+        link = _link(f"{gitdir}/hooks/{name}")
         if link is not None:
             facts[key] = link
     values = config.get(("receive", None), {}).get(PROC_RECEIVE_KEY.split(".")[1].lower())

@@ -35,14 +35,14 @@ def read_refs(
     ``REF.lock`` that git left: a push killed while it held the ref's lock;
     ``aborted`` the refs quorum repair kept under refs/reconciler/aborted/."""
     refs: dict[str, str] = {}
-    packed = read_text(os.path.join(gitdir, "packed-refs"), 256 << 20)
+    packed = read_text(gitdir + "/packed-refs", 256 << 20)
     if packed:
         for line in packed.splitlines():
             if not line or line[0] in "#^":
                 continue
             sha, _, name = line.partition(" ")
             refs[name.strip()] = sha
-    read_loose_refs(os.path.join(gitdir, "refs"), "refs/", refs, 0, locks)
+    read_loose_refs(gitdir + "/refs", "refs/", refs, 0, locks)
     if aborted is not None:
         aborted.extend(sorted(ref for ref in refs if ref.startswith(ABORTED_PREFIX)))
     return {ref: sha for ref, sha in refs.items() if ref.startswith(REPLICATED_PREFIXES)}

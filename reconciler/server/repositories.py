@@ -33,12 +33,12 @@ MAX_DEPTH = 12
 def repository_facts(
     gitdir: str, want_refs: bool, known: hooks.KnownContent = hooks.NO_KNOWN_CONTENT
 ) -> dict[str, Any]:
-    config = parse_git_config(read_text(os.path.join(gitdir, "config")) or "")
+    config = parse_git_config(read_text(gitdir + "/config") or "")
     locks: list[list[object]] = []
     aborted: list[str] = []
     refs = read_refs(gitdir, locks, aborted)
     facts: dict[str, Any] = {
-        "head": (read_text(os.path.join(gitdir, "HEAD"), 4096) or "").strip(),
+        "head": (read_text(gitdir + "/HEAD", 4096) or "").strip(),
         "bare": (config.get(("core", None), {}).get("bare") or ["true"])[-1] == "true",
         "remotes": remotes.remote_facts(config),
         "hook": hooks.hook_facts(gitdir, known),

@@ -15,7 +15,7 @@ EXPORT_OK = "git-daemon-export-ok"
 
 def repository_flags(gitdir: str) -> dict[str, bool]:
     # Absent means false: a stat per repository, and most repositories are not exported.
-    return {"export_ok": True} if os.path.exists(os.path.join(gitdir, EXPORT_OK)) else {}
+    return {"export_ok": True} if os.path.exists(f"{gitdir}/{EXPORT_OK}") else {}
 
 
 def repo_section_facts(base: str, names: list[str], described: set[str]) -> dict[str, Any]:

@@ -6,6 +6,7 @@ import hashlib
 import io
 import json
 import sys
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -132,10 +133,10 @@ def test_repository_settings_facts(tmp_path: Path, monkeypatch: Any) -> None:
     }
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setattr(sys, "stdin", io.StringIO(json.dumps(request)))
-    out = io.StringIO()
-    monkeypatch.setattr(sys, "stdout", out)
+    out = io.BytesIO()
+    monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(out))
     gather.main()
-    facts = parse_server_facts("s", json.loads(out.getvalue()))
+    facts = parse_server_facts("s", json.loads(zlib.decompress(out.getvalue())))
     assert facts.repositories["product"].export_ok is True
     assert facts.repositories["quiet"].export_ok is False
     assert facts.repo_sections == {
