@@ -208,16 +208,24 @@ def _plan_deletion(
     pushes: dict[tuple[str, str, str], list[tuple[str, str, str]]],
     notes: list[Note],
 ) -> None:
-    """Deliver a queued deletion to peers still holding the deleted value."""
-    for entry in entries:
+    """Deliver a queued deletion to peers still holding the deleted value.
+
+    Several entries may record the deletion for one peer (each server that deleted
+    it queues its own): the peer gets one update, since after the first its lease
+    could no longer match. An entry the peer contradicts (it holds another value)
+    makes the whole ref a conflict, and then nothing deletes it anywhere."""
+    deliveries: dict[str, tuple[str, str]] = {}  # peer -> (origin, old)
+    conflicts: list[Note] = []
+    # An origin holding the repository can push now; one lacking it only after its clone.
+    for entry in sorted(entries, key=lambda e: (e.server not in state.values, e.server)):
         origin, peer, old = entry.server, entry.peer, entry.old
         if state.values.get(origin) is not None:
             continue  # recreated on its origin since: the ordinary rules apply next time
         held = state.values.get(peer)
         if held == old:
-            pushes[(origin, state.repository, peer)].append((state.ref, "", old))
+            deliveries.setdefault(peer, (origin, old))
         elif held is not None:
-            notes.append(
+            conflicts.append(
                 Note(
                     CLUSTER,
                     "ref",
@@ -228,6 +236,11 @@ def _plan_deletion(
                     "nothing deleted, decide by hand",
                 )
             )
+    if conflicts:
+        notes.extend(conflicts)
+        return
+    for peer, (origin, old) in sorted(deliveries.items()):
+        pushes[(origin, state.repository, peer)].append((state.ref, "", old))
 
 
 def _drain_queues(ctx: PlanContext, states: tuple[RefState, ...]) -> list[Action]:

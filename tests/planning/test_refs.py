@@ -6,12 +6,14 @@ from typing import Any
 
 import pytest
 
+from reconciler.desired import load
 from reconciler.facts import Facts, parse_server_facts
 from reconciler.planning import PlanContext, PlanOptions
+from reconciler.planning.context import settings_text
 from reconciler.planning.refs import plan_refs
 from reconciler.refs import RefReport, RefState, classify
 from reconciler.server.ops import DrainQueue, PushRefs
-from tests.planning.test_planner import base_facts, settled_checkout
+from tests.planning.test_planner import CLUSTER, base_facts, converged_server, settled_checkout
 from tests.planning.test_planner import desired as desired
 
 A, B, C = "a" * 40, "b" * 40, "c" * 40
@@ -128,6 +130,101 @@ def test_queued_deletion_never_deletes_a_moved_ref(desired: Any) -> None:
     actions, notes = plan_refs(ctx)
     assert [a for a in actions if a.subject == "ref"] == []  # neither deleted nor resurrected
     assert notes[0].level == "conflict"
+
+
+ZERO = "0" * 40
+
+
+@pytest.fixture(scope="module")
+def desired3(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """CLUSTER with a third server: two servers can queue one deletion for a third."""
+    root = tmp_path_factory.mktemp("admin3")
+    (root / "cluster.d").mkdir()
+    third = "  b:\n    url: ssh://git@b.example\n  c:\n    url: ssh://git@c.example\n"
+    (root / "cluster.d" / "cluster.yaml").write_text(
+        CLUSTER.replace("  b:\n    url: ssh://git@b.example\n", third)
+    )
+    return load(root)
+
+
+def context3(desired: Any, state: RefState, queues: dict[str, list[dict[str, Any]]]) -> PlanContext:
+    urls = {s: f"ssh://git@{s}.example/{{repo}}.git" for s in "abc"}
+    servers = {
+        name: converged_server(name, {p: u for p, u in urls.items() if p != name}) for name in "abc"
+    }
+    for name, data in servers.items():
+        data["settings_text"] = settings_text(desired, name)
+        data["queue"] = queues.get(name, [])
+    facts = Facts(servers={n: parse_server_facts(n, d) for n, d in servers.items()})
+    return PlanContext(
+        desired, facts, settled_checkout(desired, facts), PlanOptions(), RefReport(states=(state,))
+    )
+
+
+def queued(server: str, peer: str, old: str, name: str) -> dict[str, Any]:
+    return {**entry(server, peer, old, ZERO), "file": name}
+
+
+@pytest.mark.parametrize(
+    ("values", "queues", "pushes", "levels"),
+    [
+        pytest.param(
+            {"a": None, "b": None, "c": A},
+            {"a": [queued("a", "c", A, "1.json")], "b": [queued("b", "c", A, "2.json")]},
+            [("a", "c", ((MAIN, "", A),))],
+            [],
+            id="two-origins-one-deletion-for-a-peer",
+        ),
+        pytest.param(
+            {"a": None, "b": None, "c": A},
+            {"a": [queued("a", "c", A, "1.json"), queued("a", "c", A, "2.json")]},
+            [("a", "c", ((MAIN, "", A),))],
+            [],
+            id="one-origin-queued-it-twice",
+        ),
+        pytest.param(
+            {"b": None, "c": A},
+            {"a": [queued("a", "c", A, "1.json")], "b": [queued("b", "c", A, "2.json")]},
+            [("b", "c", ((MAIN, "", A),))],
+            [],
+            id="an-origin-holding-the-repository-delivers",
+        ),
+        pytest.param(
+            {"a": None, "b": None, "c": A},
+            {"a": [queued("a", "c", A, "1.json")], "b": [queued("b", "c", B, "2.json")]},
+            [],
+            ["conflict"],
+            id="one-entry-contradicted-nothing-deleted",
+        ),
+        pytest.param(
+            {"a": None, "b": A, "c": B},
+            {"a": [queued("a", "b", A, "1.json"), queued("a", "c", A, "2.json")]},
+            [],
+            ["conflict"],
+            id="contradicted-on-one-peer-kept-on-both",
+        ),
+    ],
+)
+def test_queued_deletions_table(
+    desired3: Any,
+    values: dict[str, str | None],
+    queues: dict[str, list[dict[str, Any]]],
+    pushes: list[tuple[str, str, tuple[tuple[str, str, str], ...]]],
+    levels: list[str],
+) -> None:
+    """Each peer gets at most one update of a ref (a second one's lease would be
+    stale), and a ref named in a conflict is deleted nowhere."""
+    ctx = context3(desired3, classify("product", MAIN, values, {}), queues)
+    actions, notes = plan_refs(ctx)
+    planned = [
+        (a.server, op.peer, op.updates)
+        for a in actions
+        if a.subject == "ref"
+        for op in a.ops
+        if isinstance(op, PushRefs)
+    ]
+    assert planned == pushes
+    assert [n.level for n in notes] == levels
 
 
 def test_entries_of_settled_refs_are_drained_and_others_kept(desired: Any) -> None:
