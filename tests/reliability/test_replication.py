@@ -420,6 +420,10 @@ def test_r3_peer_that_never_answers(cluster: Cluster, tmp_path: Path, report: An
             ) in done.stderr, done.stderr
             assert refs_of(alpha, "stall") == before
             assert refused_s < timeout + 8, refused_s
+            # Refused: nothing queued as if it had been accepted.
+            assert not [
+                e for e in queue_entries(alpha) if e.get("ref") == "refs/heads/hang-nomajority"
+            ]
     finally:
         gamma.resume()
     entries = [e for e in queue_entries(alpha) if e.get("repository") == "stall"]
