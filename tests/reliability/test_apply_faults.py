@@ -187,10 +187,13 @@ def wait_for_execute(cluster: SshCluster, nth: int, timeout: float = 30.0) -> fl
 
 
 def reset_servers(
-    cluster: SshCluster, workdir: Path, repositories: Sequence[str] = REPOSITORIES
+    cluster: SshCluster,
+    workdir: Path,
+    repositories: Sequence[str] = REPOSITORIES,
+    mode: str = "sync",
 ) -> Operator:
     """Back to the start: alpha freshly gitosis-init'ed, beta with nothing but the
-    operator's key, a fresh admin checkout with cluster.d/."""
+    operator's key, a fresh admin checkout with cluster.d/ (replication ``mode``)."""
     for server in cluster.servers:
         _kill(_pids_of_uid(server.uid))
         for entry in server.home.iterdir():
@@ -204,8 +207,53 @@ def reset_servers(
         shutil.rmtree(workdir)
     workdir.mkdir()
     operator = make_operator(cluster, workdir, clone_from=cluster.servers[0])
-    write_cluster_d(operator.checkout, cluster_document(cluster, repositories, PEOPLE))
+    write_cluster_d(operator.checkout, cluster_document(cluster, repositories, PEOPLE, mode=mode))
     return operator
+
+
+def quorum_layout_problems(servers: Sequence[SshServer], repositories: Sequence[str]) -> list[str]:
+    """Quorum mode's hook as apply leaves it: hooks/proc-receive the link to the stub and
+    receive.procReceiveRefs naming the replicated refs, in every mirrored repository."""
+    problems = []
+    for server in servers:
+        for repository in repositories:
+            gitdir = server.home / "repositories" / f"{repository}.git"
+            link = gitdir / "hooks/proc-receive"
+            if not link.is_symlink() or os.readlink(link) != "post-receive":
+                problems.append(f"{server.name}: {repository}: hooks/proc-receive is not the link")
+            if proc_receive_refs(gitdir) != ["refs/heads/", "refs/tags/", "refs/notes/"]:
+                problems.append(f"{server.name}: {repository}: receive.procReceiveRefs not set")
+    return problems
+
+
+def proc_receive_refs(gitdir: Path) -> list[str]:
+    done = subprocess.run(
+        ["git", "config", "--file", str(gitdir / "config"), "--get-all", "receive.procReceiveRefs"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    return done.stdout.split()
+
+
+def pushes_refused_by_layout(
+    cluster: SshCluster, repositories: Sequence[str] = ALL_REPOSITORIES
+) -> list[str]:
+    """Repositories whose config hands pushes to proc-receive while that hook cannot run
+    (missing, a dangling link, not executable): receive-pack would refuse every push."""
+    refused = []
+    for server in cluster.servers:
+        for repository in repositories:
+            gitdir = server.home / "repositories" / f"{repository}.git"
+            if not (gitdir / "config").is_file() or not proc_receive_refs(gitdir):
+                continue
+            hook = gitdir / "hooks/proc-receive"
+            if not (hook.is_file() and os.access(hook, os.X_OK)):
+                refused.append(
+                    f"{server.name}: {repository}: proc-receive configured, not runnable"
+                )
+    return refused
 
 
 def start_apply(operator: Operator, *, session: bool = False) -> subprocess.Popen[str]:
@@ -253,17 +301,25 @@ def two_servers() -> Iterator[SshCluster]:
         yield made
 
 
+@pytest.mark.parametrize("mode", ["sync", "quorum"])
 def test_r4_apply_killed_at_twenty_points(
-    two_servers: SshCluster, tmp_path: Path, report: Any
+    two_servers: SshCluster, tmp_path: Path, report: Any, mode: str
 ) -> None:
     """R4: apply (initialising beta, creating repositories, remotes, hooks) SIGKILLed at
     20 points: at odd points the client alone after a delay spread over a clean run;
     at even points the client together with every server-side session, inside the
     n-th execute program. Then apply runs again and must converge, and every file it
-    writes must be the old or the new one."""
+    writes must be the old or the new one.
+
+    Quorum mode (two servers: writes need both), 10 points: apply also links
+    hooks/proc-receive and sets receive.procReceiveRefs; at no kill point may the
+    config hand pushes to a proc-receive that cannot run (every push would be
+    refused), the run after converges to the quorum layout, and the last push is
+    taken by 2 of 2 servers."""
     cluster = two_servers
+    kill_points = KILL_POINTS if mode == "sync" else KILL_POINTS // 2
     # A clean run first: how long a whole apply takes, and what it leaves.
-    operator = reset_servers(cluster, tmp_path / "run")
+    operator = reset_servers(cluster, tmp_path / "run", mode=mode)
     started = time.monotonic()
     operator.reconcile("apply", "--yes", check=True)
     duration = time.monotonic() - started
@@ -272,11 +328,12 @@ def test_r4_apply_killed_at_twenty_points(
     half_written: list[str] = []
     leftovers: list[str] = []
     not_converged: list[str] = []
+    refused_by_layout: list[str] = []
     sessions_killed = 0
-    for point in range(1, KILL_POINTS + 1):
-        operator = reset_servers(cluster, tmp_path / "run")
+    for point in range(1, kill_points + 1):
+        operator = reset_servers(cluster, tmp_path / "run", mode=mode)
         old = read_tracked(cluster)
-        delay = duration * point / (KILL_POINTS + 1)
+        delay = duration * point / (kill_points + 1)
         run = start_apply(operator)
         if point % 2:
             # Odd points: only the client dies, after a delay spread over a whole run.
@@ -297,6 +354,7 @@ def test_r4_apply_killed_at_twenty_points(
         while time.monotonic() < deadline and any(_pids_of_uid(s.uid) for s in cluster.servers):
             time.sleep(0.1)
         killed = read_tracked(cluster)
+        refused_by_layout += [f"point {point}: {p}" for p in pushes_refused_by_layout(cluster)]
         again = operator.reconcile("apply", "--yes")
         if again.returncode != 0 or TRACEBACK in again.stderr:
             not_converged.append(
@@ -324,6 +382,8 @@ def test_r4_apply_killed_at_twenty_points(
                 if not hook.is_file() or hook.read_bytes() != stub(str(server.home)):
                     not_converged.append(f"point {point}: {hook} is not the hook")
         problems = served_keys_problems(cluster)
+        if mode == "quorum":
+            problems += quorum_layout_problems(cluster.servers, REPOSITORIES)
         not_converged += [f"point {point}: {p}" for p in problems]
         for path in hidden_names(cluster):
             if path.name in LOCK_FILES and path.parent.name == ".reconciler":
@@ -339,34 +399,54 @@ def test_r4_apply_killed_at_twenty_points(
     pushed = user_git(cluster, alice, work, "push", "origin", "HEAD:refs/heads/main")
     lost = 0 if server_ref(cluster.servers[0], "product", "refs/heads/main") == sha else 1
     report(
-        kill_points=KILL_POINTS,
+        mode=mode,
+        kill_points=kill_points,
         clean_apply_s=round(duration, 1),
         server_sessions_killed=sessions_killed,
         not_converged=len(not_converged),
         half_written=len(half_written),
         leftover_temporaries=len(leftovers),
+        pushes_refused_by_layout=len(refused_by_layout),
         commits_lost=lost,
     )
-    assert not (not_converged or half_written or leftovers), "\n".join(
-        [*not_converged, *half_written, *leftovers]
+    assert not (not_converged or half_written or leftovers or refused_by_layout), "\n".join(
+        [*not_converged, *half_written, *leftovers, *refused_by_layout]
     )
-    assert "replicated to alpha" in pushed.stderr, pushed.stderr
+    if mode == "sync":
+        assert "replicated to alpha" in pushed.stderr, pushed.stderr
+    else:
+        assert "refs/heads/main: taken by 2 of 2 servers" in pushed.stderr, pushed.stderr
     assert server_ref(cluster.servers[0], "product", "refs/heads/main") == sha
 
 
-@pytest.mark.parametrize("fault", ["read-only", "full"])
+@pytest.mark.parametrize(
+    ("fault", "mode"),
+    [
+        pytest.param("read-only", "sync", id="read-only"),
+        pytest.param("full", "sync", id="full"),
+        # One fault is enough for quorum mode: what differs is what beta's fault does to
+        # writes, not how the directory fails.
+        pytest.param("read-only", "quorum", id="read-only-quorum"),
+    ],
+)
 def test_r10_repositories_directory_not_writable(
-    ssh_cluster_factory: Any, tmp_path: Path, report: Any, fault: str
+    ssh_cluster_factory: Any, tmp_path: Path, report: Any, fault: str, mode: str
 ) -> None:
     """R10: beta's repositories directory cannot be written (mode 0555, or a full
     small filesystem mounted on it): a clear error naming beta, the others converge,
-    no partial repository anywhere; after the fault is gone, apply converges."""
+    no partial repository anywhere; after the fault is gone, apply converges.
+
+    Quorum mode: alpha and gamma get the quorum hook, and a push to alpha while beta
+    cannot hold the repository is acknowledged by alpha and gamma (2 of 3) and queued
+    for beta; once the fault is gone apply brings it to beta too."""
     cluster = ssh_cluster_factory(3, names=["alpha", "beta", "gamma"])
     alpha, beta, gamma = cluster.servers
     for server in cluster.servers:
         server.gitosis_init(cluster.admin.public_key)
     operator = make_operator(cluster, tmp_path, clone_from=alpha)
-    write_cluster_d(operator.checkout, cluster_document(cluster, REPOSITORIES, PEOPLE))
+    write_cluster_d(operator.checkout, cluster_document(cluster, REPOSITORIES, PEOPLE, mode=mode))
+    pushed_sha = ""
+    taken = ""
     repositories = beta.home / "repositories"
     mounted = False
     if fault == "read-only":
@@ -416,13 +496,24 @@ def test_r10_repositories_directory_not_writable(
             or ".tmp-" in p.name
         ]
         errors = [line for line in applied.stderr.splitlines() if line.startswith("error:")]
+        if mode == "quorum":
+            alice = cluster.new_identity("alice@desk")
+            work = tmp_path / "work"
+            user_clone(cluster, alice, alpha, "product", work)
+            pushed_sha = commit(work, "while beta cannot hold it")
+            pushed = user_git(cluster, alice, work, "push", "origin", "HEAD:refs/heads/main")
+            taken = next(
+                (line for line in pushed.stderr.splitlines() if "taken by" in line), pushed.stderr
+            )
         report(
+            mode=mode,
             fault=fault,
             exit_code=applied.returncode,
             error_lines=len(errors),
             beta_named=all("beta" in line for line in errors),
             others_plan_exit=others.returncode,
             partial_repositories=len(partial),
+            **({"push_while_beta_broken": taken.split("remote: ")[-1].strip()} if taken else {}),
         )
         assert applied.returncode == 1, applied.stdout + applied.stderr
         assert TRACEBACK not in applied.stderr + applied.stdout
@@ -434,6 +525,11 @@ def test_r10_repositories_directory_not_writable(
             for repository in REPOSITORIES:
                 gitdir = server.home / "repositories" / f"{repository}.git"
                 assert (gitdir / "hooks/post-receive").read_bytes() == stub(str(server.home))
+        if mode == "quorum":
+            assert not quorum_layout_problems([alpha, gamma], REPOSITORIES)
+            assert "refs/heads/main: taken by 2 of 3 servers" in taken, taken
+            for server in (alpha, gamma):
+                assert server_ref(server, "product", "refs/heads/main") == pushed_sha
     finally:
         if mounted:
             (repositories / "filler").unlink()
@@ -449,6 +545,10 @@ def test_r10_repositories_directory_not_writable(
     final = operator.reconcile("plan", "--detailed-exitcode")
     assert final.returncode == 0, final.stdout + final.stderr
     assert gamma  # all three converge now
+    if mode == "quorum":
+        assert not quorum_layout_problems(cluster.servers, REPOSITORIES)
+        for server in cluster.servers:
+            assert server_ref(server, "product", "refs/heads/main") == pushed_sha, server.name
 
 
 BURST_REPOSITORIES = [f"repo{i}" for i in range(30)]
@@ -534,21 +634,27 @@ def broken_repositories(cluster: SshCluster, repositories: Sequence[str]) -> lis
     return broken
 
 
+@pytest.mark.parametrize("mode", ["sync", "quorum"])
 def test_r4b_apply_killed_five_times_in_a_row_then_run_again_at_once(
-    two_servers: SshCluster, tmp_path: Path, report: Any
+    two_servers: SshCluster, tmp_path: Path, report: Any, mode: str
 ) -> None:
     """Issue 12.1: apply creating 30 repositories on two servers (cloning them from
     alpha to beta), its whole process group SIGKILLed five times in a row at
     different moments (while it gathers, in its first or second server-side execute
     program, while beta clones; the last kill always while beta clones) with no
     pause between, then run again at once: that run converges and the next plan is
-    empty, however long the server-side programs of the killed runs go on."""
+    empty, however long the server-side programs of the killed runs go on.
+
+    Quorum mode, one burst (its five kills already meet every moment): after the
+    kills no repository hands pushes to a proc-receive that cannot run, and the rerun
+    leaves the quorum hook in all 30 repositories on both servers."""
     cluster = two_servers
     kills = reruns = converged = 0
     failures: list[str] = []
+    refused_by_layout: list[str] = []
     moments = ["gather", "execute1", "cloning", "execute2"]
-    for burst in range(BURSTS):
-        operator = reset_servers(cluster, tmp_path / f"burst{burst}", BURST_REPOSITORIES)
+    for burst in range(BURSTS if mode == "sync" else 1):
+        operator = reset_servers(cluster, tmp_path / f"burst{burst}", BURST_REPOSITORIES, mode=mode)
         seed_repositories(cluster.servers[0], BURST_REPOSITORIES, tmp_path)
         order = [*moments[burst % 4 :], *moments[: burst % 4]][: KILLS_PER_BURST - 1]
         for kill, moment in enumerate([*order, "cloning"]):
@@ -565,10 +671,13 @@ def test_r4b_apply_killed_five_times_in_a_row_then_run_again_at_once(
                 os.killpg(run.pid, signal.SIGKILL)
                 kills += 1
             run.wait(timeout=30)
+        refused_by_layout += pushes_refused_by_layout(cluster, BURST_REPOSITORIES)
         again = operator.reconcile("apply", "--yes")
         reruns += 1
         plan = operator.reconcile("plan", "--detailed-exitcode")
         broken = broken_repositories(cluster, BURST_REPOSITORIES)
+        if mode == "quorum":
+            broken += quorum_layout_problems(cluster.servers, BURST_REPOSITORIES)
         if again.returncode == 0 and plan.returncode == 0 and not broken:
             converged += 1
             continue
@@ -580,13 +689,16 @@ def test_r4b_apply_killed_five_times_in_a_row_then_run_again_at_once(
         later = operator.reconcile("apply", "--yes")
         failures.append(f"burst {burst}: the apply after that exited {later.returncode}")
     report(
+        mode=mode,
         repositories=len(BURST_REPOSITORIES),
         kills=kills,
         reruns=reruns,
         converged=converged,
+        pushes_refused_by_layout=len(refused_by_layout),
     )
     assert converged == reruns, "\n".join(failures)
-    assert kills >= BURSTS * (KILLS_PER_BURST - 1), kills
+    assert kills >= reruns * (KILLS_PER_BURST - 1), kills
+    assert not refused_by_layout, refused_by_layout
 
 
 LOCK_SENTENCE = re.compile(

@@ -1,5 +1,13 @@
 """R6 (hostile and broken cluster.d/), R7 (host keys) and R8 (gitosis-serve) against
-real sshd servers whose homes are compared before and after."""
+real sshd servers whose homes are compared before and after.
+
+These run in the two-server default (sync) only: none of them reaches the point
+where the replication mode matters. R6's inputs are refused while cluster.d/ is
+validated, before any server is contacted (the mode itself is one of the fields
+tried); R7's host keys are refused when the operator's connection is made, before
+anything is gathered; R8's commands are refused by gitosis-serve before git, and so
+any hook, runs.
+"""
 
 from __future__ import annotations
 
@@ -235,6 +243,9 @@ CASES: dict[str, Case] = {
     "timeout negative": set_path(("cluster", "replication", "timeout"), -1),
     "timeout huge": set_path(("cluster", "replication", "timeout"), 10**12),
     "timeout as text": set_path(("cluster", "replication", "timeout"), "30"),
+    # Quorum mode is chosen by this field alone; nothing but the three modes may pass.
+    "replication mode unknown": set_path(("cluster", "replication", "mode"), "majority"),
+    "replication mode as a list": set_path(("cluster", "replication", "mode"), ["quorum"]),
     "unknown top-level key": set_path(("hooks",), {"post-receive": "touch MARKER"}),
     "description with newline": set_path(("repositories", "product"), {"description": "a\nb"}),
 }
