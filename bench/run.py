@@ -513,7 +513,7 @@ def sent_for_plan(scenario: Scenario) -> dict[str, tuple[int, int, int]]:
         total = 0
         for phase in sorted({a.phase for a in mine}):
             payload = {
-                "actions": [list(a.ops) for a in mine if a.phase == phase],
+                "actions": [[op.to_json() for op in a.ops] for a in mine if a.phase == phase],
                 "repositories": desired.servers[server].repositories,
                 "lock_wait": SERVER_LOCK_WAIT,
                 "holder": lock_holder(desired.root),
@@ -521,7 +521,8 @@ def sent_for_plan(scenario: Scenario) -> dict[str, tuple[int, int, int]]:
             }
             total += program + len(json.dumps(payload))
         hooks = [a for a in mine if a.subject == "hook"]
-        sent[server] = (total, sum(len(json.dumps(list(a.ops))) for a in hooks), len(hooks))
+        hook_bytes = sum(len(json.dumps([op.to_json() for op in a.ops])) for a in hooks)
+        sent[server] = (total, hook_bytes, len(hooks))
     return sent
 
 
