@@ -509,6 +509,22 @@ def bounded(
     return Finished(child.returncode, out, err or b"", timed_out)
 
 
+def is_ancestor(
+    git_dir: str | os.PathLike[str],
+    ancestor: str,
+    descendant: str,
+    env: Mapping[str, str],
+    timeout: float,
+) -> bool:
+    """Whether ``ancestor`` is ``descendant`` or in its history (False when git cannot
+    tell in ``timeout``)."""
+    if timeout <= 0:
+        return False
+    argv = ["git", "merge-base", "--is-ancestor", ancestor, descendant]
+    done = bounded(argv, cwd=git_dir, env=env, timeout=timeout, gentle=False)
+    return not done.timed_out and done.returncode == 0
+
+
 def command(
     argv: list[str],
     *,
@@ -520,8 +536,8 @@ def command(
 ) -> subprocess.CompletedProcess[bytes]:
     """``bounded`` for an operation: a command that cannot start or runs out of time
     is the operation's error."""
-    # Every ref written here is a repair, not a person's push: quorum mode's
-    # reference-transaction hook lets it through without a vote.
+    # Every ref written here is a repair, not a person's push: a local peer's hook
+    # that sees this marker neither forwards nor votes on it.
     env = {**(os.environ if env is None else env), "RECONCILER_REPLICA": "reconcile-apply"}
     try:
         done = bounded(argv, cwd=cwd, env=env, stdin=stdin, timeout=timeout, killable=killable)

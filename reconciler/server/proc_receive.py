@@ -43,11 +43,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, BinaryIO
 
-from reconciler.server.common import parse_git_config, read_text
+from reconciler.server.common import bounded, is_ancestor, parse_git_config, read_text
+from reconciler.server.hooks import PROC_RECEIVE_REFS
 from reconciler.server.queue import RefUpdate, is_zero
 
-# A push's commands are refs under these prefixes (receive.procReceiveRefs).
-PROC_RECEIVE_REFS = ("refs/heads/", "refs/tags/", "refs/notes/")
 LOCK_TIMEOUT = 30.0  # seconds for update-ref to take or give back the locks
 # One attempt per ref that turns out locked or moved while taking the locks, at most.
 LOCK_ATTEMPTS = 8
@@ -136,32 +135,25 @@ def receive_checks(
                 refused[update.ref] = "deletion prohibited"
             elif update.ref == current and delete_current not in ("ignore", "warn", "false", "no"):
                 refused[update.ref] = "deletion of the current branch prohibited"
-        elif deny_nff and not is_zero(update.old) and update.ref.startswith("refs/heads/"):
-            ancestor = subprocess.run(
-                ["git", "merge-base", "--is-ancestor", update.old, update.new],
-                cwd=git_dir,
-                env=dict(env),
-                capture_output=True,
-                timeout=timeout,
-                check=False,
-            )
-            if ancestor.returncode != 0:
-                refused[update.ref] = "non-fast-forward"
+        elif (
+            deny_nff
+            and not is_zero(update.old)
+            and update.ref.startswith("refs/heads/")
+            and not is_ancestor(git_dir, update.old, update.new, env, timeout)
+        ):
+            refused[update.ref] = "non-fast-forward"
     hook = git_dir / "hooks" / "update"
     if os.access(hook, os.X_OK) and hook.is_file():
         for update in updates:
             if update.ref in refused:
                 continue
-            done = subprocess.run(
-                [str(hook), update.ref, update.old, update.new],
-                cwd=git_dir,
-                env=dict(env),
-                stdin=subprocess.DEVNULL,
-                stdout=sys.stderr.fileno(),
-                timeout=timeout,
-                check=False,
-            )
-            if done.returncode != 0:
+            argv = [str(hook), update.ref, update.old, update.new]
+            done = bounded(argv, cwd=git_dir, env=env, timeout=timeout)
+            # As receive-pack runs it: all it says goes to the pusher.
+            with contextlib.suppress(OSError, ValueError):
+                sys.stderr.buffer.write(done.stdout + done.stderr)
+                sys.stderr.flush()
+            if done.timed_out or done.returncode != 0:
                 refused[update.ref] = "hook declined"
     return refused
 
@@ -170,14 +162,8 @@ def receive_checks(
 
 
 def current_values(git_dir: Path, env: Mapping[str, str], timeout: float) -> dict[str, str]:
-    done = subprocess.run(
-        ["git", "for-each-ref", "--format=%(objectname) %(refname)", *PROC_RECEIVE_REFS],
-        cwd=git_dir,
-        env=dict(env),
-        capture_output=True,
-        timeout=timeout,
-        check=False,
-    )
+    argv = ["git", "for-each-ref", "--format=%(objectname) %(refname)", *PROC_RECEIVE_REFS]
+    done = bounded(argv, cwd=git_dir, env=env, timeout=timeout, gentle=False)
     values = {}
     for line in done.stdout.decode("utf-8", "replace").splitlines():
         value, _, ref = line.partition(" ")

@@ -85,10 +85,11 @@ from reconciler.server.common import (
     bounded,
     drain_lock,
     fsync_dir,
+    is_ancestor,
     is_repository,
     without_repository_env,
 )
-from reconciler.server.hooks import KEPT_HOOK_PREFIX
+from reconciler.server.hooks import KEPT_HOOK_PREFIX, PROC_RECEIVE_REFS
 from reconciler.server.pushes import record_push
 from reconciler.server.queue import (
     TRANSIENT_REASONS,
@@ -106,7 +107,7 @@ from reconciler.server.settings import Settings, SettingsError, find_base, load_
 # post-receive stub, which runs this library's bin/proc-receive
 # (``proc_receive_main``): it decides, while git holds the refs' locks, whether a
 # majority of the declared servers takes the update (docs/quorum.md).
-QUORUM_PREFIXES = ("refs/heads/", "refs/tags/", "refs/notes/")  # the replicated refs
+QUORUM_PREFIXES = PROC_RECEIVE_REFS  # the replicated refs
 ABORTED_NAMESPACE = "refs/reconciler/aborted/"
 # A push of many refs reports this many "taken by" lines and sums up the rest.
 SUMMARY_LINES = 20
@@ -436,7 +437,7 @@ def _push_with_second_look(
         elif value == update.new:
             settled[update.ref] = RefOutcome(update, "", "already there")
         elif value is not None and not is_zero(update.new):
-            if _is_ancestor(git_dir, value, update.new, env, deadline - time.monotonic()):
+            if is_ancestor(git_dir, value, update.new, env, deadline - time.monotonic()):
                 retry.append(RefUpdate(old=value, new=update.new, ref=update.ref))
             else:
                 settled[update.ref] = RefOutcome(update, "diverged", f"{peer} has {value}")
@@ -493,16 +494,6 @@ def _peer_values(
         if ref in refs:
             values[ref] = value
     return values
-
-
-def _is_ancestor(
-    git_dir: Path, ancestor: str, descendant: str, env: Mapping[str, str], timeout: float
-) -> bool:
-    if timeout <= 0:
-        return False
-    argv = ["git", "merge-base", "--is-ancestor", ancestor, descendant]
-    run = run_bounded(argv, git_dir, env, timeout)
-    return not run.timed_out and run.returncode == 0
 
 
 def _rejection(outcome: RefOutcome) -> str:
@@ -1057,7 +1048,7 @@ def catch_up(base: Path, repository: str, deadline: float) -> list[str]:
             )
             if fetched.returncode != 0:
                 break
-            if ours and not _is_ancestor(git_dir, ours, value, env, timeout):
+            if ours and not is_ancestor(git_dir, ours, value, env, timeout):
                 break  # a value of its own: for the reconciler's repair, not overwritten here
             update = [
                 "git",
