@@ -320,3 +320,18 @@ def test_a_proposal_of_thousands_of_refs_is_one_push_per_peer() -> None:
     assert [u for c in chunks for u in c] == many
     for chunk in chunks:
         assert sum(len(u.lease) + len(u.refspec) + 18 for u in chunk) <= ARGV_BUDGET
+
+
+def test_deny_non_fast_forwards_holds_for_a_forced_push(tmp_path: Path) -> None:
+    repos = make(tmp_path)
+    work = client(tmp_path)
+    first = commit(work)
+    assert push(work, repos["a"], f"{first}:refs/heads/b").returncode == 0
+    git(repos["a"], "config", "receive.denyNonFastForwards", "true")
+    sideways = commit(work, None, "unrelated")
+    forced = push(work, repos["a"], f"+{sideways}:refs/heads/b")
+    assert forced.returncode != 0 and "non-fast-forward" in forced.stdout, forced.stdout
+    assert all(value(repo, "refs/heads/b") == first for repo in repos.values())
+    ahead = commit(work, first, "on top")
+    assert push(work, repos["a"], f"{ahead}:refs/heads/b").returncode == 0
+    assert all(value(repo, "refs/heads/b") == ahead for repo in repos.values())
