@@ -144,6 +144,8 @@ class ServerFacts:
     key_pairs: tuple[KeyPair, ...] = ()
     git_version: tuple[int, ...] | None = None  # None: unknown (git missing or unreadable)
     git_template: GitTemplateFacts = field(default_factory=GitTemplateFacts)
+    # Temporaries killed runs left, relative to the home (server/files.py).
+    leftovers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -288,6 +290,7 @@ def parse_server_facts(
                 configured=(data.get("git_template") or {}).get("configured"),
                 digest=(data.get("git_template") or {}).get("digest"),
             ),
+            leftovers=tuple(str(path) for path in data.get("leftovers") or ()),
         )
     except WireError as exc:
         raise ReconcilerError(

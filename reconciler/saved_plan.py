@@ -54,6 +54,7 @@ SERVER_PARTS: dict[str, tuple[str, ...]] = {
     "git template": ("git_template",),
     "gitweb projects.list": ("projects_list",),
     "repository descriptions": ("repo_sections",),
+    "leftover temporaries": ("leftovers",),
 }
 REPOSITORY_PARTS: dict[str, tuple[str, ...]] = {
     "refs": ("head", "refs_digest", "ref_count", "refs", "aborted"),

@@ -9,6 +9,7 @@ from reconciler.planning.context import PlanContext, PlanOptions
 from reconciler.planning.hooks import plan_hooks, plan_transaction_hooks
 from reconciler.planning.keys import plan_server_keys
 from reconciler.planning.known_hosts import plan_known_hosts
+from reconciler.planning.leftovers import plan_leftovers
 from reconciler.planning.model import Action, Note, Phase, Plan
 from reconciler.planning.refs import plan_refs
 from reconciler.planning.remotes import plan_remotes
@@ -31,6 +32,7 @@ SUBJECTS = (
     plan_hooks,
     plan_transaction_hooks,
     plan_refs,
+    plan_leftovers,
 )
 
 

@@ -57,6 +57,7 @@ SUBJECT_ORDER = {
     "ref": 8,
     # After the repositories whose files they are, in the same phase.
     "repository-settings": 9,
+    "leftovers": 10,
 }
 
 

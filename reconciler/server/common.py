@@ -56,6 +56,12 @@ REPOSITORY_ENV = (
     "GIT_GRAFT_FILE",
 )
 TEMPORARY_MARK = ".reconciler-tmp-"
+# Every temporary name the server side makes carries its maker's pid: atomic_write's
+# ``.NAME.reconciler-tmp-PID-…``, a new repository's ``.NAME.git.tmp-PID-…``, and
+# ``.reconciler-keygen-PID-…`` / ``.reconciler-bundle-PID-…``.
+TEMPORARY_NAME = re.compile(
+    r"\.(?:reconciler-(?:keygen|bundle)-|.+?(?:\.reconciler-tmp-|\.git\.tmp-))([0-9]+)-"
+)
 # A full object id: SHA-1 or SHA-256.
 OBJECT_ID = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 
@@ -276,21 +282,40 @@ def remove_path(path: str) -> None:
             os.unlink(path)
 
 
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # somebody else's process
+    return True
+
+
+def abandoned_temporary(name: str) -> bool:
+    """``name`` is one of the server side's temporary names and its maker is gone
+    (not this process, not any live one): a run killed mid-write left it."""
+    match = TEMPORARY_NAME.match(name)
+    if match is None:
+        return False
+    pid = int(match.group(1))
+    return pid != os.getpid() and not process_alive(pid)
+
+
 def remove_stale(directory: str, prefix: str) -> None:
     """Remove what an earlier run killed mid-write left under our temporary names.
 
-    Only while holding the server lock, and never a temporary of this program's own
-    (``PREFIX<pid>-...``): every other owner held the lock too, so it is gone.
+    Only while holding the server lock, and only where the maker is gone: gitosis's
+    hook on a user's push to gitosis-admin writes authorized_keys without the lock.
     """
     if LOCK_FD is None:
-        return  # not a lock holder: whoever left them may still be writing
+        return  # not a lock holder: leave it to one
     try:
         names = os.listdir(directory)
     except OSError:
         return
-    mine = f"{prefix}{os.getpid()}-"
     for name in names:
-        if name.startswith(prefix) and not name.startswith(mine):
+        if name.startswith(prefix) and abandoned_temporary(name):
             remove_path(os.path.join(directory, name))
 
 

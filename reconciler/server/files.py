@@ -1,15 +1,32 @@
 """Plain files below the home: ``write_file`` (compare-and-swap on the digest seen
 when the plan was made) and ``remove_file``; the settings, repository settings and
-the hook stubs are written with them."""
+the hook stubs are written with them. And the temporaries killed runs left:
+``leftovers`` finds them, ``remove_leftovers`` removes them."""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
 import os
+from collections.abc import Sequence
 
-from reconciler.server.common import HOME, OpError, atomic_write, make_dirs, resolve
-from reconciler.server.ops import RemoveFile, WriteFile, handler
+from reconciler.server.common import (
+    HOME,
+    OpError,
+    abandoned_temporary,
+    atomic_write,
+    make_dirs,
+    remove_path,
+    resolve,
+)
+from reconciler.server.ops import RemoveFile, RemoveLeftovers, WriteFile, handler
+
+# Where the server side writes besides the repositories' own directories (below the
+# home, and below the repositories directory). A hook's temporary is not looked for:
+# its hook was not renamed into place, so the next apply writes it again, and every
+# write removes the abandoned temporaries of its file first.
+HOME_DIRECTORIES = (".", ".ssh", ".reconciler", ".reconciler/gitosis", ".reconciler/lib")
+BASE_DIRECTORIES = (".", ".reconciler", ".reconciler/queue")
 
 
 def current_sha256(full: str) -> str | None:
@@ -75,9 +92,41 @@ def op_remove_file(op: RemoveFile) -> None:
         os.unlink(full)
 
 
+def leftovers(
+    home: str, base: str, admin: str, found_in_walk: list[str], files: Sequence[object] = ()
+) -> list[str]:
+    """Abandoned temporaries (see ``common.TEMPORARY_NAME``), relative to the home:
+    in the directories the server side writes to, the admin repository, those of
+    ``files`` (relative to the home: gitweb's projects.list), and those the
+    repository walk came across (``found_in_walk``, absolute)."""
+    directories = [os.path.join(home, d) for d in HOME_DIRECTORIES]
+    directories += [os.path.dirname(os.path.join(home, f)) for f in files if isinstance(f, str)]
+    directories += [os.path.join(base, d) for d in BASE_DIRECTORIES]
+    directories.append(os.path.join(base, admin + ".git"))
+    found = set(found_in_walk)
+    for directory in dict.fromkeys(os.path.normpath(d) for d in directories):
+        try:
+            names = os.listdir(directory)
+        except OSError:
+            continue
+        found.update(os.path.join(directory, n) for n in names if abandoned_temporary(n))
+    relative = (os.path.relpath(path, home) for path in found)
+    return sorted(path for path in relative if not path.startswith(".." + os.sep))
+
+
+def op_remove_leftovers(op: RemoveLeftovers) -> None:
+    """Only what is still abandoned: a name that is not a temporary, or whose maker
+    lives (a pid taken again meanwhile), stays."""
+    for path in op.paths:
+        full = resolve(path)
+        if abandoned_temporary(os.path.basename(full)):
+            remove_path(full)
+
+
 OPS = dict(
     [
         handler(WriteFile, op_write_file),
         handler(RemoveFile, op_remove_file),
+        handler(RemoveLeftovers, op_remove_leftovers),
     ]
 )

@@ -26,6 +26,7 @@ from typing import Any
 
 from reconciler.server import (
     admin,
+    files,
     hooks,
     keys,
     known_hosts,
@@ -76,6 +77,8 @@ def main() -> None:
         account = pwd.getpwuid(os.getuid()).pw_name
     except KeyError:
         account = str(os.getuid())
+    admin_name = request.get("admin", "gitosis-admin")
+    walked: list[str] = []
     result: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
         "home": home,
@@ -89,11 +92,11 @@ def main() -> None:
         **settings.read_settings(base),
         **queue.gather_queue(base),
         "repositories": (
-            repositories.walk_repositories(base, request.get("refs", False), known)
+            repositories.walk_repositories(base, request.get("refs", False), known, walked)
             if os.path.isdir(base)
             else {}
         ),
-        "admin": admin.admin_facts(base, request.get("admin", "gitosis-admin")),
+        "admin": admin.admin_facts(base, admin_name),
         "pushes": pushes.read_pushes(base, time.time()),
         "repo_sections": repository_settings.repo_section_facts(
             base, request.get("repo_sections") or [], set(request.get("descriptions") or [])
@@ -104,6 +107,9 @@ def main() -> None:
         **repository_settings.projects_list(home, request.get("projects_list")),
         **hooks.git_version(),
     }
+    result["leftovers"] = files.leftovers(
+        home, base, admin_name, walked, [request.get("projects_list")]
+    )
     result["seconds"] = round(time.monotonic() - started, 4)
     write_answer(result)
 

@@ -81,6 +81,13 @@ class RemoveFile(Op, kind="remove_file"):
     expect_sha256: str | None = None
 
 
+@dataclasses.dataclass(frozen=True)
+class RemoveLeftovers(Op, kind="remove_leftovers"):
+    """Remove temporaries that runs killed mid-write left (their makers are gone)."""
+
+    paths: tuple[str, ...]
+
+
 # --- known_hosts (reconciler.server.known_hosts) ---------------------------------------
 
 

@@ -12,6 +12,7 @@ from typing import Any
 from reconciler.server import hooks, remotes, repository_settings
 from reconciler.server.common import (
     OpError,
+    abandoned_temporary,
     drop_temporary,
     fsync_dir,
     is_repository,
@@ -57,8 +58,13 @@ def repository_facts(
 
 
 def walk_repositories(
-    base: str, want_refs: bool, known: hooks.KnownContent = hooks.NO_KNOWN_CONTENT
+    base: str,
+    want_refs: bool,
+    known: hooks.KnownContent = hooks.NO_KNOWN_CONTENT,
+    leftovers: list[str] | None = None,
 ) -> dict[str, Any]:
+    """Every repository below ``base``; the abandoned temporaries it passes (a
+    repository being made when its run was killed) go into ``leftovers``."""
     found = {}
     stack = [(base, 0, "")]
     while stack:
@@ -68,7 +74,11 @@ def walk_repositories(
         except OSError:
             continue
         for entry in entries:
-            if entry.name.startswith(".") or not entry.is_dir(follow_symlinks=False):
+            if entry.name.startswith("."):
+                if leftovers is not None and abandoned_temporary(entry.name):
+                    leftovers.append(entry.path)
+                continue
+            if not entry.is_dir(follow_symlinks=False):
                 continue
             if entry.name.endswith(".git") and is_repository(entry.path):
                 name = prefix + entry.name[: -len(".git")]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,10 @@ EXAMPLES: list[tuple[ops.Op, dict[str, Any]]] = [
     (
         ops.RemoveFile("p", expect_sha256="e" * 64),
         {"op": "remove_file", "path": "p", "expect_sha256": "e" * 64},
+    ),
+    (
+        ops.RemoveLeftovers((".ssh/.authorized_keys.reconciler-tmp-7-x",)),
+        {"op": "remove_leftovers", "paths": [".ssh/.authorized_keys.reconciler-tmp-7-x"]},
     ),
     (
         ops.EditLines(".ssh/known_hosts", add=("l1",), remove=("l2", "l3")),
@@ -272,3 +277,23 @@ def test_an_action_with_a_malformed_op_changes_nothing(
     # Decoded whole before any of its ops ran: the first repository was not made.
     assert not (tmp_path / "repositories/first.git").exists()
     assert (tmp_path / "repositories/third.git/HEAD").is_file()
+
+
+def test_a_lock_holder_leaves_a_live_writers_temporary(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The server lock's holder removes the temporaries of a file it writes, but only
+    those whose maker is gone: gitosis's hook, on a user's push to gitosis-admin,
+    writes authorized_keys without the lock, and its rename must still find its file."""
+    child = subprocess.Popen(["sleep", "60"])
+    try:
+        ended = subprocess.Popen(["true"])
+        ended.wait(timeout=30)
+        live = tmp_path / f".authorized_keys{common.TEMPORARY_MARK}{child.pid}-abc"
+        dead = tmp_path / f".authorized_keys{common.TEMPORARY_MARK}{ended.pid}-def"
+        live.write_text("a live writer's half\n")
+        dead.write_text("a killed writer's half\n")
+        monkeypatch.setattr(common, "LOCK_FD", 99)  # holding the server lock
+        common.atomic_write(tmp_path / "authorized_keys", b"whole\n", 0o600)
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["authorized_keys", live.name])
+    finally:
+        child.kill()
+        child.wait(timeout=30)
