@@ -46,8 +46,7 @@ def plan_refs(ctx: PlanContext) -> tuple[list[Action], list[Note]]:
     pushes: dict[tuple[str, str, str], list[tuple[str, str, str]]] = defaultdict(list)
     for state in report.states:
         key = (state.repository, state.ref)
-        if key in deletions:
-            _plan_deletion(state, deletions[key], pushes, notes)
+        if key in deletions and _plan_deletion(state, deletions[key], pushes, notes):
             continue
         # Quorum mode: a majority's value that is not the tip (a minority is ahead on
         # a value no majority took, or diverged) is followed; the tip's is below.
@@ -207,20 +206,26 @@ def _plan_deletion(
     entries: list[QueueEntry],
     pushes: dict[tuple[str, str, str], list[tuple[str, str, str]]],
     notes: list[Note],
-) -> None:
+) -> bool:
     """Deliver a queued deletion to peers still holding the deleted value.
 
     Several entries may record the deletion for one peer (each server that deleted
     it queues its own): the peer gets one update, since after the first its lease
     could no longer match. An entry the peer contradicts (it holds another value)
-    makes the whole ref a conflict, and then nothing deletes it anywhere."""
+    makes the whole ref a conflict, and then nothing deletes it anywhere.
+
+    False when every origin has made the ref again since: the deletion is history,
+    and the ref follows the ordinary rules (its new value reaches the peers over the
+    deleted one where it descends from it, else it is a conflict); once the ref is
+    the same everywhere the entries drain."""
+    live = [entry for entry in entries if state.values.get(entry.server) is None]
+    if not live:
+        return False
     deliveries: dict[str, tuple[str, str]] = {}  # peer -> (origin, old)
     conflicts: list[Note] = []
     # An origin holding the repository can push now; one lacking it only after its clone.
-    for entry in sorted(entries, key=lambda e: (e.server not in state.values, e.server)):
+    for entry in sorted(live, key=lambda e: (e.server not in state.values, e.server)):
         origin, peer, old = entry.server, entry.peer, entry.old
-        if state.values.get(origin) is not None:
-            continue  # recreated on its origin since: the ordinary rules apply next time
         held = state.values.get(peer)
         if held == old:
             deliveries.setdefault(peer, (origin, old))
@@ -238,9 +243,10 @@ def _plan_deletion(
             )
     if conflicts:
         notes.extend(conflicts)
-        return
+        return True
     for peer, (origin, old) in sorted(deliveries.items()):
         pushes[(origin, state.repository, peer)].append((state.ref, "", old))
+    return True
 
 
 def _drain_queues(ctx: PlanContext, states: tuple[RefState, ...]) -> list[Action]:

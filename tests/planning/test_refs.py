@@ -12,7 +12,7 @@ from reconciler.planning import PlanContext, PlanOptions
 from reconciler.planning.context import settings_text
 from reconciler.planning.refs import plan_refs
 from reconciler.refs import RefReport, RefState, classify
-from reconciler.server.ops import DrainQueue, PushRefs
+from reconciler.server.ops import AdoptMajority, DrainQueue, PushRefs
 from tests.planning.test_planner import CLUSTER, base_facts, converged_server, settled_checkout
 from tests.planning.test_planner import desired as desired
 
@@ -225,6 +225,40 @@ def test_queued_deletions_table(
     ]
     assert planned == pushes
     assert [n.level for n in notes] == levels
+
+
+PRODUCT = "repositories/product.git"
+
+
+@pytest.mark.parametrize(
+    ("ancestry", "ops"),
+    [
+        pytest.param(
+            {("product", A, B): True},
+            [("a", PushRefs(PRODUCT, "c", ((MAIN, B, A),)))],
+            id="made-again-on-top-of-the-deleted-value",
+        ),
+        pytest.param(
+            {},
+            [("c", AdoptMajority(PRODUCT, MAIN, new=B, old=A, peer="a"))],
+            id="made-again-unrelated-to-the-deleted-value",
+        ),
+    ],
+)
+def test_a_deletion_its_origin_has_undone_follows_the_ordinary_rules(
+    desired3: Any, ancestry: dict[Any, bool], ops: list[tuple[str, Any]]
+) -> None:
+    """a deleted main while c was away, then made it again (B), which reached b; c
+    still holds the deleted A. The deletion is not delivered (a holds main), and the
+    ref is not left as it is for ever either: B goes to c over A, compare-and-swap,
+    where it descends from A; else (three servers: quorum mode) c follows the
+    majority and keeps A aside."""
+    values: dict[str, str | None] = {"a": B, "b": B, "c": A}
+    state = classify("product", MAIN, values, ancestry)
+    ctx = context3(desired3, state, {"a": [queued("a", "c", A, "1.json")]})
+    actions, notes = plan_refs(ctx)
+    assert [(a.server, op) for a in actions for op in a.ops] == ops
+    assert notes == []
 
 
 def test_entries_of_settled_refs_are_drained_and_others_kept(desired: Any) -> None:
