@@ -4,7 +4,8 @@
    the target's current value, a non-deletion only fast-forwards, a deletion is one
    a queue entry recorded, and no update touches a ref classified diverged.
 2. Applying a plan's effects to the facts (a small pure simulator of the server-side
-   operations), phase by phase as ``apply`` does, leaves a plan without actions.
+   operations), phase by phase as ``apply`` does, leaves a plan without actions, and
+   queue entries only on refs the plan shows as conflicts.
 """
 
 from __future__ import annotations
@@ -410,6 +411,17 @@ def test_planner_never_forces_and_converges(
         plan = make(desired, raw, graph)
     leftover = [f"{a.server}: {a.description}" for a in plan.actions]
     assert not leftover, leftover
+    # A queue entry outlives the repair only on a ref shown as a conflict: one left on
+    # a ref with no conflict and no action would stay for ever (a deletion its origin
+    # undid once froze its ref that way).
+    conflicts = {n.target for n in plan.conflicts if n.subject == "ref"}
+    stuck = [
+        f"{e['server']}: {e['repository']} {e['ref']} -> {e['peer']}"
+        for data in raw.values()
+        for e in data["queue"]
+        if f"{e['repository']} {e['ref']}" not in conflicts
+    ]
+    assert not stuck, stuck
     # Nothing that diverged was touched, and no commit any server held is gone.
     for name, data in raw.items():
         for repo, facts in data["repositories"].items():
