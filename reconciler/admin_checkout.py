@@ -35,6 +35,9 @@ class CheckoutFacts:
     # keydir/ files that must go: rendered for users who left cluster.d/, or the keys
     # of servers that left (or were renamed).
     removed: tuple[str, ...] = ()
+    # Rendered files changed by hand since they were rendered, each with where:
+    # "committed in COMMIT by AUTHOR: SUBJECT" or "not committed". Never overwritten.
+    hand_edited: tuple[tuple[str, str], ...] = ()
 
 
 def key_blob(line: str) -> str:
@@ -134,9 +137,38 @@ def relation(root: Path, ours: str | None, theirs: str, parents: tuple[str, ...]
     return "unknown"
 
 
+def hand_edits(root: Path, files: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    """The rendered files a person edited since ``render`` wrote them: in the working
+    tree (not committed, so apply would never send it), or at HEAD, about to be
+    rendered over (a commit pushed to a server, which cron's run fetched), while the
+    working tree holds HEAD's.
+    Only gitosis.conf can tell (its digest line); the key files hold nothing to edit
+    but the key."""
+    from reconciler.desired.render import GITOSIS_CONF, edited_by_hand
+
+    try:
+        working: str | None = (root / GITOSIS_CONF).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        working = None
+    if GITOSIS_CONF not in files:
+        # HEAD holds the render: an edit in the working tree alone would never be sent.
+        edited = working is not None and edited_by_hand(working)
+        return ((GITOSIS_CONF, "not committed"),) if edited else ()
+    committed = git.committed_contents(root, [GITOSIS_CONF])[GITOSIS_CONF]
+    if working is not None and working != committed:
+        # The working tree decides: a hand edit of it, or a render the operator ran
+        # (over an edited commit too: that is how an edit is let go).
+        return ((GITOSIS_CONF, "not committed"),) if edited_by_hand(working) else ()
+    if committed is not None and edited_by_hand(committed):
+        last = git.run_git(root, "log", "-1", "--format=%h by %an: %s", "--", GITOSIS_CONF)
+        return ((GITOSIS_CONF, f"committed in {last.strip()}"),)
+    return ()
+
+
 def gather_checkout(desired: Desired, facts: Facts) -> CheckoutFacts:
     root = desired.root
     ours = git.head(root)
+    files = rendered_changes(desired, facts)
     relations: dict[str, Relation] = {}
     for name, server_facts in facts.servers.items():
         theirs = server_facts.admin.head
@@ -147,8 +179,9 @@ def gather_checkout(desired: Desired, facts: Facts) -> CheckoutFacts:
         root=root,
         branch=git.current_branch(root),
         head=ours,
-        files=rendered_changes(desired, facts),
+        files=files,
         relations=relations,
         uncommitted=tuple(git.changed_paths(root, *COMMITTED_WITH_RENDERING)),
         removed=removed_files(desired, facts),
+        hand_edited=hand_edits(root, files),
     )

@@ -40,6 +40,21 @@ def plan_admin(ctx: PlanContext) -> tuple[list[Action], list[Note]]:
     checkout = ctx.checkout
     admin = ctx.desired.cluster.admin_repository
     new_commit = bool(checkout.files or checkout.uncommitted or checkout.removed)
+    for path, where in checkout.hand_edited:
+        notes.append(
+            Note(
+                ADMIN_CHECKOUT,
+                "admin",
+                path,
+                "conflict",
+                f"{path} was edited by hand ({where}) and differs from what cluster.d/ "
+                "renders; apply keeps it and commits no render over it: put the change "
+                "into cluster.d/, then run 'reconcile render' (it replaces the edited "
+                "file) and apply again",
+            )
+        )
+    if checkout.hand_edited:
+        new_commit = False  # the edit is kept: no render is committed over it
     if new_commit:
         changed = sorted({*checkout.files, *checkout.uncommitted} - set(checkout.removed))
         shown = ", ".join(changed[:8]) + (
