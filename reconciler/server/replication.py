@@ -657,6 +657,10 @@ def refusal_line(ref: str, decision: Decision, votes: Sequence[Vote]) -> str:
     )
     if any(v.reason in ("busy", "other value") for v in votes if not v.took):
         line += "; fetch and retry"
+    if any(v.reason == "denied" for v in votes if not v.took):
+        # Nearly always a repository or key that an admin change pushed by hand to
+        # one server declared: the others' gitosis learns it at the next apply.
+        line += "; gitosis there does not know it yet: run reconcile apply, then push again"
     return line
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reconciler.server.replication import Vote, decide, majority
+from reconciler.server.replication import Vote, decide, majority, refusal_line
 
 OLD = "o"
 
@@ -175,3 +175,20 @@ def test_decide_counts_this_server_and_puts_back_only_what_it_moved() -> None:
     assert not decide(2, [Vote("b", False, reason="unreachable")]).accept
     assert decide(2, [Vote("b", True)]).accept
     assert [majority(n) for n in (1, 2, 3, 4, 5)] == [1, 2, 2, 3, 3]
+
+
+def test_a_refusal_says_why_and_what_to_do() -> None:
+    denied = [
+        Vote("b", False, reason="denied", detail="Repository read access denied"),
+        Vote("c", False, reason="unreachable"),
+    ]
+    assert refusal_line("refs/heads/main", decide(3, denied), denied) == (
+        "refs/heads/main refused: 1 of 3 servers could take it (b refused access "
+        "(Repository read access denied), c unreachable); nothing changed; gitosis there "
+        "does not know it yet: run reconcile apply, then push again"
+    )
+    raced = [Vote("b", False, reason="busy"), Vote("c", False, reason="other value")]
+    assert refusal_line("refs/tags/v1", decide(3, raced), raced) == (
+        "refs/tags/v1 refused: 1 of 3 servers could take it (b is taking another update "
+        "of it, c holds another value); nothing changed; fetch and retry"
+    )
