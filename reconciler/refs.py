@@ -13,6 +13,7 @@ one ``ancestry`` program per server.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -94,6 +95,13 @@ def classify(
                 tip = candidate
                 break
     return RefState(repository, ref, dict(values), tip)
+
+
+def majority_value(state: RefState, declared: int) -> str | None:
+    """The value a majority of the ``declared`` servers hold, if one does: in quorum
+    mode the only value of the ref that can have been acknowledged."""
+    counts = Counter(value for value in state.values.values() if value is not None)
+    return next((v for v, n in counts.items() if n >= declared // 2 + 1), None)
 
 
 def _run(transport: Transport, desired: Desired, payload: dict[str, Any]) -> Any:

@@ -7,6 +7,7 @@ the summary says which servers its counts are about.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import time
 from dataclasses import dataclass, field
@@ -210,7 +211,25 @@ def _queues(entries: tuple[QueueEntry, ...], peers: list[str]) -> dict[str, Peer
     }
 
 
+def as_repair_sees_it(desired: Desired, facts: Facts, refs: RefReport) -> RefReport:
+    """In quorum mode a ref's reference value is the majority's (what the plan makes
+    every server hold), not the newest descendant: a minority's value that no
+    majority took is the one behind."""
+    if desired.cluster.replication.mode != "quorum":
+        return refs
+    from reconciler.planning.refs import queued_values, quorum_value
+
+    queued = queued_values(facts)
+    declared = len(desired.servers)
+    states = []
+    for state in refs.states:
+        winner = quorum_value(state, declared, queued)
+        states.append(dataclasses.replace(state, tip=winner) if winner else state)
+    return dataclasses.replace(refs, states=tuple(states))
+
+
 def build_status(desired: Desired, facts: Facts, refs: RefReport) -> StatusReport:
+    refs = as_repair_sees_it(desired, facts, refs)
     mirrored = desired.mirrored_repositories()
     admin = desired.cluster.admin_repository
     servers = []

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+from reconciler.facts import Facts
 from reconciler.planning.context import PlanContext
 from reconciler.planning.model import Action, Note, Phase
-from reconciler.refs import ZERO, RefState
+from reconciler.refs import ZERO, RefState, majority_value
 from reconciler.server.common import QUEUE_PATH
 from reconciler.server.ops import AdoptMajority, DrainQueue, PushRefs, RemoveStaleLock
 from reconciler.server.queue import QueueEntry, is_zero
@@ -42,6 +43,7 @@ def plan_refs(ctx: PlanContext) -> tuple[list[Action], list[Note]]:
     planned = set(ctx.planned_servers())
     deletions = _deletions(ctx)
     quorum = ctx.desired.cluster.replication.mode == "quorum"
+    queued = queued_values(ctx.facts) if quorum else set()
     # (pusher, repository, target) -> list of [ref, new, expected old]
     pushes: dict[tuple[str, str, str], list[tuple[str, str, str]]] = defaultdict(list)
     for state in report.states:
@@ -50,7 +52,7 @@ def plan_refs(ctx: PlanContext) -> tuple[list[Action], list[Note]]:
             continue
         # Quorum mode: a majority's value that is not the tip (a minority is ahead on
         # a value no majority took, or diverged) is followed; the tip's is below.
-        if quorum and _follow_majority(ctx, state, planned, pushes, actions):
+        if quorum and _follow_majority(ctx, state, planned, pushes, actions, queued):
             continue
         if state.status == "diverged":
             shown = ", ".join(f"{s} {_short(v)}" for s, v in state.values.items())
@@ -143,25 +145,16 @@ def _follow_majority(
     planned: set[str],
     pushes: dict[tuple[str, str, str], list[tuple[str, str, str]]],
     actions: list[Action],
+    queued: set[tuple[str, str, str]],
 ) -> bool:
     """Quorum mode: a value held by a majority of the declared servers is the ref's
     value (only such a value can have been acknowledged); the others follow it, and
     a value of their own that never reached a majority is kept under
     refs/reconciler/aborted/. False when no value has a majority (a conflict)."""
-    needed = len(ctx.desired.servers) // 2 + 1
-    holders: dict[str, list[str]] = defaultdict(list)
-    for server, value in state.values.items():
-        if value is not None:
-            holders[value].append(server)
-    winner = next((v for v, held in holders.items() if len(held) >= needed), None)
+    winner = quorum_value(state, len(ctx.desired.servers), queued)
     if winner is None or winner == state.tip:
         return False
-    if state.tip is not None and _queued(ctx, state.repository, state.ref, state.tip):
-        # An update some server acknowledged and queued for the others (sync or async
-        # mode before a switch to quorum, or a quorum write whose takers are down):
-        # delivered as ever, not moved aside.
-        return False
-    source = sorted(holders[winner])[0]
+    source = min(s for s, v in state.values.items() if v == winner)
     for target, value in sorted(state.values.items()):
         if value == winner or target not in planned:
             continue
@@ -193,12 +186,22 @@ def _follow_majority(
     return True
 
 
-def _queued(ctx: PlanContext, repository: str, ref: str, value: str) -> bool:
-    return any(
-        entry.repository == repository and entry.ref == ref and entry.new == value
-        for facts in ctx.facts.servers.values()
-        for entry in facts.queue
-    )
+def queued_values(facts: Facts) -> set[tuple[str, str, str]]:
+    """(repository, ref, new) of every queued update on every server."""
+    return {(e.repository, e.ref, e.new) for f in facts.servers.values() for e in f.queue}
+
+
+def quorum_value(state: RefState, declared: int, queued: set[tuple[str, str, str]]) -> str | None:
+    """The value quorum repair makes the ref's everywhere: the majority's, unless the
+    tip is an update some server acknowledged and queued for the others (sync or async
+    mode before a switch to quorum, or a quorum write whose takers are down), which is
+    delivered as ever, not moved aside. None: the tip's, or no majority (a conflict)."""
+    winner = majority_value(state, declared)
+    if winner is None or winner == state.tip:
+        return None
+    if state.tip is not None and (state.repository, state.ref, state.tip) in queued:
+        return None
+    return winner
 
 
 def _plan_deletion(

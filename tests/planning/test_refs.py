@@ -13,6 +13,7 @@ from reconciler.planning.context import settings_text
 from reconciler.planning.refs import plan_refs
 from reconciler.refs import RefReport, RefState, classify
 from reconciler.server.ops import AdoptMajority, DrainQueue, PushRefs
+from reconciler.status import as_repair_sees_it, ref_state_on
 from tests.planning.test_planner import CLUSTER, base_facts, converged_server, settled_checkout
 from tests.planning.test_planner import desired as desired
 
@@ -271,3 +272,21 @@ def test_entries_of_settled_refs_are_drained_and_others_kept(desired: Any) -> No
     assert [d.ops for d in drains] == [
         (DrainQueue("repositories", ("1-done.json",), ".reconciler/queue"),)
     ]
+
+
+def test_status_names_the_minority_behind_in_quorum_mode(desired3: Any) -> None:
+    """A killed proposer left b ahead of the majority on a value no majority took:
+    status agrees with the plan (b follows a and c), instead of calling the
+    majority behind and starring b's value as the tip."""
+    state = classify("product", MAIN, {"a": A, "b": B, "c": A}, {("product", A, B): True})
+    assert state.tip == B  # the newest descendant
+    ctx = context3(desired3, state, {})
+    [seen] = as_repair_sees_it(desired3, ctx.facts, RefReport(states=(state,))).states
+    assert seen.tip == A
+    assert [ref_state_on(seen, s) for s in "abc"] == ["in_sync", "behind", "in_sync"]
+    [action] = plan_refs(ctx)[0]
+    assert (action.server, type(action.ops[0])) == ("b", AdoptMajority)
+    # Queued for the others, B was acknowledged (its takers are down): it stays the tip.
+    queued = context3(desired3, state, {"b": [{**entry("b", "a", A, B), "file": "1.json"}]})
+    [kept] = as_repair_sees_it(desired3, queued.facts, RefReport(states=(state,))).states
+    assert kept.tip == B
