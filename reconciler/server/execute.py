@@ -30,8 +30,8 @@ kills its clones and pushes, lets its short local commands end, removes its own
 temporaries, and exits without moving anything else into place.
 
 The handlers live with their subject (``reconciler.server.keys``, ``.admin``,
-``.known_hosts``, ``.repositories``, ``.remotes``, ``.hooks``, ``.files``, ``.refs``,
-``.queue``, ``.library``); the shared helpers in ``reconciler.server.common``.
+``.known_hosts``, ``.ssh_config``, ``.repositories``, ``.remotes``, ``.hooks``, ``.files``,
+``.refs``, ``.queue``, ``.library``); the shared helpers in ``reconciler.server.common``.
 """
 
 from __future__ import annotations
@@ -56,6 +56,7 @@ from reconciler.server import (
     refs,
     remotes,
     repositories,
+    ssh_config,
 )
 from reconciler.server.common import HOME, SERVER_LOCK_PATH, LockBusy, OpError, remove_path
 
@@ -68,6 +69,7 @@ OPS = {
     **queue.OPS,
     **files.OPS,
     **known_hosts.OPS,
+    **ssh_config.OPS,
     **hooks.OPS,
     **keys.OPS,
     **repositories.OPS,

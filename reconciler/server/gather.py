@@ -10,7 +10,7 @@ The one file it may write is the replication hook's push record file, which it
 compacts.
 
 Each subject's fact reader lives with its op handlers (``reconciler.server.keys``,
-``.known_hosts``, ``.settings``, ``.queue``, ``.pushes``, ``.repositories``,
+``.known_hosts``, ``.ssh_config``, ``.settings``, ``.queue``, ``.pushes``, ``.repositories``,
 ``.admin``, ``.repository_settings``, ``.library``).
 """
 
@@ -35,6 +35,7 @@ from reconciler.server import (
     repositories,
     repository_settings,
     settings,
+    ssh_config,
 )
 from reconciler.server.common import FORMAT_VERSION
 
@@ -73,6 +74,7 @@ def main() -> None:
         "python": ".".join(str(part) for part in sys.version_info[:3]),
         **keys.key_facts(home),
         **known_hosts.ssh_lines(home),
+        **ssh_config.ssh_config_facts(home),
         "repositories_dir": base,
         "repositories_exists": os.path.isdir(base),
         **settings.read_settings(base),

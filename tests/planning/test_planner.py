@@ -121,11 +121,29 @@ def converged_server(name: str, peers: dict[str, str]) -> dict[str, Any]:
     }
 
 
+def managed_ssh_config(hosts: str) -> list[str]:
+    """The block of ~/.ssh/config that keeps the connections to ``hosts`` open."""
+    return [
+        "# BEGIN reconciler: connections to the cluster's servers (managed by reconcile apply)",
+        "# The replication pushes to the other servers share one connection per peer.",
+        f"Host {hosts}",
+        "    ControlMaster auto",
+        "    ControlPath ~/.ssh/cm-%C",
+        "    ControlPersist 300",
+        "    ServerAliveInterval 10",
+        "    ServerAliveCountMax 3",
+        "Host *",
+        "# END reconciler",
+    ]
+
+
 def base_facts(desired: Any) -> dict[str, dict[str, Any]]:
     servers = {
         "a": converged_server("a", {"b": "ssh://git@b.example/{repo}.git"}),
         "b": converged_server("b", {"a": "ssh://git@a.example:2222/{repo}.git"}),
     }
+    servers["a"]["ssh_config"] = managed_ssh_config("b.example")
+    servers["b"]["ssh_config"] = managed_ssh_config("a.example")
     for name, data in servers.items():
         data["settings_text"] = settings_text(desired, name)
     return servers
@@ -134,6 +152,7 @@ def base_facts(desired: Any) -> dict[str, dict[str, Any]]:
 def fresh(data: dict[str, Any]) -> None:
     """A server just set up with gitosis-init and nothing else."""
     data.update(server_key=None, server_key_private=False, known_hosts=[], settings_text=None)
+    data["ssh_config"] = None
     data["repositories"] = {
         "gitosis-admin": {**data["repositories"]["gitosis-admin"], "remotes": {}, "hook": None}
     }
@@ -210,13 +229,14 @@ CASES: dict[str, tuple[dict[str, Any], dict[str, str], list[str], int]] = {
         [
             "b: + generate the server key ~/.ssh/id_ed25519 (git@b)",
             "b: ~ adopt gitosis-admin: replace gitosis-init's single commit 999999999999",
+            "b: + ssh config: keep the connections to a open",
             "b: + known_hosts: add a",
             "b: + replication settings repositories/.reconciler/replication.json",
             "b: + clone repository product from a",
             "b: + product: add remote a -> ssh://git@a.example:2222/product.git",
             "b: + gitosis-admin: install the replication hook",
             "b: + product: install the replication hook",
-            "Plan: 7 to create, 1 to change, 0 to remove, 0 conflicts",
+            "Plan: 8 to create, 1 to change, 0 to remove, 0 conflicts",
         ],
         2,
     ),
@@ -441,7 +461,7 @@ def test_plan_json_is_data(desired: Any) -> None:
     plan = make_plan(build_context(desired, {"b": fresh}, {"b": "unknown"}))
     data = plan.to_json()
     assert data["format_version"] == 1
-    assert data["summary"] == {"create": 7, "change": 1, "remove": 0, "conflicts": 0, "errors": 0}
+    assert data["summary"] == {"create": 8, "change": 1, "remove": 0, "conflicts": 0, "errors": 0}
     assert all(set(a) >= {"server", "subject", "kind", "description"} for a in data["actions"])
 
 

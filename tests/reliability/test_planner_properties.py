@@ -27,6 +27,7 @@ from reconciler.planning.known_hosts import desired_lines
 from reconciler.planning.model import Plan
 from reconciler.refs import ZERO, RefReport, classify
 from reconciler.server.hooks import HOOK_MODE, stub
+from reconciler.server.ssh_config import BLOCK_BEGIN, BLOCK_END, split_block
 from reconciler.server_library import library_version
 from tests.planning.test_planner import settled_checkout
 
@@ -178,6 +179,15 @@ def scenarios(draw: st.DrawFn) -> tuple[int, int, list[int], dict[str, dict[str,
                 )
             ),
             "authorized_keys": [],
+            "ssh_config": draw(
+                st.sampled_from(
+                    [
+                        None,
+                        ["Host backup.example", "    User backup"],
+                        [BLOCK_BEGIN, "Host gone.example", "    ControlMaster auto", BLOCK_END],
+                    ]
+                )
+            ),
             "repositories_dir": f"/home/{name}/repositories",
             "repositories_exists": True,
             "settings": {},
@@ -271,6 +281,11 @@ def simulate(
         kept = [line for line in data["known_hosts"] if line.strip() not in set(op["remove"])]
         kept += [line for line in op["add"] if line not in kept]
         data["known_hosts"] = kept
+    elif kind == "ssh_config_block":
+        assert op["path"] == ".ssh/config"
+        before, present, after = split_block(list(data.get("ssh_config") or []))
+        at = len(before) if present is not None else 0
+        data["ssh_config"] = [*before[:at], *op["block"], *before[at:], *after]
     elif kind == "install_library":
         data["library"] = {"version": op["version"], "intact": True}
     elif kind in ("write_file", "install_hook"):
