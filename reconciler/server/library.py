@@ -22,6 +22,7 @@ import hashlib
 import os
 import pwd
 import re
+import shlex
 import shutil
 import sys
 import tempfile
@@ -63,6 +64,28 @@ sys.path.insert(0, {lib!r})
 from {module} import {function}
 sys.exit({function}())
 """
+# bin/post-receive: most runs have nothing to do (a push from a peer; quorum mode),
+# and the gate tells so having imported only os and json, not the replication
+# module, which costs several times Python's own start (reconciler.server.hook_gate).
+GATED_WRAPPER = """#!{python} -I
+import sys
+sys.path.insert(0, {lib!r})
+from reconciler.server.hook_gate import nothing_to_do
+if nothing_to_do(sys.argv[1:]):
+    sys.exit(0)
+from {module} import {function}
+sys.exit({function}())
+"""
+# bin/reference-transaction: git runs it in every state of every ref transaction,
+# and only "prepared" decides (docs/quorum.md); the other states end in the shell.
+STATE_WRAPPER = """#!/bin/sh
+[ "$1" = prepared ] || exit 0
+exec {python} -I -c {code} {lib} "$@"
+"""
+STATE_CODE = (
+    "import sys;sys.path.insert(0,sys.argv.pop(1));"
+    "from {module} import {function};sys.exit({function}())"
+)
 
 Op = dict[str, Any]
 
@@ -75,9 +98,18 @@ def library_digest(files: Iterable[tuple[str, bytes]]) -> str:
     return digest.hexdigest()[:16]
 
 
-def wrapper(lib: str, target: str) -> bytes:
+def wrapper(lib: str, target: str, name: str = "") -> bytes:
+    """The command ``name`` running ``target`` ("module:function") of ``lib``."""
     module, function = target.split(":")
-    return WRAPPER.format(python=sys.executable, lib=lib, module=module, function=function).encode()
+    if name == "reference-transaction":
+        code = STATE_CODE.format(module=module, function=function)
+        return STATE_WRAPPER.format(
+            python=shlex.quote(sys.executable), code=shlex.quote(code), lib=shlex.quote(lib)
+        ).encode()
+    template = GATED_WRAPPER if name == "post-receive" else WRAPPER
+    return template.format(
+        python=sys.executable, lib=lib, module=module, function=function
+    ).encode()
 
 
 def _lib(root: str, version: str) -> str:
@@ -106,7 +138,7 @@ def _library_files(lib: str) -> list[tuple[str, bytes]] | None:
 
 def _wrappers_current(directory: str, lib: str, targets: dict[str, str]) -> bool:
     return all(
-        read_bytes(os.path.join(directory, name), 4096) == wrapper(lib, target)
+        read_bytes(os.path.join(directory, name), 4096) == wrapper(lib, target, name)
         for name, target in targets.items()
     )
 
@@ -182,7 +214,7 @@ def op_install_library(op: Op) -> None:
     for directory, targets in _commands(op):
         make_dirs(directory, 0o755)
         for name, target in sorted(targets.items()):
-            atomic_write(os.path.join(directory, name), wrapper(lib, target), 0o755)
+            atomic_write(os.path.join(directory, name), wrapper(lib, target, name), 0o755)
     if op.get("runtime"):
         runtime = resolve(RUNTIME_DIR)
         old_runtime = (read_text(os.path.join(runtime, "VERSION"), 256) or "").strip()
