@@ -64,17 +64,15 @@ sys.path.insert(0, {lib!r})
 from {module} import {function}
 sys.exit({function}())
 """
-# bin/post-receive: most runs have nothing to do (a push from a peer; quorum mode),
-# and the gate tells so having imported only os and json, not the replication
-# module, which costs several times Python's own start (reconciler.server.hook_gate).
+# The hooks' commands: most of their runs have nothing to do (a push from a peer,
+# quorum mode's post-receive), and the gate tells so having imported only os and
+# json, not the replication module, which costs several times Python's own start
+# (reconciler.server.hook_gate).
 GATED_WRAPPER = """#!{python} -I
 import sys
 sys.path.insert(0, {lib!r})
-from reconciler.server.hook_gate import nothing_to_do
-if nothing_to_do(sys.argv[1:]):
-    sys.exit(0)
-from {module} import {function}
-sys.exit({function}())
+from reconciler.server.hook_gate import launch
+sys.exit(launch({name!r}, {target!r}))
 """
 # bin/reference-transaction: git runs it in every state of every ref transaction,
 # and only "prepared" decides (docs/quorum.md); the other states end in the shell.
@@ -84,7 +82,7 @@ exec {python} -I -c {code} {lib} "$@"
 """
 STATE_CODE = (
     "import sys;sys.path.insert(0,sys.argv.pop(1));"
-    "from {module} import {function};sys.exit({function}())"
+    "from reconciler.server.hook_gate import launch;sys.exit(launch({name!r},{target!r}))"
 )
 
 Op = dict[str, Any]
@@ -100,16 +98,17 @@ def library_digest(files: Iterable[tuple[str, bytes]]) -> str:
 
 def wrapper(lib: str, target: str, name: str = "") -> bytes:
     """The command ``name`` running ``target`` ("module:function") of ``lib``."""
-    module, function = target.split(":")
     if name == "reference-transaction":
-        code = STATE_CODE.format(module=module, function=function)
+        code = STATE_CODE.format(name=name, target=target)
         return STATE_WRAPPER.format(
             python=shlex.quote(sys.executable), code=shlex.quote(code), lib=shlex.quote(lib)
         ).encode()
-    template = GATED_WRAPPER if name == "post-receive" else WRAPPER
-    return template.format(
-        python=sys.executable, lib=lib, module=module, function=function
-    ).encode()
+    if name in ENTRY_POINTS:
+        return GATED_WRAPPER.format(
+            python=sys.executable, lib=lib, name=name, target=target
+        ).encode()
+    module, function = target.split(":")
+    return WRAPPER.format(python=sys.executable, lib=lib, module=module, function=function).encode()
 
 
 def _lib(root: str, version: str) -> str:

@@ -11,10 +11,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import settings as settings_for_hypothesis
+from hypothesis import strategies as st
 
 from reconciler.replication import settings_json
-from reconciler.server import common, settings
-from reconciler.server.hook_gate import MAX_BASE_DEPTH, SETTINGS_PATH, nothing_to_do
+from reconciler.server import common, replication, settings
+from reconciler.server.hook_gate import (
+    FORMAT_VERSION,
+    MAX_BASE_DEPTH,
+    MODES,
+    QUORUM_PREFIXES,
+    SETTINGS_PATH,
+    nothing_to_do,
+    valid_settings,
+)
 from reconciler.server.library import LIBRARY_DIR
 from reconciler.server.replication import run_hook
 
@@ -25,7 +36,57 @@ ZERO = "0" * 40
 
 def test_the_gate_reads_the_settings_where_the_replication_module_does() -> None:
     assert SETTINGS_PATH == common.SETTINGS_PATH
+    assert FORMAT_VERSION == common.FORMAT_VERSION
     assert MAX_BASE_DEPTH == settings.MAX_BASE_DEPTH
+    assert MODES == settings.MODES
+    assert QUORUM_PREFIXES == replication.QUORUM_PREFIXES
+
+
+def _parses(data: object) -> bool:
+    try:
+        settings.parse_settings(data)
+    except settings.SettingsError:
+        return False
+    return True
+
+
+NAMES_OR_NOT = st.one_of(
+    st.sampled_from(["master", "m1.example-2", "", "1st", "é", "a b", "a_b", "Z"]),
+    st.integers(),
+    st.none(),
+)
+VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-5, 5000),
+    st.floats(allow_nan=True),
+    st.text(max_size=8),
+    st.lists(NAMES_OR_NOT, max_size=3),
+)
+FIELDS = {
+    "format_version": st.one_of(st.just(1), VALUES),
+    "server": st.one_of(NAMES_OR_NOT, VALUES),
+    "peers": st.one_of(st.lists(NAMES_OR_NOT, max_size=3), VALUES),
+    "mirror_users": st.one_of(st.lists(st.sampled_from(["git@a", ""]), max_size=2), VALUES),
+    "mode": st.one_of(st.sampled_from(["sync", "async", "quorum", "Quorum"]), VALUES),
+    "timeout": st.one_of(st.sampled_from([0, 1, 30, 3600, 3600.5, 0.1, -1]), VALUES),
+    "run_kept_hooks": st.one_of(st.booleans(), VALUES),
+    "admin_repository": st.one_of(st.just("gitosis-admin"), VALUES),
+}
+
+
+@settings_for_hypothesis(max_examples=400, deadline=None)
+@given(
+    st.fixed_dictionaries(
+        {"format_version": st.just(1), "server": st.just("master")},
+        optional={k: v for k, v in FIELDS.items() if k not in ("format_version", "server")},
+    )
+    | st.fixed_dictionaries({}, optional=FIELDS)
+    | st.none()
+    | st.lists(st.integers())
+)
+def test_the_gate_takes_the_settings_parse_settings_takes(data: object) -> None:
+    assert valid_settings(data) is _parses(data), data
 
 
 def write(cluster: Cluster, **options: Any) -> None:
@@ -39,41 +100,139 @@ def write(cluster: Cluster, **options: Any) -> None:
     path.write_bytes(settings_json(**fields))
 
 
-# (settings options, or a file's text; environment; arguments) -> the gate's answer
-CASES: dict[str, tuple[Any, dict[str, str], list[str], bool]] = {
-    "a peer's push (gitosis user)": ({}, {"GITOSIS_USER": "git@mirror"}, [], True),
-    "a peer's push (replica marker)": ({}, {"RECONCILER_REPLICA": "mirror"}, [], True),
-    "a person's push in sync mode": ({}, {"GITOSIS_USER": "alice@desk"}, [], False),
-    "a push without gitosis in sync mode": ({}, {}, [], False),
-    "async mode": ({"mode": "async"}, {"GITOSIS_USER": "alice@desk"}, [], False),
-    "a person's push in quorum mode": ({"mode": "quorum"}, {"GITOSIS_USER": "alice"}, [], True),
-    "quorum mode, the admin repository": (
+UPDATE = f"{ZERO} {'1' * 40} refs/heads/main\n"
+PEER = {"GITOSIS_USER": "git@mirror"}
+PERSON = {"GITOSIS_USER": "alice@desk"}
+# hook, (settings options, or a file's text), environment, arguments, input -> answer
+CASES: dict[str, tuple[str, Any, dict[str, str], list[str], str, bool]] = {
+    "post-receive: a peer's push": ("post-receive", {}, PEER, [], UPDATE, True),
+    "post-receive: a local peer's push": (
+        "post-receive",
+        {},
+        {"RECONCILER_REPLICA": "mirror"},
+        [],
+        UPDATE,
+        True,
+    ),
+    "post-receive: no updates": ("post-receive", {}, PERSON, [], "", True),
+    "post-receive: a person's push in sync mode": ("post-receive", {}, PERSON, [], UPDATE, False),
+    "post-receive: a push without gitosis": ("post-receive", {}, {}, [], UPDATE, False),
+    "post-receive: async mode": ("post-receive", {"mode": "async"}, PERSON, [], UPDATE, False),
+    "post-receive: a person's push in quorum mode": (
+        "post-receive",
+        {"mode": "quorum"},
+        PERSON,
+        [],
+        UPDATE,
+        True,
+    ),
+    "post-receive: quorum mode, the admin repository": (
+        "post-receive",
         {"mode": "quorum", "admin_repository": "product"},
-        {"GITOSIS_USER": "alice"},
+        PERSON,
         [],
+        UPDATE,
         False,
     ),
-    "quorum mode with kept hooks to run": (
+    "post-receive: quorum mode with kept hooks to run": (
+        "post-receive",
         {"mode": "quorum", "run_kept_hooks": True},
-        {"GITOSIS_USER": "alice"},
+        PERSON,
         [],
+        UPDATE,
         False,
     ),
-    "the drainer's arguments": ({}, {"GITOSIS_USER": "git@mirror"}, ["--drain", "x"], False),
-    "no settings file": (None, {"GITOSIS_USER": "git@mirror"}, [], False),
-    "a settings file that is not JSON": ("{", {"GITOSIS_USER": "git@mirror"}, [], False),
-    "another format of settings": (
-        '{"format_version": 2, "mirror_users": ["git@mirror"]}',
-        {"GITOSIS_USER": "git@mirror"},
+    "post-receive: the drainer's arguments": (
+        "post-receive",
+        {},
+        PEER,
+        ["--drain", "x"],
+        "",
+        False,
+    ),
+    "post-receive: input that is not ref updates": ("post-receive", {}, PEER, [], "x y\n", False),
+    "post-receive: no settings file": ("post-receive", None, PEER, [], UPDATE, False),
+    "post-receive: a settings file that is not JSON": (
+        "post-receive",
+        "{",
+        PEER,
         [],
+        UPDATE,
+        False,
+    ),
+    "post-receive: settings parse_settings refuses": (
+        "post-receive",
+        '{"format_version": 1, "server": "master", "mirror_users": ["git@mirror"], "timeout": 0}',
+        PEER,
+        [],
+        UPDATE,
+        False,
+    ),
+    "prepared: a peer's proposal": (
+        "reference-transaction",
+        {"mode": "quorum"},
+        PEER,
+        ["prepared"],
+        UPDATE,
+        True,
+    ),
+    "prepared: a person's push in quorum mode": (
+        "reference-transaction",
+        {"mode": "quorum"},
+        PERSON,
+        ["prepared"],
+        UPDATE,
+        False,
+    ),
+    "prepared: sync mode": ("reference-transaction", {}, PERSON, ["prepared"], UPDATE, True),
+    "prepared: only HEAD moves": (
+        "reference-transaction",
+        {"mode": "quorum"},
+        PERSON,
+        ["prepared"],
+        f"{ZERO} {'1' * 40} HEAD\n",
+        True,
+    ),
+    "prepared: a line that is not an update": (
+        "reference-transaction",
+        {"mode": "quorum"},
+        PEER,
+        ["prepared"],
+        f"{ZERO} zz refs/heads/main\n",
+        False,
+    ),
+    "prepared: no settings file": (
+        "reference-transaction",
+        None,
+        PERSON,
+        ["prepared"],
+        UPDATE,
+        True,
+    ),
+    "prepared: a peer, broken settings": (
+        "reference-transaction",
+        "{",
+        PEER,
+        ["prepared"],
+        UPDATE,
+        False,
+    ),
+    "committed (the shell ends it before)": (
+        "reference-transaction",
+        {"mode": "quorum"},
+        PEER,
+        ["committed"],
+        UPDATE,
         False,
     ),
 }
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_the_gate_ends_only_runs_the_hook_would_end_silently(tmp_path: Path, case: str) -> None:
-    settings_given, extra, args, expected = CASES[case]
+def test_the_gate_ends_only_runs_the_hook_would_end_silently(
+    tmp_path: Path, case: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    hook, settings_given, extra, args, stdin, expected = CASES[case]
     cluster = build_cluster(tmp_path, names=("master", "mirror"))
     path = cluster["master"].base / ".reconciler" / "replication.json"
     if settings_given is None:
@@ -84,52 +243,61 @@ def test_the_gate_ends_only_runs_the_hook_would_end_silently(tmp_path: Path, cas
         write(cluster, **settings_given)
     repository = cluster["master"].repository()
     environ = {**cluster.env, "GIT_DIR": str(repository), **extra}
-    assert nothing_to_do(args, environ) is expected
-    if expected:
-        # What the replication module does with the same run: nothing, silently.
-        sha = cluster.commit("one")
-        cluster.push("master", "main", RECONCILER_REPLICA="test")  # on master only
-        said: list[str] = []
-        assert run_hook(f"{ZERO} {sha} refs/heads/main\n", environ, said.append) == 0
-        assert said == []
-        assert cluster.refs("mirror") == {} and cluster["master"].queue() == []
+    assert nothing_to_do(hook, args, stdin, environ) is expected
+    if not expected:
+        return
+    # What the replication module does with the same run: nothing, silently.
+    said: list[str] = []
+    if hook == "post-receive":
+        assert run_hook(stdin, environ, said.append) == 0
+    else:
+        assert replication.quorum_hook(args[0], stdin, environ) == 0
+    assert said == [] and capsys.readouterr() == ("", "")
+    assert cluster.refs("mirror") == {} and cluster["master"].queue() == []
 
 
-def imported(tmp_path: Path, mode: str, **extra: str) -> str:
-    """Run the installed bin/post-receive as git does after a push (with no updates:
-    whatever runs, nothing moves); the modules Python imported (-X importtime)."""
-    cluster = build_cluster(tmp_path, mode=mode)
+def imported(tmp_path: Path, hook: str, mode: str, **extra: str) -> str:
+    """Run an installed command of the library as git does, with one update on its
+    input; the modules Python imported (-X importtime)."""
+    cluster = build_cluster(tmp_path, names=("master", "mirror"), mode=mode)
     repository = cluster["master"].repository()
-    command = tmp_path / "master" / LIBRARY_DIR / "bin" / "post-receive"
-    env = {**cluster.env, "GIT_DIR": str(repository), **extra}
+    command = tmp_path / "master" / LIBRARY_DIR / "bin" / hook
+    text = command.read_text()
+    if text.startswith("#!/bin/sh\n"):
+        (line,) = [line for line in text.splitlines() if line.startswith("exec ")]
+        words = shlex.split(line)[1:]
+        argv = [words[0], "-X", "importtime", *words[1:-1], "prepared"]
+    else:
+        argv = [sys.executable, "-X", "importtime", str(command)]
     done = subprocess.run(
-        [sys.executable, "-X", "importtime", str(command)],
-        input="",
-        env=env,
+        argv,
+        input=UPDATE,
+        env={**cluster.env, "GIT_DIR": str(repository), **extra},
         cwd=repository,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=120,
     )
-    assert done.returncode == 0, done.stderr
     return done.stderr
 
 
 @pytest.mark.parametrize(
-    ("mode", "user", "replication"),
+    ("hook", "mode", "user", "replication_imported"),
     [
-        ("sync", "git@mirror", False),
-        ("quorum", "alice@desk", False),
-        ("sync", "alice@desk", True),
+        ("post-receive", "sync", "git@mirror", False),
+        ("post-receive", "quorum", "alice@desk", False),
+        ("reference-transaction", "quorum", "git@mirror", False),
+        ("post-receive", "sync", "alice@desk", True),
+        ("reference-transaction", "quorum", "alice@desk", True),
     ],
-    ids=["peer", "quorum", "person"],
+    ids=["peer", "quorum", "proposal", "person", "person-quorum"],
 )
-def test_post_receive_imports_the_replication_module_only_when_it_has_work(
-    tmp_path: Path, mode: str, user: str, replication: bool
+def test_the_hooks_import_the_replication_module_only_for_work(
+    tmp_path: Path, hook: str, mode: str, user: str, replication_imported: bool
 ) -> None:
-    trace = imported(tmp_path, mode, GITOSIS_USER=user)
-    assert "reconciler.server.hook_gate" in trace
-    assert ("reconciler.server.replication" in trace) is replication
+    trace = imported(tmp_path, hook, mode, GITOSIS_USER=user)
+    assert "reconciler.server.hook_gate" in trace, trace
+    assert ("reconciler.server.replication" in trace) is replication_imported, trace
 
 
 @pytest.mark.parametrize("state", ["committed", "aborted"])
