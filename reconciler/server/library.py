@@ -67,8 +67,9 @@ sys.exit({function}())
 # The hooks' commands: most of their runs have nothing to do (a push from a peer,
 # quorum mode's post-receive), and the gate tells so having imported only os and
 # json, not the replication module, which costs several times Python's own start
-# (reconciler.server.hook_gate).
-GATED_WRAPPER = """#!{python} -I
+# (reconciler.server.hook_gate). -S as well as -I: the hooks use the standard library
+# alone, and the site packages' start-up files (.pth) are not theirs to run.
+GATED_WRAPPER = """#!{python} -IS
 import sys
 sys.path.insert(0, {lib!r})
 from reconciler.server.hook_gate import launch
@@ -78,7 +79,7 @@ sys.exit(launch({name!r}, {target!r}))
 # and only "prepared" decides (docs/quorum.md); the other states end in the shell.
 STATE_WRAPPER = """#!/bin/sh
 [ "$1" = prepared ] || exit 0
-exec {python} -I -c {code} {lib} "$@"
+exec {python} -IS -c {code} {lib} "$@"
 """
 STATE_CODE = (
     "import sys;sys.path.insert(0,sys.argv.pop(1));"

@@ -85,7 +85,6 @@ from reconciler.server.common import (
     fsync_dir,
     kill_group,
 )
-from reconciler.server.hooks import KEPT_HOOK_PREFIX
 from reconciler.server.pushes import record_push
 from reconciler.server.queue import (
     OBJECT_ID,
@@ -939,6 +938,10 @@ def catch_up_main(args: Sequence[str]) -> int:
 
 def kept_hook(git_dir: Path) -> Path | None:
     """The newest foreign post-receive apply kept, when it is executable."""
+    # Here, not at the top: the hooks module (hashing, the library) is not needed on
+    # the path of every push.
+    from reconciler.server.hooks import KEPT_HOOK_PREFIX
+
     hooks = git_dir / "hooks"
     try:
         names = sorted(n for n in os.listdir(hooks) if n.startswith(KEPT_HOOK_PREFIX))
