@@ -23,11 +23,17 @@ from reconciler.facts import ServerFacts
 from reconciler.planning.context import PlanContext
 from reconciler.planning.model import Action, Kind, Note, Phase
 from reconciler.server.common import OpError
-from reconciler.server.ssh_config import BLOCK_BEGIN, BLOCK_END, CONFIG_PATH, split_block
+from reconciler.server.ssh_config import (
+    BLOCK_BEGIN,
+    BLOCK_END,
+    CONFIG_PATH,
+    SOCKET_PREFIX,
+    split_block,
+)
 
 SUBJECT = "ssh-config"
 TARGET = f"~/{CONFIG_PATH}"
-CONTROL_PATH = "~/.ssh/cm-%C"
+CONTROL_PATH = f"~/.ssh/{SOCKET_PREFIX}%C"
 CONTROL_PERSIST = 300  # seconds a master stays after its last session
 SERVER_ALIVE_INTERVAL = 10
 SERVER_ALIVE_COUNT = 3

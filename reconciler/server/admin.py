@@ -25,6 +25,7 @@ from reconciler.server.common import (
     run,
 )
 from reconciler.server.refs import read_refs
+from reconciler.server.ssh_config import stop_connections
 
 # In the admin repository while gitosis's post-update hook is owed: set by
 # admin_update before it moves the branch, removed once the hook has run.
@@ -159,6 +160,9 @@ def op_admin_update(op: Op) -> None:
         run(["git", "--git-dir", repo, "update-server-info"])
     os.unlink(pending)
     fsync_dir(repo)
+    # The peers take the same commit in this phase: who they let this server's key in
+    # as may have changed, and a connection kept open would still be let in as before.
+    stop_connections()
 
 
 OPS = {"admin_update": op_admin_update, "gitosis_init": op_gitosis_init}

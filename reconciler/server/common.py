@@ -50,6 +50,11 @@ REAP_SECONDS = 5.0
 # hold them much longer (an ssh connection master keeps the descriptors of every
 # session it runs, as long as the peer keeps that session open).
 DRAIN_SECONDS = 0.5
+# The ssh of the reconciler's own repairs on a server (clones, ref pushes and fetches
+# between servers). Never through a connection the hooks keep open: that one was let
+# in under the authorized_keys line its peer had when it connected, and a repair may
+# follow the very apply that changed it.
+REPAIR_SSH = "ssh -o BatchMode=yes -o ConnectTimeout=15 -o ControlPath=none"
 
 
 class OpError(Exception):

@@ -13,6 +13,7 @@ from typing import Any
 
 from reconciler.server.common import (
     FORMAT_VERSION,
+    REPAIR_SSH,
     OpError,
     command,
     fsync_dir,
@@ -135,7 +136,7 @@ def op_push_refs(op: Op) -> None:
         argv.append(f"--force-with-lease={ref}:{expected}")
         refspecs.append(f"{new}:{ref}" if new else f":{ref}")
     env = dict(os.environ)
-    env.setdefault("GIT_SSH_COMMAND", "ssh -o BatchMode=yes -o ConnectTimeout=15")
+    env.setdefault("GIT_SSH_COMMAND", REPAIR_SSH)
     # The peer's replication hook must not forward what the reconciler delivers.
     env["RECONCILER_REPLICA"] = "reconcile"
     done = command(
@@ -185,7 +186,7 @@ def op_adopt_majority(op: Op) -> None:
     if not re.fullmatch(r"[0-9a-f]{40}|[0-9a-f]{64}", new):
         raise OpError(f"refusing object id {new!r}")
     env = dict(os.environ)
-    env.setdefault("GIT_SSH_COMMAND", "ssh -o BatchMode=yes -o ConnectTimeout=15")
+    env.setdefault("GIT_SSH_COMMAND", REPAIR_SSH)
     run(
         ["git", "--git-dir", repo, "fetch", "--quiet", "--no-tags", "--", peer, ref],
         env=env,

@@ -12,9 +12,18 @@ rewriting it could drop a person's lines.
 from __future__ import annotations
 
 import os
+import stat
 from typing import Any
 
-from reconciler.server.common import OpError, atomic_write, make_dirs, read_bytes, resolve
+from reconciler.server.common import (
+    HOME,
+    OpError,
+    atomic_write,
+    bounded,
+    make_dirs,
+    read_bytes,
+    resolve,
+)
 
 Op = dict[str, Any]
 
@@ -24,6 +33,9 @@ BLOCK_BEGIN = (
 )
 BLOCK_END = "# END reconciler"
 MAX_CONFIG_BYTES = 1 << 20
+# The connection masters' sockets: ~/.ssh/cm-%C (reconciler.planning.ssh_config).
+SOCKET_PREFIX = "cm-"
+STOP_SECONDS = 10.0
 
 
 def ssh_config_facts(home: str) -> dict[str, Any]:
@@ -69,6 +81,34 @@ def op_ssh_config_block(op: Op) -> None:
     if (data is None and not block) or (present is not None and present == block):
         return
     atomic_write(full, "".join(new).encode("utf-8", "surrogateescape"), op.get("mode", 0o600))
+
+
+def stop_connections() -> None:
+    """Ask every connection master of this user to stop taking new sessions (those
+    running end as they would; the next push makes a new master).
+
+    A master's sessions run the forced command of the authorized_keys line its peer
+    let it in with, when it connected: after the admin repository changed (gitosis
+    rewrote authorized_keys), a peer may let this server's key in as someone else,
+    or not at all, and only a new connection is let in as the file says now.
+    """
+    directory = os.path.join(HOME, ".ssh")
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return
+    for name in sorted(names):
+        path = os.path.join(directory, name)
+        try:
+            is_socket = name.startswith(SOCKET_PREFIX) and stat.S_ISSOCK(os.lstat(path).st_mode)
+        except OSError:
+            continue
+        if is_socket:
+            argv = ["ssh", "-o", f"ControlPath={path}", "-O", "stop", "reconciler-peer"]
+            try:
+                bounded(argv, timeout=STOP_SECONDS)
+            except OSError:
+                return  # no ssh here: no master either
 
 
 OPS = {"ssh_config_block": op_ssh_config_block}
