@@ -88,7 +88,6 @@ from reconciler.server.common import (
     is_repository,
     without_repository_env,
 )
-from reconciler.server.hooks import KEPT_HOOK_PREFIX
 from reconciler.server.pushes import record_push
 from reconciler.server.queue import (
     TRANSIENT_REASONS,
@@ -1099,6 +1098,10 @@ def catch_up_main(args: Sequence[str]) -> int:
 
 def kept_hook(git_dir: Path) -> Path | None:
     """The newest foreign post-receive apply kept, when it is executable."""
+    # Here, not at the top: the hooks module (hashing, the library) is not needed on
+    # the path of every push.
+    from reconciler.server.hooks import KEPT_HOOK_PREFIX
+
     hooks = git_dir / "hooks"
     try:
         names = sorted(n for n in os.listdir(hooks) if n.startswith(KEPT_HOOK_PREFIX))
