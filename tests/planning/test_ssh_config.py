@@ -10,9 +10,11 @@ from typing import Any
 import pytest
 
 from reconciler.planning import make_plan
+from reconciler.planning.hooks import template_entries
 from reconciler.server.hooks import stub
 from reconciler.server.ops import SshConfigBlock
 from reconciler.server.ssh_config import BLOCK_BEGIN, BLOCK_END
+from reconciler.server.template import template_digest
 from tests.planning.test_planner import build_context, managed_ssh_config, plan_lines
 
 PERSON = ["# mine", "Host backup.example", "    User backup"]
@@ -33,6 +35,12 @@ def long_home(data: dict[str, Any]) -> None:
     data["home"] = "/srv/" + "h" * 40
     for repository in data["repositories"].values():  # their stubs name the home
         repository["hook"]["sha256"] = hashlib.sha256(stub(data["home"])).hexdigest()
+    # So does the git template (its hooks are the stub).
+    digest = template_digest(template_entries("sync", data["home"]))
+    data["git_template"] = {
+        "configured": f"{data['home']}/.reconciler/templates/{digest}",
+        "digest": digest,
+    }
 
 
 EDITED = [line.replace("300", "3") for line in managed_ssh_config("b.example")]
