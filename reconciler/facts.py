@@ -144,6 +144,7 @@ class ServerFacts:
     key_pairs: tuple[KeyPair, ...] = ()
     git_version: tuple[int, ...] | None = None  # None: unknown (git missing or unreadable)
     git_template: GitTemplateFacts = field(default_factory=GitTemplateFacts)
+    ssh_config: tuple[str, ...] | None = None  # ~/.ssh/config's lines; None: no file
 
 
 @dataclass(frozen=True)
@@ -231,6 +232,7 @@ def parse_server_facts(
             server_key_private=bool(data.get("server_key_private")),
             ssh_dir_mode=data.get("ssh_dir_mode"),
             known_hosts=tuple(data.get("known_hosts") or ()),
+            ssh_config=(tuple(data["ssh_config"]) if data.get("ssh_config") is not None else None),
             authorized_keys=tuple(data.get("authorized_keys") or ()),
             repositories_dir=str(data["repositories_dir"]),
             repositories_exists=bool(data["repositories_exists"]),
