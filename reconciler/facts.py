@@ -146,6 +146,7 @@ class ServerFacts:
     git_template: GitTemplateFacts = field(default_factory=GitTemplateFacts)
     # Temporaries killed runs left, relative to the home (server/files.py).
     leftovers: tuple[str, ...] = ()
+    ssh_config: tuple[str, ...] | None = None  # ~/.ssh/config's lines; None: no file
 
 
 @dataclass(frozen=True)
@@ -233,6 +234,7 @@ def parse_server_facts(
             server_key_private=bool(data.get("server_key_private")),
             ssh_dir_mode=data.get("ssh_dir_mode"),
             known_hosts=tuple(data.get("known_hosts") or ()),
+            ssh_config=(tuple(data["ssh_config"]) if data.get("ssh_config") is not None else None),
             authorized_keys=tuple(data.get("authorized_keys") or ()),
             repositories_dir=str(data["repositories_dir"]),
             repositories_exists=bool(data["repositories_exists"]),

@@ -43,6 +43,7 @@ SERVER_PARTS: dict[str, tuple[str, ...]] = {
     "account": ("home", "uid", "user", "repositories_dir", "repositories_exists"),
     "server key": ("server_key", "server_key_private", "key_pairs", "ssh_dir_mode"),
     "known_hosts": ("known_hosts",),
+    "ssh config": ("ssh_config",),
     "authorized_keys": ("authorized_keys",),
     "host key": ("host_key",),
     "replication settings": ("settings", "settings_text"),

@@ -16,6 +16,7 @@ from reconciler.planning.remotes import plan_remotes
 from reconciler.planning.repositories import plan_repositories
 from reconciler.planning.repository_settings import plan_repository_settings
 from reconciler.planning.settings import plan_settings
+from reconciler.planning.ssh_config import plan_ssh_config
 from reconciler.planning.template import plan_git_template
 
 SUBJECTS = (
@@ -24,6 +25,7 @@ SUBJECTS = (
     plan_admin,
     plan_access,
     plan_known_hosts,
+    plan_ssh_config,
     plan_settings,
     plan_git_template,
     plan_repositories,

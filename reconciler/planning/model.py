@@ -37,7 +37,7 @@ class Phase(IntEnum):
     BOOTSTRAP = 0  # the git user and its gitosis, on a bare server
     SERVER_KEYS = 1
     ADMIN = 2
-    CONFIGURATION = 3  # known_hosts, settings, repositories, remotes, hooks
+    CONFIGURATION = 3  # known_hosts, ssh config, settings, repositories, remotes, hooks
     REFS = 4
 
 
@@ -47,6 +47,7 @@ SUBJECT_ORDER = {
     "server-key": 0,
     "admin": 1,
     "known_hosts": 2,
+    "ssh-config": 2,
     "settings": 3,
     # Before the repositories: those apply creates start from it too.
     "template": 3,

@@ -2,8 +2,8 @@
 
 Each subject's module holds its fact reader (called by ``gather``) beside its op
 handlers (called by ``execute``), as pyinfra pairs ``facts/files.py`` with
-``operations/files.py``: ``keys``, ``admin``, ``known_hosts``, ``repositories``,
-``remotes``, ``hooks``, ``refs``, ``queue``, ``pushes``, ``settings``,
+``operations/files.py``: ``keys``, ``admin``, ``known_hosts``, ``ssh_config``,
+``repositories``, ``remotes``, ``hooks``, ``refs``, ``queue``, ``pushes``, ``settings``,
 ``repository_settings``, ``files`` and ``library`` (this package installed on the
 server, with the gitosis runtime's commands). ``common`` holds what they share:
 atomic writes, locks, bounded commands, path confinement to the git user's home.

@@ -26,6 +26,7 @@ from reconciler.server.common import (
 )
 from reconciler.server.ops import INIT_COMMIT, AdminUpdate, GitosisInit, handler
 from reconciler.server.refs import read_refs
+from reconciler.server.ssh_config import stop_connections
 
 # In the admin repository while gitosis's post-update hook is owed: set by
 # admin_update before it moves the branch, removed once the hook has run.
@@ -158,6 +159,9 @@ def op_admin_update(op: AdminUpdate) -> None:
         run(["git", "--git-dir", repo, "update-server-info"])
     os.unlink(pending)
     fsync_dir(repo)
+    # The peers take the same commit in this phase: who they let this server's key in
+    # as may have changed, and a connection kept open would still be let in as before.
+    stop_connections()
 
 
 OPS = dict(

@@ -73,6 +73,16 @@ LOCK_WAIT = 30.0
 # How long a stopped command has to end after SIGTERM, then after SIGKILL.
 TERM_SECONDS = 2.0
 REAP_SECONDS = 5.0
+# How long the output of a stopped command's group is read once the group is gone:
+# what is left in the pipes then is there already. A process outside the group can
+# hold them much longer (an ssh connection master keeps the descriptors of every
+# session it runs, as long as the peer keeps that session open).
+DRAIN_SECONDS = 0.5
+# The ssh of the reconciler's own repairs on a server (clones, ref pushes and fetches
+# between servers). Never through a connection the hooks keep open: that one was let
+# in under the authorized_keys line its peer had when it connected, and a repair may
+# follow the very apply that changed it.
+REPAIR_SSH = "ssh -o BatchMode=yes -o ConnectTimeout=15 -o ControlPath=none"
 
 
 class OpError(Exception):
@@ -516,15 +526,17 @@ def bounded(
             timed_out = True
             stop_groups([child.pid], gentle=gentle)
             try:
-                out, err = child.communicate(timeout=REAP_SECONDS)
-            except subprocess.TimeoutExpired:
-                # Something escaped the group and holds the pipes: stop waiting for it.
+                out, err = child.communicate(timeout=DRAIN_SECONDS)
+            except subprocess.TimeoutExpired as exc:
+                # Something escaped the group and holds the pipes: keep what was
+                # read, stop waiting for it.
+                kill_group(child.pid)
                 child.kill()
                 for stream in (child.stdout, child.stderr):
                     if stream is not None:
                         stream.close()
                 child.wait(timeout=REAP_SECONDS)
-                out, err = b"", b""
+                out, err = exc.output or b"", exc.stderr or b""
     finally:
         if child.returncode is None:
             kill_group(child.pid)

@@ -30,8 +30,8 @@ kills its clones and pushes, lets its short local commands end, removes its own
 temporaries, and exits without moving anything else into place.
 
 The handlers live with their subject (``reconciler.server.keys``, ``.admin``,
-``.known_hosts``, ``.repositories``, ``.remotes``, ``.hooks``, ``.files``, ``.refs``,
-``.queue``, ``.library``); the shared helpers in ``reconciler.server.common``.
+``.known_hosts``, ``.ssh_config``, ``.repositories``, ``.remotes``, ``.hooks``, ``.files``,
+``.refs``, ``.queue``, ``.library``); the shared helpers in ``reconciler.server.common``.
 """
 
 from __future__ import annotations
@@ -57,6 +57,7 @@ from reconciler.server import (
     refs,
     remotes,
     repositories,
+    ssh_config,
     template,
 )
 from reconciler.server.common import HOME, SERVER_LOCK_PATH, LockBusy, OpError, remove_path
@@ -72,6 +73,7 @@ OPS: dict[type[Op], Callable[[Any], None]] = {
     **queue.OPS,
     **files.OPS,
     **known_hosts.OPS,
+    **ssh_config.OPS,
     **hooks.OPS,
     **keys.OPS,
     **repositories.OPS,

@@ -10,8 +10,8 @@ the processes it spawns are one ``git log`` in the admin repository and one
 push record file, which it compacts.
 
 Each subject's fact reader lives with its op handlers (``reconciler.server.keys``,
-``.known_hosts``, ``.settings``, ``.queue``, ``.pushes``, ``.repositories``,
-``.admin``, ``.repository_settings``, ``.library``, ``.template``).
+``.known_hosts``, ``.ssh_config``, ``.settings``, ``.queue``, ``.pushes``,
+``.repositories``, ``.admin``, ``.repository_settings``, ``.library``, ``.template``).
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from reconciler.server import (
     repositories,
     repository_settings,
     settings,
+    ssh_config,
     template,
 )
 from reconciler.server.common import FORMAT_VERSION
@@ -87,6 +88,7 @@ def main() -> None:
         "python": ".".join(str(part) for part in sys.version_info[:3]),
         **keys.key_facts(home),
         **known_hosts.ssh_lines(home),
+        **ssh_config.ssh_config_facts(home),
         "repositories_dir": base,
         "repositories_exists": os.path.isdir(base),
         **settings.read_settings(base),

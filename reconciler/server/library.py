@@ -23,6 +23,7 @@ import hashlib
 import os
 import pwd
 import re
+import shlex
 import shutil
 import sys
 import tempfile
@@ -69,6 +70,30 @@ sys.path.insert(0, {lib!r})
 from {module} import {function}
 sys.exit({function}())
 """
+# The hooks' commands: most of their runs have nothing to do (a push from a peer,
+# quorum mode's post-receive), and the gate tells so having imported only os and
+# json, not the replication module, which costs several times Python's own start
+# (reconciler.server.hook_gate). -S as well as -I: the hooks use the standard library
+# alone, and the site packages' start-up files (.pth) are not theirs to run.
+GATED_WRAPPER = """#!{python} -IS
+import sys
+sys.path.insert(0, {lib!r})
+from reconciler.server.hook_gate import launch
+sys.exit(launch({name!r}, {target!r}))
+"""
+# The commands the gate reads the whole input of first; never proc-receive, which
+# speaks pkt-lines with receive-pack and whose input ends only when the push does.
+GATED = ("post-receive", "reference-transaction")
+# bin/reference-transaction: git runs it in every state of every ref transaction,
+# and only "prepared" decides (docs/quorum.md); the other states end in the shell.
+STATE_WRAPPER = """#!/bin/sh
+[ "$1" = prepared ] || exit 0
+exec {python} -IS -c {code} {lib} "$@"
+"""
+STATE_CODE = (
+    "import sys;sys.path.insert(0,sys.argv.pop(1));"
+    "from reconciler.server.hook_gate import launch;sys.exit(launch({name!r},{target!r}))"
+)
 
 
 def library_digest(files: Iterable[tuple[str, bytes]]) -> str:
@@ -79,7 +104,17 @@ def library_digest(files: Iterable[tuple[str, bytes]]) -> str:
     return digest.hexdigest()[:16]
 
 
-def wrapper(lib: str, target: str) -> bytes:
+def wrapper(lib: str, target: str, name: str = "") -> bytes:
+    """The command ``name`` running ``target`` ("module:function") of ``lib``."""
+    if name == "reference-transaction":
+        code = STATE_CODE.format(name=name, target=target)
+        return STATE_WRAPPER.format(
+            python=shlex.quote(sys.executable), code=shlex.quote(code), lib=shlex.quote(lib)
+        ).encode()
+    if name in GATED:
+        return GATED_WRAPPER.format(
+            python=sys.executable, lib=lib, name=name, target=target
+        ).encode()
     module, function = target.split(":")
     return WRAPPER.format(python=sys.executable, lib=lib, module=module, function=function).encode()
 
@@ -110,7 +145,7 @@ def _library_files(lib: str) -> list[tuple[str, bytes]] | None:
 
 def _wrappers_current(directory: str, lib: str, targets: dict[str, str]) -> bool:
     return all(
-        read_bytes(os.path.join(directory, name), 4096) == wrapper(lib, target)
+        read_bytes(os.path.join(directory, name), 4096) == wrapper(lib, target, name)
         for name, target in targets.items()
     )
 
@@ -204,7 +239,7 @@ def op_install_library(op: InstallLibrary) -> None:
     for directory, targets in _commands(op):
         make_dirs(directory, 0o755)
         for name, target in sorted(targets.items()):
-            atomic_write(os.path.join(directory, name), wrapper(lib, target), 0o755)
+            atomic_write(os.path.join(directory, name), wrapper(lib, target, name), 0o755)
     if op.runtime:
         runtime = resolve(RUNTIME_DIR)
         old_runtime = (read_text(os.path.join(runtime, "VERSION"), 256) or "").strip()

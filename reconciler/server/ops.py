@@ -237,6 +237,17 @@ class SetTemplateDir(Op, kind="set_template_dir"):
 
 
 @dataclasses.dataclass(frozen=True)
+class SshConfigBlock(Op, kind="ssh_config_block"):
+    """Put ``block`` (its lines, markers included; empty: none) in place of the managed
+    block of ``path``, or first in the file when it has none."""
+
+    path: str = ".ssh/config"
+    block: tuple[str, ...] = ()
+    mode: int = 0o600
+    dir_mode: int = 0o700
+
+
+@dataclasses.dataclass(frozen=True)
 class SetConfig(Op, kind="set_config"):
     """Make the repository's ``key`` exactly ``values`` (none: unset), in its own config."""
 

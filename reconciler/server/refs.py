@@ -13,6 +13,7 @@ from typing import Any
 from reconciler.server.common import (
     FORMAT_VERSION,
     OBJECT_ID,
+    REPAIR_SSH,
     OpError,
     command,
     fsync_dir,
@@ -134,7 +135,7 @@ def op_push_refs(op: PushRefs) -> None:
         argv.append(f"--force-with-lease={ref}:{expected}")
         refspecs.append(f"{new}:{ref}" if new else f":{ref}")
     env = dict(os.environ)
-    env.setdefault("GIT_SSH_COMMAND", "ssh -o BatchMode=yes -o ConnectTimeout=15")
+    env.setdefault("GIT_SSH_COMMAND", REPAIR_SSH)
     # The peer's replication hook must not forward what the reconciler delivers.
     env["RECONCILER_REPLICA"] = "reconcile"
     done = command([*argv, op.peer, *refspecs], env=env, timeout=op.timeout, killable=True)
@@ -182,7 +183,7 @@ def op_adopt_majority(op: AdoptMajority) -> None:
     if not OBJECT_ID.fullmatch(new):
         raise OpError(f"refusing object id {new!r}")
     env = dict(os.environ)
-    env.setdefault("GIT_SSH_COMMAND", "ssh -o BatchMode=yes -o ConnectTimeout=15")
+    env.setdefault("GIT_SSH_COMMAND", REPAIR_SSH)
     run(
         ["git", "--git-dir", repo, "fetch", "--quiet", "--no-tags", "--", peer, ref],
         env=env,

@@ -11,6 +11,7 @@ from typing import Any
 
 from reconciler.server import hooks, remotes, repository_settings
 from reconciler.server.common import (
+    REPAIR_SSH,
     OpError,
     abandoned_temporary,
     drop_temporary,
@@ -127,7 +128,7 @@ def op_clone_mirror(op: CloneMirror) -> None:
     def fill(temp: str) -> None:
         os.rmdir(temp)
         env = dict(os.environ)
-        env.setdefault("GIT_SSH_COMMAND", "ssh -o BatchMode=yes -o ConnectTimeout=15")
+        env.setdefault("GIT_SSH_COMMAND", REPAIR_SSH)
         run(
             ["git", "clone", "--mirror", "--quiet", op.url, temp],
             timeout=op.timeout,

@@ -209,6 +209,12 @@ def process_cmdline(pid: int) -> list[str]:
     return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
 
 
+def _is_control_master(cmdline: Sequence[str]) -> bool:
+    # A master renames itself "ssh: CONTROL_PATH [mux]".
+    title = " ".join(cmdline)
+    return title.startswith("ssh: ") and title.rstrip().endswith("[mux]")
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -495,24 +501,41 @@ class SshServer:
             return log.read().decode(errors="replace")
 
     def stop(self) -> None:
-        """Kill this server's sshd and every session it started (bounded)."""
+        """Kill this server's sshd, every session it started, and the ssh connection
+        masters its user left running to the peers (bounded): a server that is down
+        keeps no connection open."""
         if self.pid is None:
             return
-        _kill([*_descendants(self.pid), self.pid])
+        _kill([*_descendants(self.pid), self.pid, *self.control_masters()])
         if self._process is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self._process.wait(timeout=STOP_TIMEOUT)
         self._process = None
         self.pid = None
 
+    def control_masters(self) -> list[int]:
+        """The OpenSSH connection masters (ControlPersist) of this server's user: they
+        detach from the session that started them, so killing sshd's descendants
+        leaves them running."""
+        try:
+            uid = self.uid
+        except KeyError:
+            return []
+        return [p for p in _pids_of_uid(uid) if _is_control_master(process_cmdline(p))]
+
     def pause(self) -> None:
-        """SIGSTOP the listening sshd: new connections hang until ``resume()``."""
+        """SIGSTOP the listening sshd and its sessions: new connections hang, and so
+        do the connections the peers keep open to it, until ``resume()``."""
         if self.pid is not None:
-            os.kill(self.pid, signal.SIGSTOP)
+            for pid in [self.pid, *_descendants(self.pid)]:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGSTOP)
 
     def resume(self) -> None:
         if self.pid is not None:
-            os.kill(self.pid, signal.SIGCONT)
+            for pid in [self.pid, *_descendants(self.pid)]:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
 
     def is_running(self) -> bool:
         return self.pid is not None and pid_alive(self.pid)

@@ -338,9 +338,17 @@ class SshTransport:
             ]
             for reader in readers:
                 reader.start()
-            if stdin:
-                channel.sendall(stdin)
-            channel.shutdown_write()
+            try:
+                if stdin:
+                    channel.sendall(stdin)
+                channel.shutdown_write()
+            except OSError:
+                # The command may end without reading all its input (an admin
+                # login's session for a git user that does not exist yet answers
+                # at once); paramiko has its exit status before it closes the
+                # channel, and the status and output are the answer.
+                if not channel.closed or not channel.exit_status_ready():
+                    raise
             for reader in readers:
                 reader.join(max(0.0, deadline - time.monotonic()))
             # A reader also stops when its recv times out, so the command has

@@ -43,3 +43,38 @@ def test_command_that_hangs_times_out(  # type: ignore[no-untyped-def]
         assert time.monotonic() - started < 10
     finally:
         transport.close()
+
+
+def test_command_that_ends_without_reading_its_input(  # type: ignore[no-untyped-def]
+    ssh_cluster_factory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A command may end before it has read its stdin: an admin login's session for
+    a git user that does not exist yet answers NO_GIT_USER_STATUS at once, while the
+    gather program is still on its way. Its status and output are the answer, not a
+    "Socket is closed" from the write (test_bootstrap's sudo case failed so)."""
+    cluster = ssh_cluster_factory(1, names=["alpha"])
+    (alpha,) = cluster.servers
+    transport = SshTransport(
+        "alpha",
+        SshTarget(
+            host="127.0.0.1",
+            port=alpha.port,
+            user=alpha.user,
+            host_key=alpha.host_key,
+            identity=str(cluster.operator.private_key),
+        ),
+    )
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+    # More than sshd's channel window (2 MB): the write must wait for the command,
+    # which has ended, every time.
+    stdin = b"x" * (8 << 20)
+    try:
+        for _ in range(3):
+            done = transport.run(["sh", "-c", "echo gone >&2; exit 7"], stdin=stdin, timeout=30)
+            assert (done.returncode, done.stdout, done.stderr) == (7, b"", b"gone\n")
+        # The connection stays usable, and a command that reads it all still gets it.
+        done = transport.run(["wc", "-c"], stdin=stdin, timeout=30)
+        assert done.stdout.split() == [str(len(stdin)).encode()]
+    finally:
+        transport.close()

@@ -31,6 +31,7 @@ from reconciler.server.ops import (
     Keygen,
     RemoveRemote,
     SetRemote,
+    SshConfigBlock,
     WriteFile,
 )
 from reconciler.server.template import template_digest
@@ -145,11 +146,29 @@ def converged_server(name: str, peers: dict[str, str]) -> dict[str, Any]:
     }
 
 
+def managed_ssh_config(hosts: str) -> list[str]:
+    """The block of ~/.ssh/config that keeps the connections to ``hosts`` open."""
+    return [
+        "# BEGIN reconciler: connections to the cluster's servers (managed by reconcile apply)",
+        "# The replication pushes to the other servers share one connection per peer.",
+        f"Host {hosts}",
+        "    ControlMaster auto",
+        "    ControlPath ~/.ssh/cm-%C",
+        "    ControlPersist 300",
+        "    ServerAliveInterval 10",
+        "    ServerAliveCountMax 3",
+        "Host *",
+        "# END reconciler",
+    ]
+
+
 def base_facts(desired: Any) -> dict[str, dict[str, Any]]:
     servers = {
         "a": converged_server("a", {"b": "ssh://git@b.example/{repo}.git"}),
         "b": converged_server("b", {"a": "ssh://git@a.example:2222/{repo}.git"}),
     }
+    servers["a"]["ssh_config"] = managed_ssh_config("b.example")
+    servers["b"]["ssh_config"] = managed_ssh_config("a.example")
     for name, data in servers.items():
         data["settings_text"] = settings_text(desired, name)
     return servers
@@ -158,6 +177,7 @@ def base_facts(desired: Any) -> dict[str, dict[str, Any]]:
 def fresh(data: dict[str, Any]) -> None:
     """A server just set up with gitosis-init and nothing else."""
     data.update(server_key=None, server_key_private=False, known_hosts=[], settings_text=None)
+    data["ssh_config"] = None
     data["repositories"] = {
         "gitosis-admin": {**data["repositories"]["gitosis-admin"], "remotes": {}, "hook": None}
     }
@@ -286,6 +306,12 @@ CASES: dict[str, Case] = {
             (
                 "b",
                 "+",
+                "ssh config: keep the connections to a open",
+                (SshConfigBlock(".ssh/config", tuple(managed_ssh_config("a.example"))),),
+            ),
+            (
+                "b",
+                "+",
                 "known_hosts: add a",
                 (EditLines(".ssh/known_hosts", add=(f"[a.example]:2222 {HOST_A} reconciler:a",)),),
             ),
@@ -310,7 +336,7 @@ CASES: dict[str, Case] = {
             ),
             ("b", "+", "product: install the replication hook", (hook("b", "product", "absent"),)),
         ),
-        "7 to create, 1 to change, 0 to remove, 0 conflicts",
+        "8 to create, 1 to change, 0 to remove, 0 conflicts",
         2,
         relations={"b": "unknown"},
     ),
@@ -597,7 +623,7 @@ def test_plan_json_is_data(desired: Any) -> None:
     plan = make_plan(build_context(desired, {"b": fresh}, {"b": "unknown"}))
     data = plan.to_json()
     assert data["format_version"] == 1
-    assert data["summary"] == {"create": 7, "change": 1, "remove": 0, "conflicts": 0, "errors": 0}
+    assert data["summary"] == {"create": 8, "change": 1, "remove": 0, "conflicts": 0, "errors": 0}
     assert all(set(a) >= {"server", "subject", "kind", "description"} for a in data["actions"])
 
 

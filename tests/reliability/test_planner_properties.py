@@ -43,8 +43,10 @@ from reconciler.server.ops import (
     RemoveRemote,
     SetRemote,
     SetTemplateDir,
+    SshConfigBlock,
     WriteFile,
 )
+from reconciler.server.ssh_config import BLOCK_BEGIN, BLOCK_END, split_block
 from reconciler.server.template import template_digest
 from reconciler.server_library import library_version
 from tests.planning.test_planner import settled_checkout
@@ -197,6 +199,15 @@ def scenarios(draw: st.DrawFn) -> tuple[int, int, list[int], dict[str, dict[str,
                 )
             ),
             "authorized_keys": [],
+            "ssh_config": draw(
+                st.sampled_from(
+                    [
+                        None,
+                        ["Host backup.example", "    User backup"],
+                        [BLOCK_BEGIN, "Host gone.example", "    ControlMaster auto", BLOCK_END],
+                    ]
+                )
+            ),
             "repositories_dir": f"/home/{name}/repositories",
             "repositories_exists": True,
             "settings": {},
@@ -297,6 +308,11 @@ def simulate(
         kept = [line for line in data["known_hosts"] if line.strip() not in set(op.remove)]
         kept += [line for line in op.add if line not in kept]
         data["known_hosts"] = kept
+    elif isinstance(op, SshConfigBlock):
+        assert op.path == ".ssh/config"
+        before, present, after = split_block(list(data.get("ssh_config") or []))
+        at = len(before) if present is not None else 0
+        data["ssh_config"] = [*before[:at], *op.block, *before[at:], *after]
     elif isinstance(op, InstallLibrary):
         data["library"] = {"version": op.version, "intact": True}
     elif isinstance(op, InstallHook):

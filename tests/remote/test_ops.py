@@ -134,6 +134,16 @@ EXAMPLES: list[tuple[ops.Op, dict[str, Any]]] = [
         },
     ),
     (
+        ops.SshConfigBlock(".ssh/config", ("# BEGIN reconciler", "# END reconciler")),
+        {
+            "op": "ssh_config_block",
+            "path": ".ssh/config",
+            "block": ["# BEGIN reconciler", "# END reconciler"],
+            "mode": 0o600,
+            "dir_mode": 0o700,
+        },
+    ),
+    (
         ops.SetConfig("r", "receive.procReceiveRefs", ("refs/heads/", "refs/tags/")),
         {
             "op": "set_config",
