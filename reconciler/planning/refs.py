@@ -244,6 +244,24 @@ def _plan_deletion(
                     "nothing deleted, decide by hand",
                 )
             )
+    # A server holding the ref that no delivery covers (no entry names it): it kept
+    # the value through the deletion, or took it again since. Deleting it there could
+    # drop commits, pushing it back would undo the deletion: a person decides.
+    kept = sorted(s for s, v in state.values.items() if v is not None and s not in deliveries)
+    if kept and not conflicts:
+        origins = ", ".join(sorted({e.server for e in live}))
+        held = ", ".join(f"{s} holds {_short(state.values[s])}" for s in kept)
+        conflicts.append(
+            Note(
+                CLUSTER,
+                "ref",
+                f"{state.repository} {state.ref}",
+                "conflict",
+                f"{state.repository} {state.ref} was deleted on {origins}, but {held} with "
+                "no deletion queued for it; nothing deleted or pushed, delete it there or "
+                "push it again by hand",
+            )
+        )
     if conflicts:
         notes.extend(conflicts)
         return True

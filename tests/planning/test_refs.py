@@ -198,6 +198,13 @@ def queued(server: str, peer: str, old: str, name: str) -> dict[str, Any]:
             id="one-entry-contradicted-nothing-deleted",
         ),
         pytest.param(
+            {"a": None, "b": None, "c": A},
+            {"b": [queued("b", "a", A, "1.json")]},
+            [],
+            ["conflict"],
+            id="a-holder-no-entry-names-is-a-conflict-not-stuck",
+        ),
+        pytest.param(
             {"a": None, "b": A, "c": B},
             {"a": [queued("a", "b", A, "1.json"), queued("a", "c", A, "2.json")]},
             [],
