@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import json
+import sys
+import types
 import zlib
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -29,12 +33,34 @@ T = TypeVar("T")
 COMPRESSED_ANSWERS = frozenset({"gather"})
 
 
+class _DeferredInvoke(types.ModuleType):
+    """Stands in for ``invoke`` until something uses it, then imports it and hands over.
+
+    paramiko.config imports invoke only to run an ssh config's ``Match exec``; the
+    import pulls in unittest.mock and asyncio, a third of paramiko's import time
+    on every plan. ``import invoke`` finds this module; the first attribute asked of
+    it (``invoke.run``, in a Match exec) imports the real one, which then replaces it.
+    """
+
+    def __getattr__(self, name: str) -> Any:
+        if sys.modules.get("invoke") is self:
+            del sys.modules["invoke"]
+        return getattr(importlib.import_module("invoke"), name)
+
+
+def _defer_invoke() -> None:
+    if "invoke" not in sys.modules and importlib.util.find_spec("invoke") is not None:
+        sys.modules["invoke"] = _DeferredInvoke("invoke")
+
+
 def open_transport(server: Server, *, trust_new_host_keys: bool = False) -> Transport:
     url = server.url
     if url.kind == "local":
         from reconciler.transport.local import LocalTransport
 
         return LocalTransport(server.name, Path(url.path or "."))
+    if "paramiko" not in sys.modules:
+        _defer_invoke()
     from reconciler.transport.ssh import SshTarget, SshTransport
 
     return SshTransport(

@@ -8,6 +8,7 @@ push of a branch and a tag to product on server1 (run it again to record them an
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -110,3 +111,40 @@ def test_a_malformed_answer_is_one_sentence_naming_server_and_field(
     assert (
         str(error.value) == f"server server1: the gather program's answer is malformed: {message}"
     )
+
+
+def test_a_repository_without_optional_keys_parses_as_with_their_defaults_written() -> None:
+    """The shortcut for a plain repository and remote (what nearly every one is) gives
+    the facts that the same answer with every default spelled out gives."""
+    raw = recorded("server1")
+    plain = {
+        "head": "ref: refs/heads/master",
+        "bare": True,
+        "remotes": {"peer": {"url": "ssh://git@peer/x.git", "managed": True}},
+        "hook": {"mode": 0o755, "uid": 1000, "sha256": "ab", "managed": True},
+        "refs_digest": "d",
+        "ref_count": 2,
+    }
+    spelled = {
+        **plain,
+        "remotes": {
+            "peer": {
+                "url": "ssh://git@peer/x.git",
+                "fetch": [],
+                "pushurl": None,
+                "mirror": None,
+                "managed": True,
+            }
+        },
+        "refs": None,
+        "proc_receive_hook": None,
+        "transaction_hook": None,
+        "proc_receive_refs": [],
+        "ref_locks": [],
+        "aborted": [],
+        "export_ok": False,
+    }
+    raw["repositories"] = {"x": plain, "y": spelled}
+    parsed = parse_server_facts("server1", raw).repositories
+    assert parsed["x"] == replace(parsed["y"], name="x")
+    assert parsed["x"].remotes["peer"] == RemoteFacts("ssh://git@peer/x.git", managed=True)

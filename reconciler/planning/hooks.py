@@ -136,6 +136,11 @@ def plan_transaction_hooks(ctx: PlanContext) -> tuple[list[Action], list[Note]]:
                 hook is None or (hook.managed and not hook.symlink) or ctx.options.replace_foreign
             )
             wanted = quorum and repository != admin and ours
+            if legacy != LINK_TARGET and (
+                (wanted and link == LINK_TARGET and tuple(refs) == wanted_refs)
+                or (not wanted and link != LINK_TARGET)
+            ):
+                continue  # in line (the common case), decided before building anything
             hooks_dir = f"{ctx.repository_path(name, repository)}/hooks"
             repo = ctx.repository_path(name, repository)
             target = f"{repository} {PROC_RECEIVE_HOOK}"

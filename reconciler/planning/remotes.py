@@ -132,13 +132,22 @@ def plan_remotes(ctx: PlanContext) -> tuple[list[Action], list[Note]]:
             if existing is None and not will_exist(ctx, name, repository):
                 # Created in this run (by clone or init): its remotes are all new.
                 remotes = {}
-            if len(remotes) == len(peers) and all(
-                (remote := remotes.get(peer)) is not None
-                and remote.managed
-                and _clean(remote, f"{bases[peer]}/{repository}.git")
-                for peer in peers
-            ):
-                continue  # the common case (the peers' remotes, all in line), decided first
+            if len(remotes) == len(peers):
+                # The common case (the peers' remotes, all in line), decided first; a
+                # plain loop, as this runs for every repository on every server.
+                for peer in peers:
+                    remote = remotes.get(peer)
+                    if (
+                        remote is None
+                        or not remote.managed
+                        or remote.url != f"{bases[peer]}/{repository}.git"
+                        or remote.fetch
+                        or remote.pushurl
+                        or remote.mirror
+                    ):
+                        break
+                else:
+                    continue
             path = ctx.repository_path(name, repository)
             # Foreign remotes under other names that point at a peer: taken over
             # with --replace-foreign when the peer has no remote of its own name.

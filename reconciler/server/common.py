@@ -164,35 +164,63 @@ def unquote(value: str) -> str:
     return "".join(out).strip()
 
 
-def parse_git_config(text: str) -> dict[tuple[str, str | None], dict[str, list[str]]]:
-    """The subset of git's config syntax that git itself writes: sections and keys."""
+CONFIG_MEMO_LINES = 4096  # lines remembered by one gather (most repeat in every repository)
+
+
+# What one line of a config says: the section its header opens, and the key and the
+# value it sets (each None if it does not).
+def _config_line(raw: str) -> tuple[tuple[str, str | None] | None, tuple[str, str] | None]:
+    line = raw.strip()
+    if not line or line[0] in "#;":
+        return None, None
+    header: tuple[str, str | None] | None = None
+    if line.startswith("["):
+        end = line.find("]")
+        inside = line[1:end]
+        if '"' in inside:
+            name, _, sub = inside.partition(" ")
+            header = (name.lower(), sub.strip().strip('"').replace('\\"', '"'))
+        elif "." in inside:
+            name, _, sub = inside.partition(".")
+            header = (name.lower(), sub.lower())
+        else:
+            header = (inside.lower(), None)
+        rest = line[end + 1 :].strip()
+        if not rest:
+            return header, None
+        line = rest
+    key, sep, value = line.partition("=")
+    return header, (key.strip().lower(), unquote(value) if sep else "true")
+
+
+def parse_git_config(
+    text: str,
+    memo: dict[str, tuple[tuple[str, str | None] | None, tuple[str, str] | None]] | None = None,
+) -> dict[tuple[str, str | None], dict[str, list[str]]]:
+    """The subset of git's config syntax that git itself writes: sections and keys.
+
+    ``memo`` (kept by the caller across many configs) remembers what each line says:
+    all but the URLs are the same lines in every repository of a server.
+    """
     sections: dict[tuple[str, str | None], dict[str, list[str]]] = {}
     current: tuple[str, str | None] | None = None
     for raw in text.splitlines():
-        line = raw.strip()
-        if not line or line[0] in "#;":
-            continue
-        if line.startswith("["):
-            end = line.find("]")
-            header = line[1:end]
-            if '"' in header:
-                name, _, sub = header.partition(" ")
-                current = (name.lower(), sub.strip().strip('"').replace('\\"', '"'))
-            elif "." in header:
-                name, _, sub = header.partition(".")
-                current = (name.lower(), sub.lower())
-            else:
-                current = (header.lower(), None)
+        if memo is None:
+            header, entry = _config_line(raw)
+        else:
+            said = memo.get(raw)
+            if said is None:
+                said = _config_line(raw)
+                if len(memo) < CONFIG_MEMO_LINES:
+                    memo[raw] = said
+            header, entry = said
+        if header is not None:
+            current = header
             sections.setdefault(current, {})
-            rest = line[end + 1 :].strip()
-            if not rest:
-                continue
-            line = rest
-        if current is None:
+        if entry is None or current is None:
             continue
-        key, sep, value = line.partition("=")
-        key = key.strip().lower()
-        sections[current].setdefault(key, []).append(unquote(value) if sep else "true")
+        key, value = entry
+        sections[current].setdefault(key, []).append(value)
     return sections
 
 

@@ -33,9 +33,12 @@ MAX_DEPTH = 12
 
 
 def repository_facts(
-    gitdir: str, want_refs: bool, known: hooks.KnownContent = hooks.NO_KNOWN_CONTENT
+    gitdir: str,
+    want_refs: bool,
+    known: hooks.KnownContent = hooks.NO_KNOWN_CONTENT,
+    memo: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    config = parse_git_config(read_text(gitdir + "/config") or "")
+    config = parse_git_config(read_text(gitdir + "/config") or "", memo)
     locks: list[list[object]] = []
     aborted: list[str] = []
     refs = read_refs(gitdir, locks, aborted)
@@ -67,6 +70,7 @@ def walk_repositories(
     """Every repository below ``base``; the abandoned temporaries it passes (a
     repository being made when its run was killed) go into ``leftovers``."""
     found = {}
+    memo: dict[str, Any] = {}  # the config lines every repository shares, parsed once
     stack = [(base, 0, "")]
     while stack:
         directory, depth, prefix = stack.pop()
@@ -83,7 +87,7 @@ def walk_repositories(
                 continue
             if entry.name.endswith(".git") and is_repository(entry.path):
                 name = prefix + entry.name[: -len(".git")]
-                found[name] = repository_facts(entry.path, want_refs, known)
+                found[name] = repository_facts(entry.path, want_refs, known, memo)
             elif depth < MAX_DEPTH:
                 stack.append((entry.path, depth + 1, prefix + entry.name + "/"))
     return found

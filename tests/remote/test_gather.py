@@ -145,3 +145,31 @@ def test_repository_settings_facts(tmp_path: Path, monkeypatch: Any) -> None:
         "missing": RepoSectionFacts(plain=False, description=None),
     }
     assert facts.projects_list == "product.git Alice\n"
+
+
+def test_a_config_parses_the_same_with_the_memo_of_earlier_lines() -> None:
+    """The gather remembers what each config line says across repositories; the
+    result is what each config alone parses to, whatever lines came before."""
+    from reconciler.server.common import parse_git_config
+
+    lines = [
+        "[core]",
+        "\tbare = true",
+        '[remote "a b"]',
+        '[Remote "x\\"y"]',
+        "[branch.Main]",
+        '\turl = "q\\"uoted" # comment',
+        "\tx = v ; c",
+        "\tflag",
+        "# comment",
+        "",
+        "[sec] k = v",
+        "[unclosed",
+        "k=v",
+        '\tK = "a\\tb\\n"',
+        "\tfetch = +refs/*:refs/*",
+    ]
+    configs = ["\n".join(lines[(i * 7) % len(lines) :] + lines[: i % 5]) for i in range(40)]
+    memo: dict[str, Any] = {}
+    assert [parse_git_config(c, memo) for c in configs] == [parse_git_config(c) for c in configs]
+    assert memo  # the lines were remembered, and reused from the second config on
