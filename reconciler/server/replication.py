@@ -76,6 +76,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from reconciler.server import lease_push
 from reconciler.server import proc_receive as proc_receive_mod
 from reconciler.server.common import (
     FORMAT_VERSION,
@@ -84,7 +85,6 @@ from reconciler.server.common import (
     SETTINGS_PATH,
     bounded,
     drain_lock,
-    fsync_dir,
     is_ancestor,
     is_repository,
     without_repository_env,
@@ -95,10 +95,11 @@ from reconciler.server.queue import (
     TRANSIENT_REASONS,
     QueueEntry,
     RefUpdate,
-    delete_entry,
     is_zero,
     new_entry_name,
     read_entries,
+    update_entries,
+    write_entries,
     write_entry,
 )
 from reconciler.server.settings import Settings, SettingsError, find_base, load_settings
@@ -117,16 +118,15 @@ SUMMARY_LINES = 20
 DRAIN_SECONDS = 600.0
 DRAIN_ROUNDS = 100
 DRAIN_WORKERS = 8
-# Refs per `git push` command: keeps the command line far below ARG_MAX.
-PUSH_CHUNK = 1000
+# Deletions per `git push` command: keeps the command line far below ARG_MAX (every
+# other update of a push goes in its one command, see lease_push).
+PUSH_CHUNK = lease_push.DELETE_CHUNK
 # Bytes of arguments per proposal push (Linux allows 2 MiB with the environment),
 # and what each argument costs beyond its text (its pointer and NUL).
 ARGV_BUDGET = 768 << 10
 ARG_OVERHEAD = 9
-# Queue entries are written ahead of the push only for pushes of up to this many
-# refs: each costs an fsync, and a push of thousands of refs is a migration, not
-# a commit someone waits for.
-WRITE_AHEAD_MAX = 32
+# The second look asks the peer for these refs by name; for more, for all its refs.
+LS_REMOTE_PATTERNS_MAX = 64
 # A rejection git reports for a lease that no longer holds, or a history that moved.
 DIVERGED_WHY = ("stale info", "fetch first", "non-fast-forward", "already exists")
 # The peer's own compare-and-swap failing: another push moved the ref between its
@@ -247,44 +247,48 @@ def push_environment(environ: Mapping[str, str], settings: Settings) -> dict[str
     return env
 
 
+def remote_config(
+    git_dir: Path, env: Mapping[str, str], timeout: float
+) -> tuple[dict[str, list[tuple[str, str]]], bool]:
+    """Per remote, the settings a push uses (URLs first); whether core.sshCommand is set."""
+    run = run_bounded(list(lease_push.REMOTE_CONFIG_ARGV), git_dir, env, timeout)
+    return lease_push.parse_remote_config(run.stdout)
+
+
 def remote_names(git_dir: Path, env: Mapping[str, str], timeout: float) -> tuple[set[str], bool]:
     """The remotes that have a URL, and whether core.sshCommand is configured."""
-    run = run_bounded(
-        ["git", "config", "-z", "--get-regexp", r"^(remote\..*\.url|core\.sshcommand)$"],
-        git_dir,
-        env,
-        timeout,
-    )
-    names = set()
-    ssh_command = False
-    for item in run.stdout.split("\0"):
-        key = item.partition("\n")[0]
-        if key.lower() == "core.sshcommand":
-            ssh_command = True
-        elif key.startswith("remote.") and key.endswith(".url"):
-            names.add(key[len("remote.") : -len(".url")])
+    remotes, ssh_command = remote_config(git_dir, env, timeout)
+    names = {name for name, items in remotes.items() if any(k == "url" for k, _ in items)}
     return names, ssh_command
+
+
+Remotes = dict[str, list[tuple[str, str]]]
 
 
 def peer_environment(
     git_dir: Path, environ: Mapping[str, str], settings: Settings, repository: str
-) -> tuple[dict[str, str], set[str]]:
-    """The environment pushes from ``git_dir`` to its peers run in, and the peers it can
-    name (a remote, or a URL from the settings: ``reach_peers_without_remote``)."""
+) -> tuple[dict[str, str], Remotes]:
+    """The environment pushes from ``git_dir`` to its peers run in, and per peer it can
+    name (a remote with a URL, or a URL from the settings: ``reach_peers_without_remote``)
+    the remote's settings a push uses (``lease_push`` copies them)."""
     env = push_environment(environ, settings)
     env["GIT_DIR"] = str(git_dir)
-    remotes, ssh_command = remote_names(git_dir, env, settings.timeout)
+    config, ssh_command = remote_config(git_dir, env, settings.timeout)
     if ssh_command and "GIT_SSH_COMMAND" not in environ:
         # The repository chose its own ssh command; ours would override it.
         env.pop("GIT_SSH_COMMAND", None)
-    remotes |= reach_peers_without_remote(env, settings, repository, remotes)
+    remotes = {name: items for name, items in config.items() if any(k == "url" for k, _ in items)}
+    found = reach_peers_without_remote(env, settings, repository, set(remotes))
+    for peer, url in found.items():
+        remotes[peer] = [("url", url)]
     return env, remotes
 
 
 def reach_peers_without_remote(
     env: dict[str, str], settings: Settings, repository: str, remotes: set[str]
-) -> set[str]:
-    """The peers this repository has no remote for, made reachable by name anyway.
+) -> dict[str, str]:
+    """The peers this repository has no remote for, made reachable by name anyway; per
+    peer, its URL.
 
     A repository gitosis created on its first access (a push to a newly declared
     repository before an apply reached this server) has no remotes until the next
@@ -304,7 +308,7 @@ def reach_peers_without_remote(
         quoted = " ".join("'" + e.replace("'", "'\\''") + "'" for e in entries)
         existing = env.get("GIT_CONFIG_PARAMETERS", "")
         env["GIT_CONFIG_PARAMETERS"] = f"{existing} {quoted}".strip()
-    return set(found)
+    return found
 
 
 # --- pushing to one peer ----------------------------------------------------------------
@@ -385,16 +389,17 @@ def push_to_peer(
     updates: Sequence[RefUpdate],
     env: Mapping[str, str],
     timeout: float,
+    remote: Sequence[tuple[str, str]],
 ) -> list[RefOutcome]:
-    """Push ``updates`` to ``peer`` with compare-and-swap on each ref's old value.
+    """Push ``updates`` to ``peer`` (its remote's settings ``remote``) with
+    compare-and-swap on each ref's old value.
 
-    All within ``timeout``; a push of very many refs goes in several commands, so
-    that no command line outgrows the system's limit.
+    All within ``timeout``, in one ``git push`` (see lease_push); only a push of very
+    many deletions goes in several, so that no command line outgrows the system's limit.
     """
     deadline = time.monotonic() + timeout
     outcomes: list[RefOutcome] = []
-    for start in range(0, len(updates), PUSH_CHUNK):
-        chunk = updates[start : start + PUSH_CHUNK]
+    for chunk in lease_push.chunks(updates):
         left = deadline - time.monotonic()
         failed = [o for o in outcomes if o.reason in ("unreachable", "timeout", "denied")]
         if failed or left <= 0:
@@ -402,8 +407,9 @@ def push_to_peer(
             reason = failed[0].reason if failed else "timeout"
             outcomes += [RefOutcome(u, reason, "not tried") for u in chunk]
         else:
-            outcomes += _push_with_second_look(git_dir, peer, chunk, env, left)
-    return outcomes
+            outcomes += _push_with_second_look(git_dir, peer, chunk, env, left, remote)
+    by_ref = {o.update.ref: o for o in outcomes}
+    return [by_ref[u.ref] for u in updates]
 
 
 def _push_with_second_look(
@@ -412,16 +418,18 @@ def _push_with_second_look(
     updates: Sequence[RefUpdate],
     env: Mapping[str, str],
     timeout: float,
+    remote: Sequence[tuple[str, str]],
 ) -> list[RefOutcome]:
     """Push; then look once more at every lease that failed.
 
     A deletion the peer has already made is done, and a peer that is only behind
     (it missed an earlier update, and its value is an ancestor of the new one
     here) is fast-forwarded with the lease on the value it has. Anything else is
-    a divergence and is left alone.
+    a divergence and is left alone. One ``ls-remote`` for all of them, and one
+    ancestry check per distinct pair of values.
     """
     deadline = time.monotonic() + timeout
-    outcomes = _push(git_dir, peer, updates, env, timeout)
+    outcomes = _push(git_dir, updates, env, timeout, remote)
     stale = [o.update for o in outcomes if o.reason == "diverged"]
     if not stale:
         return outcomes
@@ -430,6 +438,7 @@ def _push_with_second_look(
         return outcomes
     settled: dict[str, RefOutcome] = {}
     retry: list[RefUpdate] = []
+    ancestry: dict[tuple[str, str], bool] = {}
     for update in stale:
         value = values.get(update.ref)
         if value is None and is_zero(update.new):
@@ -437,7 +446,11 @@ def _push_with_second_look(
         elif value == update.new:
             settled[update.ref] = RefOutcome(update, "", "already there")
         elif value is not None and not is_zero(update.new):
-            if is_ancestor(git_dir, value, update.new, env, deadline - time.monotonic()):
+            pair = (value, update.new)
+            if pair not in ancestry:
+                left = deadline - time.monotonic()
+                ancestry[pair] = is_ancestor(git_dir, value, update.new, env, left)
+            if ancestry[pair]:
                 retry.append(RefUpdate(old=value, new=update.new, ref=update.ref))
             else:
                 settled[update.ref] = RefOutcome(update, "diverged", f"{peer} has {value}")
@@ -447,7 +460,7 @@ def _push_with_second_look(
             settled[update.ref] = RefOutcome(update, "diverged", f"{peer} does not have the ref")
     if retry and deadline - time.monotonic() > 0:
         by_ref = {u.ref: u for u in updates}
-        for outcome in _push(git_dir, peer, retry, env, deadline - time.monotonic()):
+        for outcome in _push(git_dir, retry, env, deadline - time.monotonic(), remote):
             settled[outcome.update.ref] = replace(outcome, update=by_ref[outcome.update.ref])
     return [settled.get(o.update.ref, o) for o in outcomes]
 
@@ -472,9 +485,15 @@ def push_argv(peer: str, updates: Sequence[RefUpdate]) -> list[str]:
 
 
 def _push(
-    git_dir: Path, peer: str, updates: Sequence[RefUpdate], env: Mapping[str, str], timeout: float
+    git_dir: Path,
+    updates: Sequence[RefUpdate],
+    env: Mapping[str, str],
+    timeout: float,
+    remote: Sequence[tuple[str, str]],
 ) -> list[RefOutcome]:
-    run = run_bounded(push_argv(peer, updates), git_dir, env, timeout)
+    with lease_push.workspace(git_dir, remote, updates) as directory:
+        argv = lease_push.push_argv(updates)
+        run = run_bounded(argv, directory, lease_push.workspace_env(env, directory), timeout)
     statuses = parse_porcelain(run.stdout)
     return [classify(u, statuses.get(u.ref), run) for u in updates]
 
@@ -485,13 +504,15 @@ def _peer_values(
     """The peer's current value of each of ``refs`` it has; None if it cannot be asked."""
     if timeout <= 0:
         return None
-    run = run_bounded(["git", "ls-remote", "--", peer, *refs], git_dir, env, timeout)
+    patterns = list(refs) if len(refs) <= LS_REMOTE_PATTERNS_MAX else []
+    run = run_bounded(["git", "ls-remote", "--", peer, *patterns], git_dir, env, timeout)
     if run.timed_out or run.returncode != 0:
         return None
+    wanted = set(refs)
     values = {}
     for line in run.stdout.splitlines():
         value, _, ref = line.partition("\t")
-        if ref in refs:
+        if ref in wanted:
             values[ref] = value
     return values
 
@@ -1160,17 +1181,21 @@ def _replicate_now(
     env, remotes = peer_environment(git_dir, environ, settings, name)
 
     def one_peer(peer: str) -> str:
-        # Written ahead, so that a hook killed halfway still leaves the update queued.
+        # Written ahead (one file for all the push's updates), so that a hook killed
+        # halfway still leaves every update queued.
         started = new_entry_name()
         ahead: dict[str, QueueEntry] = {}
         with contextlib.suppress(OSError):
-            for update in updates if len(updates) <= WRITE_AHEAD_MAX else ():
-                entry = make_entry(settings, name, peer, update, "pending", "push in progress")
-                ahead[update.ref] = write_entry(base, entry)
+            entries = [
+                make_entry(settings, name, peer, update, "pending", "push in progress")
+                for update in updates
+            ]
+            ahead = {entry.ref: entry for entry in write_entries(base, entries)}
         try:
-            if peer in remotes:
+            remote = remotes.get(peer, [])
+            if any(key == "url" for key, _ in remote):
                 pushing = time.monotonic()
-                outcomes = push_to_peer(git_dir, peer, updates, env, settings.timeout)
+                outcomes = push_to_peer(git_dir, peer, updates, env, settings.timeout, remote)
                 record_push(base, peer, time.monotonic() - pushing, push_result(outcomes))
             else:
                 outcomes = [RefOutcome(u, "no remote") for u in updates]
@@ -1202,24 +1227,33 @@ def record_outcomes(
     ahead: Mapping[str, QueueEntry],
     started: str,
 ) -> None:
-    """Queue what the peer did not take; drop the entries of what it did."""
+    """Queue what the peer did not take; drop the entries of what it did. One write
+    of the file written ahead (or one new file), whatever the number of refs."""
     delivered = set()
+    changes: dict[str, QueueEntry | None] = {}
+    fresh: list[QueueEntry] = []
     for outcome in outcomes:
         earlier = ahead.get(outcome.update.ref)
         if outcome.ok:
             delivered.add(outcome.update.ref)
             if earlier is not None:
-                with contextlib.suppress(OSError):
-                    delete_entry(base, earlier.name, sync=False)
+                changes[earlier.name] = None
+            continue
+        entry = make_entry(
+            settings, repository, peer, outcome.update, outcome.reason, outcome.detail
+        )
+        if earlier is not None:
+            changes[earlier.name] = replace(entry, name=earlier.name)
         else:
-            entry = make_entry(
-                settings, repository, peer, outcome.update, outcome.reason, outcome.detail
-            )
-            write_entry(base, entry, name=earlier.name if earlier is not None else "")
-    if ahead:
-        # One directory sync for all the deletions above.
-        with contextlib.suppress(OSError):
-            fsync_dir(str(base / QUEUE_PATH))
+            fresh.append(entry)
+    if changes:
+        try:
+            update_entries(base, changes)
+        except OSError:
+            # What could not be rewritten in place is written anew; what could not be
+            # removed stays "pending", and a drain finds it up to date.
+            fresh += [e for e in changes.values() if e is not None]
+    write_entries(base, fresh)
     supersede(base, repository, peer, delivered, started)
 
 
@@ -1239,7 +1273,9 @@ def _supersede_locked(
     base: Path, repository: str, peer: str, before_by_ref: Mapping[str, str]
 ) -> None:
     entries, _ = read_entries(base)
-    for entry in entries:
+    moot = [
+        entry.name
+        for entry in entries
         if (
             entry.repository == repository
             and entry.peer == peer
@@ -1247,9 +1283,11 @@ def _supersede_locked(
             and entry.transient
             and entry.reason != "pending"
             and entry.name < before_by_ref[entry.ref]
-        ):
-            with contextlib.suppress(OSError):
-                delete_entry(base, entry.name)
+        )
+    ]
+    if moot:
+        with contextlib.suppress(OSError):
+            update_entries(base, dict.fromkeys(moot))
 
 
 def _queue_all(
@@ -1261,18 +1299,23 @@ def _queue_all(
     emit: Emit,
     reported: set[str],
 ) -> None:
-    queued = False
-    for peer in settings.peers:
-        try:
-            for update in updates:
-                write_entry(base, make_entry(settings, name, peer, update, "pending", ""))
-                queued = True
-        except OSError as exc:
+    # One file for every peer's updates: thousands of refs cost one write and two fsyncs.
+    entries = [
+        make_entry(settings, name, peer, update, "pending", "")
+        for peer in settings.peers
+        for update in updates
+    ]
+    try:
+        write_entries(base, entries)
+    except OSError as exc:
+        for peer in settings.peers:
             emit(f"{peer} could not be queued: {exc}")
-        else:
-            emit(f"{peer}: queued")
+            reported.add(peer)
+        return
+    for peer in settings.peers:
+        emit(f"{peer}: queued")
         reported.add(peer)
-    if queued:
+    if entries:
         start_drainer(base, name, environ)
 
 
@@ -1287,8 +1330,7 @@ def _queue_quietly(
 ) -> None:
     # Last resort after an unexpected error: the error line is already shown.
     with contextlib.suppress(Exception):
-        for update in updates:
-            write_entry(base, make_entry(settings, name, peer, update, reason, detail))
+        write_entries(base, [make_entry(settings, name, peer, u, reason, detail) for u in updates])
 
 
 def start_drainer(base: Path, repository: str, environ: Mapping[str, str]) -> None:
@@ -1419,59 +1461,67 @@ def _drain_group(
     environ: Mapping[str, str],
     deadline: float,
 ) -> int:
-    """Deliver one (repository, peer)'s entries, oldest first, one update per ref a push."""
+    """Deliver one (repository, peer)'s entries, oldest first, one update per ref a push
+    (all the refs of a round in one push), recording the outcomes with one write per
+    queue file."""
     repository, peer = entries[0].repository, entries[0].peer
     git_dir = repository_dir(base, repository)
     if git_dir is None:
-        for entry in entries:
-            _fail(base, entry, "missing repository", "not on this server")
+        _fail_all(base, entries, "missing repository", "not on this server")
         return 0
     env, remotes = peer_environment(git_dir, environ, settings, repository)
+    remote = remotes.get(peer, [])
     delivered = 0
     remaining = list(entries)
     while remaining:
         batch: list[QueueEntry] = []
         later: list[QueueEntry] = []
+        taken: set[str] = set()
         for entry in remaining:
-            (later if any(b.ref == entry.ref for b in batch) else batch).append(entry)
+            (later if entry.ref in taken else batch).append(entry)
+            taken.add(entry.ref)
         left = deadline - time.monotonic()
         if left <= 0:
             return delivered  # still pending: the next drain or apply takes them
-        if peer not in remotes:
+        if not any(key == "url" for key, _ in remote):
             outcomes = [RefOutcome(e.update, "no remote") for e in batch]
         else:
             pushing = time.monotonic()
             outcomes = push_to_peer(
-                git_dir, peer, [e.update for e in batch], env, min(settings.timeout, left)
+                git_dir, peer, [e.update for e in batch], env, min(settings.timeout, left), remote
             )
             record_push(base, peer, time.monotonic() - pushing, push_result(outcomes))
         stop = ""
         reached: dict[str, str] = {}
+        changes: dict[str, QueueEntry | None] = {}
         for entry, outcome in zip(batch, outcomes):  # noqa: B905 (strict= needs 3.10)
             if outcome.ok:
-                with contextlib.suppress(OSError):
-                    delete_entry(base, entry.name)
+                changes[entry.name] = None
                 delivered += 1
                 reached[entry.ref] = entry.name
             else:
-                _fail(base, entry, outcome.reason, outcome.detail)
+                changes[entry.name] = _failed(entry, outcome.reason, outcome.detail)
                 if outcome.reason in (*TRANSIENT_REASONS, "missing repository", "denied"):
                     stop = outcome.reason
+        with contextlib.suppress(OSError):
+            update_entries(base, changes)
         if reached:
             _supersede_locked(base, repository, peer, reached)
         if stop:
             # The peer as a whole is not taking pushes now: do not try every entry.
-            for entry in later:
-                _fail(base, entry, stop, "not tried: an earlier push to this peer failed")
+            _fail_all(base, later, stop, "not tried: an earlier push to this peer failed")
             return delivered
         remaining = later
     return delivered
 
 
-def _fail(base: Path, entry: QueueEntry, reason: str, detail: str) -> None:
-    updated = replace(entry, reason=reason, transient=reason in TRANSIENT_REASONS, detail=detail)
+def _failed(entry: QueueEntry, reason: str, detail: str) -> QueueEntry:
+    return replace(entry, reason=reason, transient=reason in TRANSIENT_REASONS, detail=detail)
+
+
+def _fail_all(base: Path, entries: Sequence[QueueEntry], reason: str, detail: str) -> None:
     with contextlib.suppress(OSError):
-        write_entry(base, updated, name=entry.name)
+        update_entries(base, {e.name: _failed(e, reason, detail) for e in entries})
 
 
 def drain_main(args: Sequence[str]) -> int:
