@@ -8,15 +8,24 @@ before it sends a byte, and chunking does not help (each chunk still meets every
 
 So the push runs from a throw-away repository (a "workspace") that borrows the real
 repository's objects (``objects/info/alternates``) and holds exactly the push's refs
-in one packed-refs file, written without a process:
+in one packed-refs file, written without a process. The new values are under
+``refs/new/``, all sent by the one pattern ``refs/new/*:refs/*`` (git pairs pattern
+matches with the peer's refs through a hash map). The compare-and-swap of each ref:
 
-- the new values under ``refs/new/``, all sent by the one pattern ``refs/new/*:refs/*``
-  (git pairs pattern matches with the peer's refs through a hash map);
-- the expected old values under ``refs/old/``: with a bare ``--force-with-lease`` git
-  takes each ref's remote-tracking ref as its lease, and the workspace's remote maps
-  the peer's refs there (fetch refspec ``refs/*:refs/old/*``). So every ref keeps its
-  own compare-and-swap, and a creation (no ``refs/old/`` ref) requires the ref to be
-  absent, exactly as ``--force-with-lease=<ref>:<old>`` would.
+- an update or deletion of a ref that exists (``old`` not zero) has its lease
+  ``--force-with-lease=<ref>:<old>``, as long as there are at most
+  ``EXPLICIT_LEASES_MAX`` of them (their cost grows with the peer's refs);
+- a creation is sent without force, so the peer takes it only where the ref is
+  absent (or, for a branch, where it holds an ancestor: nothing is lost, and the
+  caller's second look would have fast-forwarded it anyway); a peer holding another
+  value rejects it ("already exists", "non-fast-forward", "fetch first"), as a
+  lease requiring the ref to be absent would;
+- with more leases than that, every ref's expected value goes under ``refs/old/``
+  and one bare ``--force-with-lease`` takes each ref's remote-tracking ref as its
+  lease (the workspace's remote maps the peer's refs there, fetch refspec
+  ``refs/*:refs/old/*``; no ``refs/old/`` ref means "must be absent"). git then
+  writes those tracking refs back after the push, one small file per ref, in the
+  workspace: linear, and only for pushes that move many existing refs.
 
 Deletions stay explicit ``:<ref>`` refspecs: git has no pattern that deletes. The
 workspace's config includes the real repository's (ssh command, URL rewrites) and
@@ -44,6 +53,8 @@ OLD = "refs/old/"
 REMOTE_KEYS = ("url", "pushurl", "receivepack")
 # Deletions per command: each is an argument, and the command line has a limit.
 DELETE_CHUNK = 1000
+# Explicit leases per push, beyond which tracking refs carry them (see above).
+EXPLICIT_LEASES_MAX = 16
 REMOTE_CONFIG_ARGV = (
     "git",
     "config",
@@ -80,6 +91,11 @@ def _local(ref: str, namespace: str) -> str:
     return namespace + ref[len("refs/") :]
 
 
+def tracking_leases(updates: Sequence[RefUpdate]) -> bool:
+    """Whether the leases of ``updates`` go through tracking refs (see above)."""
+    return sum(1 for u in updates if not is_zero(u.old)) > EXPLICIT_LEASES_MAX
+
+
 def write_workspace(
     directory: Path, git_dir: Path, remote: Sequence[tuple[str, str]], updates: Sequence[RefUpdate]
 ) -> None:
@@ -106,13 +122,15 @@ def write_workspace(
         lines.append("[extensions]\n\tobjectFormat = sha256")
     lines.append(f'[remote "{LEASE_REMOTE}"]')
     lines += [f"\t{key} = {_quoted(value)}" for key, value in remote]
-    lines.append(f"\tfetch = refs/*:{OLD}*")
+    tracking = tracking_leases(updates)
+    if tracking:
+        lines.append(f"\tfetch = refs/*:{OLD}*")
     (directory / "config").write_text("\n".join(lines) + "\n")
     packed = []
     for update in updates:
         if not is_zero(update.new):
             packed.append(f"{update.new} {_local(update.ref, NEW)}\n")
-        if not is_zero(update.old):
+        if tracking and not is_zero(update.old):
             packed.append(f"{update.old} {_local(update.ref, OLD)}\n")
     # No "sorted" trait: git sorts the file itself when it reads it.
     (directory / "packed-refs").write_text("".join(packed))
@@ -135,16 +153,11 @@ def push_argv(updates: Sequence[RefUpdate]) -> list[str]:
     """The one ``git push`` (run in the workspace) of ``updates``, each ref leased."""
     deletions = [u.refspec for u in updates if is_zero(u.new)]
     sends = [f"{NEW}*:refs/*"] if len(deletions) < len(updates) else []
-    return [
-        "git",
-        "push",
-        "--porcelain",
-        "--force-with-lease",
-        "--",
-        LEASE_REMOTE,
-        *sends,
-        *deletions,
-    ]
+    if tracking_leases(updates):
+        leases = ["--force-with-lease"]
+    else:
+        leases = [u.lease for u in updates if not is_zero(u.old)]
+    return ["git", "push", "--porcelain", *leases, "--", LEASE_REMOTE, *sends, *deletions]
 
 
 def chunks(updates: Sequence[RefUpdate]) -> list[list[RefUpdate]]:

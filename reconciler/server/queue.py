@@ -18,6 +18,7 @@ import contextlib
 import json
 import os
 import secrets
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -271,6 +272,18 @@ def update_entries(base: Path, changes: Mapping[str, QueueEntry | None], sync: b
     An entry of a batch not named here stays as it is on disk (so does a part of a
     batch that does not parse); a batch left empty is removed. Returns how many
     named entries were there to delete or replace."""
+    with _REWRITING:
+        return _update_entries(base, changes, sync)
+
+
+# A batch is rewritten by reading it and writing it back: threads of one process
+# (the drainer's workers) take turns. Another process rewriting the same batch at
+# once can only bring back an entry it had not seen delivered (a later drain finds
+# it "up to date"); nobody removes an entry it did not deliver.
+_REWRITING = threading.Lock()
+
+
+def _update_entries(base: Path, changes: Mapping[str, QueueEntry | None], sync: bool) -> int:
     directory = base / QUEUE_PATH
     by_file: dict[str, dict[int | None, QueueEntry | None]] = {}
     for name, entry in changes.items():

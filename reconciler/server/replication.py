@@ -376,7 +376,9 @@ def classify(update: RefUpdate, status: tuple[str, str] | None, run: Run) -> Ref
     if flag in "=+*- ":
         return RefOutcome(update)
     why = _why(summary)
-    if summary.startswith("[rejected]") and why in DIVERGED_WHY:
+    # "needs force": a creation sent without force (lease_push) meeting another
+    # value that is not a commit; a lease requiring absence would have been stale.
+    if summary.startswith("[rejected]") and (why in DIVERGED_WHY or why == "needs force"):
         return RefOutcome(update, "diverged", why)
     if summary.startswith("[remote rejected]") and why.startswith(MOVED_MEANWHILE_WHY):
         return RefOutcome(update, "diverged", why)
@@ -1299,23 +1301,22 @@ def _queue_all(
     emit: Emit,
     reported: set[str],
 ) -> None:
-    # One file for every peer's updates: thousands of refs cost one write and two fsyncs.
-    entries = [
-        make_entry(settings, name, peer, update, "pending", "")
-        for peer in settings.peers
-        for update in updates
-    ]
-    try:
-        write_entries(base, entries)
-    except OSError as exc:
-        for peer in settings.peers:
-            emit(f"{peer} could not be queued: {exc}")
-            reported.add(peer)
-        return
+    queued = False
     for peer in settings.peers:
-        emit(f"{peer}: queued")
+        # One file per peer for all the push's updates: thousands of refs cost one
+        # write and two fsyncs, and the drainer's workers (one per peer) never
+        # rewrite the same file.
+        try:
+            write_entries(
+                base, [make_entry(settings, name, peer, u, "pending", "") for u in updates]
+            )
+            queued = queued or bool(updates)
+        except OSError as exc:
+            emit(f"{peer} could not be queued: {exc}")
+        else:
+            emit(f"{peer}: queued")
         reported.add(peer)
-    if entries:
+    if queued:
         start_drainer(base, name, environ)
 
 
