@@ -27,6 +27,12 @@ matches with the peer's refs through a hash map). The compare-and-swap of each r
   writes those tracking refs back after the push, one small file per ref, in the
   workspace: linear, and only for pushes that move many existing refs.
 
+``exact`` (quorum mode's proposals and put-backs, where a peer's vote must say whether
+it held the expected value) leases every creation outside ``refs/tags/`` too (with
+an empty lease: "must be absent"), so that no branch or notes ref is fast-forwarded
+from a value the proposal did not expect; a tag's creation needs none, git never
+moves an existing tag without force.
+
 Deletions stay explicit ``:<ref>`` refspecs: git has no pattern that deletes. The
 workspace's config includes the real repository's (ssh command, URL rewrites) and
 names the peer's remote ``LEASE_REMOTE``, with the peer's URLs, so that no fetch
@@ -91,13 +97,22 @@ def _local(ref: str, namespace: str) -> str:
     return namespace + ref[len("refs/") :]
 
 
-def tracking_leases(updates: Sequence[RefUpdate]) -> bool:
+def leased(update: RefUpdate, exact: bool = False) -> bool:
+    """Whether ``update`` needs a lease for its compare-and-swap (see above)."""
+    return not is_zero(update.old) or (exact and not update.ref.startswith("refs/tags/"))
+
+
+def tracking_leases(updates: Sequence[RefUpdate], exact: bool = False) -> bool:
     """Whether the leases of ``updates`` go through tracking refs (see above)."""
-    return sum(1 for u in updates if not is_zero(u.old)) > EXPLICIT_LEASES_MAX
+    return sum(1 for u in updates if leased(u, exact)) > EXPLICIT_LEASES_MAX
 
 
 def write_workspace(
-    directory: Path, git_dir: Path, remote: Sequence[tuple[str, str]], updates: Sequence[RefUpdate]
+    directory: Path,
+    git_dir: Path,
+    remote: Sequence[tuple[str, str]],
+    updates: Sequence[RefUpdate],
+    exact: bool = False,
 ) -> None:
     """Lay out the workspace for pushing ``updates`` to the remote ``remote`` describes."""
     objects = directory / "objects"
@@ -122,7 +137,7 @@ def write_workspace(
         lines.append("[extensions]\n\tobjectFormat = sha256")
     lines.append(f'[remote "{LEASE_REMOTE}"]')
     lines += [f"\t{key} = {_quoted(value)}" for key, value in remote]
-    tracking = tracking_leases(updates)
+    tracking = tracking_leases(updates, exact)
     if tracking:
         lines.append(f"\tfetch = refs/*:{OLD}*")
     (directory / "config").write_text("\n".join(lines) + "\n")
@@ -138,25 +153,28 @@ def write_workspace(
 
 @contextlib.contextmanager
 def workspace(
-    git_dir: Path, remote: Sequence[tuple[str, str]], updates: Sequence[RefUpdate]
+    git_dir: Path,
+    remote: Sequence[tuple[str, str]],
+    updates: Sequence[RefUpdate],
+    exact: bool = False,
 ) -> Iterator[Path]:
     """A workspace for ``updates`` in a temporary directory, removed afterwards."""
     directory = Path(tempfile.mkdtemp(prefix="reconciler-push-"))
     try:
-        write_workspace(directory, git_dir, remote, updates)
+        write_workspace(directory, git_dir, remote, updates, exact)
         yield directory
     finally:
         shutil.rmtree(directory, ignore_errors=True)
 
 
-def push_argv(updates: Sequence[RefUpdate]) -> list[str]:
+def push_argv(updates: Sequence[RefUpdate], exact: bool = False) -> list[str]:
     """The one ``git push`` (run in the workspace) of ``updates``, each ref leased."""
     deletions = [u.refspec for u in updates if is_zero(u.new)]
     sends = [f"{NEW}*:refs/*"] if len(deletions) < len(updates) else []
-    if tracking_leases(updates):
+    if tracking_leases(updates, exact):
         leases = ["--force-with-lease"]
     else:
-        leases = [u.lease for u in updates if not is_zero(u.old)]
+        leases = [u.lease for u in updates if leased(u, exact)]
     return ["git", "push", "--porcelain", *leases, "--", LEASE_REMOTE, *sends, *deletions]
 
 

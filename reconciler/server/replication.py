@@ -100,7 +100,6 @@ from reconciler.server.queue import (
     read_entries,
     update_entries,
     write_entries,
-    write_entry,
 )
 from reconciler.server.settings import Settings, SettingsError, find_base, load_settings
 
@@ -121,10 +120,6 @@ DRAIN_WORKERS = 8
 # Deletions per `git push` command: keeps the command line far below ARG_MAX (every
 # other update of a push goes in its one command, see lease_push).
 PUSH_CHUNK = lease_push.DELETE_CHUNK
-# Bytes of arguments per proposal push (Linux allows 2 MiB with the environment),
-# and what each argument costs beyond its text (its pointer and NUL).
-ARGV_BUDGET = 768 << 10
-ARG_OVERHEAD = 9
 # The second look asks the peer for these refs by name; for more, for all its refs.
 LS_REMOTE_PATTERNS_MAX = 64
 # A rejection git reports for a lease that no longer holds, or a history that moved.
@@ -263,6 +258,14 @@ def remote_names(git_dir: Path, env: Mapping[str, str], timeout: float) -> tuple
 
 
 Remotes = dict[str, list[tuple[str, str]]]
+
+
+@dataclass(frozen=True)
+class Reach:
+    """How this server's pushes reach its peers (``peer_environment``)."""
+
+    env: dict[str, str]
+    remotes: Remotes
 
 
 def peer_environment(
@@ -467,25 +470,6 @@ def _push_with_second_look(
     return [settled.get(o.update.ref, o) for o in outcomes]
 
 
-def push_argv(peer: str, updates: Sequence[RefUpdate]) -> list[str]:
-    """``git push`` of exactly these updates to ``peer``, each with compare-and-swap."""
-    return [
-        "git",
-        # A remote left from `git clone --mirror` must not turn this into a mirror
-        # push, and no tags beyond the pushed refs may travel along.
-        "-c",
-        f"remote.{peer}.mirror=false",
-        "-c",
-        "push.followTags=false",
-        "push",
-        "--porcelain",
-        *[u.lease for u in updates],
-        "--",
-        peer,
-        *[u.refspec for u in updates],
-    ]
-
-
 def _push(
     git_dir: Path,
     updates: Sequence[RefUpdate],
@@ -684,10 +668,19 @@ def refusal_line(ref: str, decision: Decision, votes: Sequence[Vote]) -> str:
 
 
 def _propose(
-    git_dir: Path, peer: str, updates: Sequence[RefUpdate], env: Mapping[str, str], timeout: float
+    git_dir: Path, peer: str, updates: Sequence[RefUpdate], reach: Reach, timeout: float
 ) -> dict[str, Vote]:
-    """Push the updates to one peer with compare-and-swap; a vote per ref."""
-    run = run_bounded(push_argv(peer, updates), git_dir, env, timeout)
+    """Push the updates to one peer with compare-and-swap on each ref's value there; a
+    vote per ref, read from the peer's answer for that ref.
+
+    One ``git push`` for any number of refs (``lease_push``, ``exact``: git's own
+    explicit refspecs and leases are quadratic in the refs); only thousands of
+    deletions take several (``lease_push.chunks``, the caller's)."""
+    remote = reach.remotes.get(peer, [])
+    with lease_push.workspace(git_dir, remote, updates, exact=True) as directory:
+        argv = lease_push.push_argv(updates, exact=True)
+        env = lease_push.workspace_env(reach.env, directory)
+        run = run_bounded(argv, directory, env, timeout)
     statuses = parse_porcelain(run.stdout)
     votes = {}
     for update in updates:
@@ -714,12 +707,19 @@ def _propose(
 
 
 def _put_back(
-    git_dir: Path, peer: str, updates: Sequence[RefUpdate], env: Mapping[str, str], timeout: float
+    git_dir: Path, peer: str, updates: Sequence[RefUpdate], reach: Reach, timeout: float
 ) -> list[str]:
     """Undo what a refused proposal moved on ``peer`` (compare-and-swap on the new
     value); the refs that could not be put back."""
     undo = [RefUpdate(old=u.new, new=u.old, ref=u.ref) for u in updates]
-    votes = _propose(git_dir, peer, undo, env, timeout)
+    deadline = time.monotonic() + timeout
+    votes: dict[str, Vote] = {}
+    for chunk in lease_push.chunks(undo):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            votes.update({u.ref: Vote(peer, False, reason="timeout") for u in chunk})
+        else:
+            votes.update(_propose(git_dir, peer, chunk, reach, left))
     return [ref for ref, vote in votes.items() if not vote.took]
 
 
@@ -782,13 +782,13 @@ def proc_receive(
     if settings is None or base is None:  # voting implies both; for mypy
         transaction.abort()
         return {u.ref: "replication settings unreadable" for u in updates}
-    answers, decisions, env_out = _vote(git_dir, settings, name, voted, environ)
-    refusals, behind = _refusals(git_dir, settings, voted, answers, decisions, env_out, atomic)
+    answers, decisions, reach = _vote(git_dir, settings, name, voted, environ)
+    refusals, behind = _refusals(git_dir, settings, voted, answers, decisions, reach, atomic)
     if not refusals:
         if transaction.commit():
             _accepted(base, settings, name, voted, answers, decisions, environ)
         else:
-            _undo(git_dir, settings, voted, answers, env_out)
+            _undo(git_dir, settings, voted, answers, reach)
             results.update({u.ref: "failed to update ref" for u in transaction.updates})
         return results
     # One transaction is all or nothing: give back the locks and take again those of
@@ -808,7 +808,7 @@ def proc_receive(
         lost.update({u.ref: "failed to update ref" for u in again.updates})
     results.update(lost)
     written = [u for u in voted if u.ref in {k.ref for k in keep} and u.ref not in lost]
-    _undo(git_dir, settings, [u for u in voted if u.ref in lost], answers, env_out)
+    _undo(git_dir, settings, [u for u in voted if u.ref in lost], answers, reach)
     _accepted(base, settings, name, written, answers, decisions, environ)
     return results
 
@@ -819,23 +819,25 @@ def _vote(
     name: str,
     updates: Sequence[RefUpdate],
     environ: Mapping[str, str],
-) -> tuple[dict[str, dict[str, Vote]], dict[str, Decision], dict[str, str]]:
-    """Propose the updates to every peer at once; each peer's vote and the decision per
-    ref, and the environment of the pushes (for the put-backs)."""
+) -> tuple[dict[str, dict[str, Vote]], dict[str, Decision], Reach]:
+    """Propose the updates to every peer at once, one push per peer (thousands of
+    deletions excepted); each peer's vote and the decision per ref, and how the
+    pushes reached the peers (for the put-backs)."""
     declared = 1 + len(settings.peers)
     env, remotes = peer_environment(git_dir, environ, settings, name)
+    reach = Reach(env, remotes)
 
     def one(peer: str) -> dict[str, Vote]:
         if peer not in remotes:
             return {u.ref: Vote(peer, False, reason="has no remote configured") for u in updates}
         votes: dict[str, Vote] = {}
         deadline = time.monotonic() + settings.timeout
-        for chunk in argv_chunks(updates):
+        for chunk in lease_push.chunks(updates):
             try:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise TimeoutError("no time left")
-                votes.update(_propose(git_dir, peer, chunk, env, left))
+                votes.update(_propose(git_dir, peer, chunk, reach, left))
             except Exception as exc:
                 votes.update(
                     {u.ref: Vote(peer, False, reason="unreachable", detail=str(exc)) for u in chunk}
@@ -847,24 +849,7 @@ def _vote(
     decisions = {
         u.ref: decide(declared, [answers[p][u.ref] for p in settings.peers]) for u in updates
     }
-    return answers, decisions, env
-
-
-def argv_chunks(updates: Sequence[RefUpdate]) -> list[Sequence[RefUpdate]]:
-    """The updates in as few ``git push`` commands as the system's argument limit
-    allows (a lease and a refspec per ref): one round to a peer for a push of
-    thousands of tags, not one per thousand."""
-    chunks: list[Sequence[RefUpdate]] = []
-    start, size = 0, 0
-    for index, update in enumerate(updates):
-        cost = len(update.lease) + len(update.refspec) + 2 * ARG_OVERHEAD
-        if index > start and size + cost > ARGV_BUDGET:
-            chunks.append(updates[start:index])
-            start, size = index, 0
-        size += cost
-    if start < len(updates):
-        chunks.append(updates[start:])
-    return chunks
+    return answers, decisions, reach
 
 
 def _refusals(
@@ -873,7 +858,7 @@ def _refusals(
     updates: Sequence[RefUpdate],
     answers: Mapping[str, Mapping[str, Vote]],
     decisions: Mapping[str, Decision],
-    env: Mapping[str, str],
+    reach: Reach,
     atomic: bool,
 ) -> tuple[dict[str, str], bool]:
     """The refs the vote refuses, with the pusher's reason, and whether this server
@@ -884,7 +869,9 @@ def _refusals(
         refused = {u.ref for u in updates}
     if not refused:
         return {}, False
-    _undo(git_dir, settings, [u for u in updates if u.ref in refused], answers, env)
+    _undo(git_dir, settings, [u for u in updates if u.ref in refused], answers, reach)
+    voted_down = [u for u in updates if u.ref in refused and not decisions[u.ref].accept]
+    elsewhere = _majorities_elsewhere(git_dir, settings, voted_down, answers, reach.env)
     reasons: dict[str, str] = {}
     behind = False
     for update in updates:
@@ -896,7 +883,7 @@ def _refusals(
             _emit_err(f"{update.ref}: not written: another ref of the same atomic push was refused")
             reasons[update.ref] = "atomic push failed"
             continue
-        majority_value = _majority_elsewhere(git_dir, settings, update, votes, env)
+        majority_value = elsewhere.get(update.ref)
         if majority_value is not None:
             behind = True
             _emit_err(
@@ -915,7 +902,7 @@ def _undo(
     settings: Settings,
     updates: Sequence[RefUpdate],
     answers: Mapping[str, Mapping[str, Vote]],
-    env: Mapping[str, str],
+    reach: Reach,
 ) -> None:
     """Put back every peer the proposal of ``updates`` moved (compare-and-swap)."""
     for peer in settings.peers:
@@ -923,7 +910,7 @@ def _undo(
         if not moved:
             continue
         try:
-            left = _put_back(git_dir, peer, moved, env, settings.timeout)
+            left = _put_back(git_dir, peer, moved, reach, settings.timeout)
         except Exception as exc:
             left = [u.ref for u in moved]
             _emit_err(f"put-back on {peer} failed: {exc}")
@@ -966,28 +953,34 @@ def _emit_err(line: str) -> None:
         sys.stderr.flush()
 
 
-def _majority_elsewhere(
+def _majorities_elsewhere(
     git_dir: Path,
     settings: Settings,
-    update: RefUpdate,
-    votes: Sequence[Vote],
+    updates: Sequence[RefUpdate],
+    answers: Mapping[str, Mapping[str, Vote]],
     env: Mapping[str, str],
-) -> str | None:
-    """The value a majority of the servers holds for the ref when it is not this
-    server's: this server is behind (asked only on the refusal path)."""
-    others = [v.peer for v in votes if v.reason == "other value"]
-    if len(others) + 0 < majority(1 + len(settings.peers)):
-        return None
-    counts: dict[str, int] = {}
-    for peer in others:
-        values = _peer_values(git_dir, peer, [update.ref], env, settings.timeout)
-        value = (values or {}).get(update.ref)
-        if value:
-            counts[value] = counts.get(value, 0) + 1
-    for value, count in counts.items():
-        if count >= majority(1 + len(settings.peers)) and value != update.old:
-            return value
-    return None
+) -> dict[str, str]:
+    """Per ref of ``updates`` that a majority of the servers holds at a value that is
+    not this server's, that value: this server is behind (asked only on the refusal
+    path, one ``ls-remote`` per peer for all the refs)."""
+    needed = majority(1 + len(settings.peers))
+    asked: dict[str, list[str]] = {}  # peer -> refs it said it holds another value of
+    for update in updates:
+        others = [p for p in settings.peers if answers[p][update.ref].reason == "other value"]
+        if len(others) >= needed:
+            for peer in others:
+                asked.setdefault(peer, []).append(update.ref)
+    counts: dict[tuple[str, str], int] = {}
+    for peer, refs in asked.items():
+        values = _peer_values(git_dir, peer, refs, env, settings.timeout) or {}
+        for ref, value in values.items():
+            counts[(ref, value)] = counts.get((ref, value), 0) + 1
+    old = {u.ref: u.old for u in updates}
+    found: dict[str, str] = {}
+    for (ref, value), count in counts.items():
+        if count >= needed and value != old[ref]:
+            found.setdefault(ref, value)
+    return found
 
 
 def _queue_the_rest(
@@ -998,9 +991,11 @@ def _queue_the_rest(
     answers: Mapping[str, Mapping[str, Vote]],
     environ: Mapping[str, str],
 ) -> None:
-    """An accepted update reaches the peers that did not take it through the queue."""
+    """An accepted update reaches the peers that did not take it through the queue:
+    one queue file per peer, whatever the number of refs."""
     queued = False
     for peer in settings.peers:
+        entries = []
         for update in updates:
             vote = answers[peer][update.ref]
             if vote.took:
@@ -1008,10 +1003,14 @@ def _queue_the_rest(
             reason = vote.reason if vote.reason in TRANSIENT_REASONS else "pending"
             if vote.reason == "has no remote configured":
                 reason = "no remote"
-            with contextlib.suppress(OSError):
-                write_entry(base, make_entry(settings, name, peer, update, reason, vote.detail))
-                queued = True
-            _emit_err(f"{peer} did not take {update.ref} ({vote.reason}): queued")
+            entries.append(make_entry(settings, name, peer, update, reason, vote.detail))
+            if len(entries) <= SUMMARY_LINES:
+                _emit_err(f"{peer} did not take {update.ref} ({vote.reason}): queued")
+        if len(entries) > SUMMARY_LINES:
+            _emit_err(f"{peer} did not take {len(entries) - SUMMARY_LINES} more refs: queued")
+        with contextlib.suppress(OSError):
+            write_entries(base, entries)
+            queued = queued or bool(entries)
     if queued:
         with contextlib.suppress(OSError):
             start_drainer(base, name, environ)
