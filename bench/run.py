@@ -63,10 +63,8 @@ SIZES = {
     "tiny": Size("tiny", 10, 40, 3, 3, 3, 2, 2, 1, tags=50),
     "full": Size("full", 1000, 10_000, 200, 50, 20, 5, 3, 3, tags=3000),
 }
-# P12 runs in these replication modes unless --modes says otherwise. Quorum mode's
-# reference-transaction hook runs once per ref on git 2.39 (its rewrite onto
-# proc-receive is under way): ask for it with --modes sync,async,quorum.
-P12_MODES = ("sync", "async")
+# P12 runs in these replication modes unless --modes says otherwise.
+P12_MODES = ("sync", "async", "quorum")
 
 
 @dataclass

@@ -47,7 +47,8 @@ Drain protocol: whoever delivers entries holds ``fcntl.flock`` on
 ``pid N since TIME: WHO`` into it, the line of the server lock
 ``<base>/.reconciler/server.lock`` that ``reconcile apply``'s programs hold; the
 hook and its drainer never take that one, so a push never waits for an apply), pushes with
-``--force-with-lease=<ref>:<old>`` (an empty lease when ``old`` is zero), deletes
+compare-and-swap on ``old`` (``reconciler/server/lease_push.py``: a lease, or no
+force when ``old`` is zero), deletes
 the entry when the peer took the update or already had it, and otherwise rewrites
 it with the new reason. Entries of one (repository, peer, ref) are delivered
 oldest first. Once a later value of a ref has reached a peer, that peer's older

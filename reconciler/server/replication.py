@@ -13,10 +13,12 @@ hook walks up from the repository (``$GIT_DIR``) to the first directory holding
 the repository's name is its path below the base with one ``.git`` removed.
 
 For each peer the hook pushes to the git remote named after the peer, all the
-push's ref updates in one ``git push --porcelain`` with one
-``--force-with-lease=<ref>:<old>`` per ref (an empty lease for a creation, the
-refspec ``:<ref>`` for a deletion): a peer that moved elsewhere rejects the
-update instead of losing commits. Peers are pushed in parallel, each in its own
+push's ref updates in one ``git push --porcelain`` (``lease_push``: from a
+throw-away repository with one pattern refspec, since git's handling of many
+explicit refspecs and leases is quadratic), compare-and-swap on each ref's old
+value (a lease for an existing ref, no force for a creation, the refspec
+``:<ref>`` for a deletion): a peer that moved elsewhere rejects the update
+instead of losing commits. Peers are pushed in parallel, each in its own
 process group, killed as a whole after ``timeout`` seconds.
 
 A push that came from a peer is not forwarded again: ``GITOSIS_USER`` is one of
