@@ -769,7 +769,28 @@ def proc_receive(
     todo = [u for u in updates if results[u.ref] is None and u.old != u.new]
     if atomic and any(results.values()):
         return {u.ref: results[u.ref] or "atomic push failed" for u in updates}
-    transaction, refused = proc_receive_mod.lock(git_dir, todo, env, timeout)
+    proposed = [u for u in todo if voting and u.ref.startswith(QUORUM_PREFIXES)]
+    if not proposed or settings is None or base is None:
+        transaction, refused = proc_receive_mod.lock(git_dir, todo, env, timeout)
+    else:
+        # The proposals go out while this server takes its own locks (each costs
+        # about what writing the refs costs: seconds for thousands of refs). This
+        # server counts as a holder only of the refs it locked at their old value, and
+        # holds those locks until it commits, so a proposal of another value that
+        # reaches it first makes its own lock fail: that ref is refused here, and
+        # put back where our proposal moved it, as any refused ref.
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            locking = pool.submit(proc_receive_mod.lock, git_dir, todo, env, timeout)
+            answers, decisions, reach = _vote(git_dir, settings, name, proposed, environ)
+            try:
+                transaction, refused = locking.result()
+            except Exception as exc:  # as if nothing could be locked: put back all
+                transaction, refused = None, {u.ref: f"failed to lock: {exc}" for u in todo}
+        locked = {u.ref for u in transaction.updates} if transaction is not None else set()
+        unlocked = [u for u in proposed if u.ref not in locked]
+        if transaction is not None and atomic and refused:
+            unlocked = proposed
+        _undo(git_dir, settings, unlocked, answers, reach)
     results.update(refused)
     if transaction is not None and atomic and refused:
         transaction.abort()
@@ -784,7 +805,6 @@ def proc_receive(
     if settings is None or base is None:  # voting implies both; for mypy
         transaction.abort()
         return {u.ref: "replication settings unreadable" for u in updates}
-    answers, decisions, reach = _vote(git_dir, settings, name, voted, environ)
     refusals, behind = _refusals(git_dir, settings, voted, answers, decisions, reach, atomic)
     if not refusals:
         if transaction.commit():

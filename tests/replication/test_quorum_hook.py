@@ -355,6 +355,24 @@ def test_a_branch_creation_is_not_taken_by_a_peer_holding_an_ancestor(tmp_path: 
     assert value(repos["b"], "refs/heads/z") == second
 
 
+def test_a_ref_the_proposer_cannot_lock_is_refused_and_put_back(tmp_path: Path) -> None:
+    # The proposals go out while the proposer takes its own locks: a ref it cannot
+    # lock (a push killed while git held it left REF.lock) was taken by the peers
+    # meanwhile, is refused here and put back there; the other ref is written.
+    repos = make(tmp_path)
+    work = client(tmp_path)
+    first = commit(work)
+    (repos["a"] / "refs" / "heads" / "held.lock").write_text("held")
+    done = push(work, repos["a"], f"{first}:refs/heads/held", f"{first}:refs/heads/free")
+    assert done.returncode != 0
+    assert "refs/heads/free: taken by 3 of 3 servers" in done.stderr, done.stderr
+    assert "could not put" not in done.stderr, done.stderr
+    assert "failed to lock" in done.stdout, done.stdout
+    for name, repo in repos.items():
+        assert value(repo, "refs/heads/free") == first, name
+        assert value(repo, "refs/heads/held") == "", name
+
+
 def test_a_push_of_many_tags_votes_per_ref(tmp_path: Path) -> None:
     # One push per peer, and still a vote per ref: c holds another value of one tag
     # and refuses that one, takes the rest; b takes all. Every tag has its majority.
