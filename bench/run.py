@@ -42,6 +42,7 @@ from reconciler.testing.recipe import commit, user_clone
 
 ROOT = Path(__file__).resolve().parent.parent
 SSH_POLL_LIMIT = 20.0
+MANY_POLL_LIMIT = 300.0  # P12: thousands of refs, before and after the fix
 
 
 @dataclass(frozen=True)
@@ -55,12 +56,15 @@ class Size:
     runs: int
     large_runs: int
     add_runs: int
+    tags: int = 3000  # P12: tags pushed with one branch
 
 
 SIZES = {
-    "tiny": Size("tiny", 10, 40, 3, 3, 3, 2, 2, 1),
-    "full": Size("full", 1000, 10_000, 200, 50, 20, 5, 3, 3),
+    "tiny": Size("tiny", 10, 40, 3, 3, 3, 2, 2, 1, tags=50),
+    "full": Size("full", 1000, 10_000, 200, 50, 20, 5, 3, 3, tags=3000),
 }
+# P12 runs in these replication modes unless --modes says otherwise.
+P12_MODES = ("sync", "async", "quorum")
 
 
 @dataclass
@@ -278,9 +282,11 @@ def read_ref(server: SshServer, repository: str, ref: str) -> str | None:
     return None
 
 
-def wait_visible(servers: Sequence[SshServer], repository: str, ref: str, sha: str) -> float:
+def wait_visible(
+    servers: Sequence[SshServer], repository: str, ref: str, sha: str, limit: float = SSH_POLL_LIMIT
+) -> float:
     """Poll (bounded) until every server has ``ref`` at ``sha``; the time it was seen."""
-    deadline = time.perf_counter() + SSH_POLL_LIMIT
+    deadline = time.perf_counter() + limit
     while time.perf_counter() < deadline:
         if all(read_ref(s, repository, ref) == sha for s in servers):
             return time.perf_counter()
@@ -399,6 +405,119 @@ def measure_async(
             entries = [p.read_text() for p in sorted(queue.glob("*.json"))][:4]
             raise RuntimeError(f"{exc}; queue on {first.name}: {entries}") from exc
     return pushes, floors
+
+
+# -- many refs in one push ------------------------------------------------------------
+
+
+@dataclass
+class TagPusher:
+    """A clone that pushes one new commit on master and ``count`` new annotated tags."""
+
+    scenario: Scenario
+    work: Path
+    count: int
+    counter: int = 0
+
+    def new_refs(self) -> tuple[str, str, str]:
+        """Make the next commit and its tags; (the commit, the last tag's ref, its value)."""
+        self.counter += 1
+        sha = commit(self.work, f"many refs {self.counter}")
+        lines = []
+        for i in range(self.count):
+            message = f"release {self.counter}.{i}\n"
+            lines += [
+                f"tag m{self.counter:03d}-{i:05d}",
+                f"from {sha}",
+                "tagger Bench <bench@localhost> 1700000000 +0000",
+                f"data {len(message)}",
+                message,
+            ]
+        subprocess.run(
+            ["git", "fast-import", "--quiet"],
+            cwd=self.work,
+            input="\n".join(lines).encode(),
+            check=True,
+            timeout=120,
+        )
+        last = f"refs/tags/m{self.counter:03d}-{self.count - 1:05d}"
+        value = subprocess.run(
+            ["git", "rev-parse", last],
+            cwd=self.work,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        ).stdout.strip()
+        return sha, last, value
+
+    def push(self, *urls: str) -> Timed:
+        env = self.scenario.cluster.git_env(self.scenario.alice)
+        tags = f"refs/tags/m{self.counter:03d}-*"
+        refspecs = ["HEAD:refs/heads/master", f"{tags}:{tags}"]
+        results = run_parallel(
+            [["git", "push", "--quiet", url, *refspecs] for url in urls], env=env, cwd=self.work
+        )
+        for done in results:
+            check(done, "git push")
+        return results[0]
+
+
+def prepare_tag_pushers(scenario: Scenario, count: int) -> tuple[TagPusher, TagPusher]:
+    cluster = scenario.cluster
+    first = cluster.servers[0]
+    pushers = []
+    for repository in (PUSH_REPOSITORY, FLOOR_REPOSITORY):
+        work = scenario.workdir / f"alice-tags-{repository}"
+        if not work.exists():
+            user_clone(cluster, scenario.alice, first, repository, work)
+        pushers.append(TagPusher(scenario, work, count))
+    return pushers[0], pushers[1]
+
+
+def tag_count(server: SshServer, repository: str, prefix: str) -> int:
+    out = server.run(
+        [
+            "git",
+            "--git-dir",
+            str(server.home / "repositories" / f"{repository}.git"),
+            "for-each-ref",
+            "--format=%(refname)",
+            prefix,
+        ]
+    ).stdout
+    return len(out.splitlines())
+
+
+def measure_many_refs(
+    scenario: Scenario, hooked: TagPusher, floor: TagPusher, runs: int, mode: str
+) -> tuple[list[float], list[float]]:
+    """From the start of a user's push of one branch and ``count`` tags to every ref
+    being on every server, against the same push to a repository without hooks plus
+    the same refs pushed to the peers in parallel."""
+    cluster = scenario.cluster
+    first, *peers = cluster.servers
+    measured: list[float] = []
+    floors: list[float] = []
+    for _ in range(runs):
+        floor.new_refs()
+        floors.append(
+            floor.push(*(f"{s.url}/{FLOOR_REPOSITORY}.git" for s in cluster.servers)).seconds
+        )
+        sha, last, value = hooked.new_refs()
+        started = time.perf_counter()
+        done = hooked.push(f"{first.url}/{PUSH_REPOSITORY}.git")
+        if mode == "sync" and ("queued" in done.stderr or "failed" in done.stderr):
+            raise RuntimeError(f"sync replication did not go through:\n{done.stderr}")
+        wait_visible(peers, PUSH_REPOSITORY, "refs/heads/master", sha, MANY_POLL_LIMIT)
+        # One push carries every tag, in order: the last one there means all are.
+        seen = wait_visible(peers, PUSH_REPOSITORY, last, value, MANY_POLL_LIMIT)
+        measured.append(seen - started)
+        prefix = f"refs/tags/m{hooked.counter:03d}-*"
+        counts = [tag_count(s, PUSH_REPOSITORY, prefix) for s in cluster.servers]
+        if counts != [hooked.count] * len(counts):
+            raise RuntimeError(f"{mode}: tags on the servers after the push: {counts}")
+    return measured, floors
 
 
 # -- adding a server ----------------------------------------------------------------
@@ -665,11 +784,15 @@ def ratio_row(
     return row
 
 
-ALL_ROWS = ("P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8", "P9", "P10", "P11")
+ALL_ROWS = ("P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8", "P9", "P10", "P11", "P12")
 
 
 def run_all(
-    size: Size, workdir: Path, profiles: Path | None = None, want: Sequence[str] = ALL_ROWS
+    size: Size,
+    workdir: Path,
+    profiles: Path | None = None,
+    want: Sequence[str] = ALL_ROWS,
+    modes: Sequence[str] = P12_MODES,
 ) -> list[Row]:
     rows: list[Row] = []
     cluster = SshCluster(3, names=["alpha", "beta", "gamma"])
@@ -854,6 +977,25 @@ def run_all(
                     1.3,
                 )
             )
+        if "P12" in want:
+            tagged, tag_floor = prepare_tag_pushers(scenario, size.tags)
+            for mode in modes:
+                scenario.write_cluster_d(
+                    servers, [*names, PUSH_REPOSITORY, FLOOR_REPOSITORY], mode=mode
+                )
+                scenario.must("apply", "--yes")
+                remove_floor_hooks(scenario)
+                many, many_floors = measure_many_refs(scenario, tagged, tag_floor, size.runs, mode)
+                rows.append(
+                    ratio_row(
+                        "P12",
+                        f"{mode}: push of 1 branch + {size.tags:,} tags until on every server",
+                        many,
+                        many_floors,
+                        "<= 1.5x floor",
+                        1.5,
+                    )
+                )
     finally:
         cluster.stop()
 
@@ -940,10 +1082,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--profile", type=Path, help="write pyinstrument/cProfile reports of plan and gather here"
     )
+    parser.add_argument(
+        "--modes",
+        default=",".join(P12_MODES),
+        help="replication modes P12 runs in (comma-separated: sync,async,quorum)",
+    )
+    parser.add_argument("--tags", type=int, help="tags per push in P12 (default: by size)")
     args = parser.parse_args(argv)
     size = SIZES[args.size]
     if args.runs:
         size = Size(**{**asdict(size), "runs": args.runs, "large_runs": args.runs})
+    if args.tags:
+        size = Size(**{**asdict(size), "tags": args.tags})
+    modes = [m for m in args.modes.split(",") if m]
+    if any(m not in ("sync", "async", "quorum") for m in modes):
+        print(f"--modes: unknown mode in {args.modes!r}", file=sys.stderr)
+        return 1
     if os.geteuid() != 0:
         print("the benchmarks need root (they start sshd servers)", file=sys.stderr)
         return 1
@@ -960,7 +1114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="rcl-bench-"))
     workdir.chmod(0o755)
     try:
-        rows = run_all(size, workdir, args.profile, args.rows.split(","))
+        rows = run_all(size, workdir, args.profile, args.rows.split(","), modes)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     print(f"machine: {machine()}")

@@ -4,9 +4,16 @@ Where: ``<repositories>/.reconciler/queue/`` on each server (``QUEUE_PATH``
 below the repositories base, the directory that holds
 ``.reconciler/replication.json``).
 
-Files: one JSON object per (peer, ref update) the peer has not taken, named
+Files: one JSON object per (peer, ref update) the peer has not taken, or one
+batch for the updates of one push to one peer, named
 ``<time_ns, 20 digits>-<pid>-<12 hex>.json`` so that names sort by time and
-concurrent hooks never collide. Files are written whole: a temporary
+concurrent hooks never collide. A batch is
+``{"format_version": 1, "entries": [<entry with "index": N>, ...]}``: a push of
+3,000 tags is one file and two fsyncs, not 3,000 files and 6,000 fsyncs. The
+entry at index N of batch FILE is named ``FILE#N``; its index never changes when
+the batch is rewritten without some of its entries (delivered ones are dropped, a
+batch left empty is removed), so a name a gather reported still means the same
+entry when apply drains it. Files are written whole: a temporary
 ``.<name>.reconciler-tmp-<pid>-<random>`` in the same directory, flushed, fsynced,
 renamed, then the directory fsynced. Readers skip names that start with ``.`` or do not end in
 ``.json``. An entry that is rewritten (a drainer recording why a push failed)
@@ -40,7 +47,8 @@ Drain protocol: whoever delivers entries holds ``fcntl.flock`` on
 ``pid N since TIME: WHO`` into it, the line of the server lock
 ``<base>/.reconciler/server.lock`` that ``reconcile apply``'s programs hold; the
 hook and its drainer never take that one, so a push never waits for an apply), pushes with
-``--force-with-lease=<ref>:<old>`` (an empty lease when ``old`` is zero), deletes
+compare-and-swap on ``old`` (``reconciler/server/lease_push.py``: a lease, or no
+force when ``old`` is zero), deletes
 the entry when the peer took the update or already had it, and otherwise rewrites
 it with the new reason. Entries of one (repository, peer, ref) are delivered
 oldest first. Once a later value of a ref has reached a peer, that peer's older

@@ -14,9 +14,10 @@ per ref, so that hook starts once (twice: prepared, committed) per ref — a pus
 is one process and one ref transaction whatever its size.
 
 A user's push: the refs are locked on this server in one ``git update-ref --stdin``
-transaction (``start``/``prepare``: git's own ``REF.lock`` files, held while the
-peers vote, so a peer's proposal of another value here fails to lock), the update
-is proposed to every peer at once with compare-and-swap, and it is committed for
+transaction (``start``/``prepare``: git's own ``REF.lock`` files, held until the
+votes are counted, so a peer's proposal of another value here fails to lock), the
+update is proposed to every peer at once with compare-and-swap (while the locks are
+being taken; a ref this server could not lock is refused and put back), and it is committed for
 the refs a majority of the declared servers holds (``replication.quorum_round``).
 A peer's proposal or put-back (``GITOSIS_USER`` one of the mirror users, or
 ``RECONCILER_REPLICA`` set) is written with the same compare-and-swap and never

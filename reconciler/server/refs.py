@@ -8,8 +8,10 @@ import hashlib
 import os
 import re
 import time
+from pathlib import Path
 from typing import Any
 
+from reconciler.server import lease_push
 from reconciler.server.common import (
     FORMAT_VERSION,
     OBJECT_ID,
@@ -23,6 +25,7 @@ from reconciler.server.common import (
     run,
 )
 from reconciler.server.ops import AdoptMajority, PushRefs, RemoveStaleLock, handler
+from reconciler.server.queue import RefUpdate
 
 REPLICATED_PREFIXES = ("refs/heads/", "refs/tags/", "refs/notes/")
 ABORTED_PREFIX = "refs/reconciler/aborted/"  # quorum repair's keeping of unacknowledged values
@@ -127,28 +130,45 @@ def op_push_refs(op: PushRefs) -> None:
 
     ``updates``: [ref, new, expected]; an empty ``new`` deletes, an empty
     ``expected`` requires the ref to be absent on the peer. Never forced otherwise.
+    One ``git push`` for any number of refs (``lease_push``: git's own handling of
+    thousands of explicit refspecs and leases is quadratic); only thousands of
+    deletions take several.
     """
     repo = git_dir(op.repo)
-    argv = ["git", "--git-dir", repo, "push", "--porcelain"]
-    refspecs = []
+    updates = []
     for ref, new, expected in op.updates:
-        argv.append(f"--force-with-lease={ref}:{expected}")
-        refspecs.append(f"{new}:{ref}" if new else f":{ref}")
+        width = len(new or expected) or 40
+        updates.append(RefUpdate(old=expected or "0" * width, new=new or "0" * width, ref=ref))
     env = dict(os.environ)
     env.setdefault("GIT_SSH_COMMAND", REPAIR_SSH)
     # The peer's replication hook must not forward what the reconciler delivers.
     env["RECONCILER_REPLICA"] = "reconcile"
-    done = command([*argv, op.peer, *refspecs], env=env, timeout=op.timeout, killable=True)
+    config = command([*lease_push.REMOTE_CONFIG_ARGV], env={**env, "GIT_DIR": repo})
+    remotes, ssh_command = lease_push.parse_remote_config(config.stdout.decode("utf-8", "replace"))
+    if ssh_command and "GIT_SSH_COMMAND" not in os.environ:
+        env.pop("GIT_SSH_COMMAND", None)  # the repository chose its own
+    remote = remotes.get(op.peer, [])
+    if not any(key == "url" for key, _ in remote):
+        raise OpError(f"push to {op.peer} failed: no remote {op.peer!r} with a URL")
     rejected = []
-    for line in done.stdout.decode("utf-8", "replace").splitlines():
-        parts = line.split("\t")
-        if len(parts) >= 3 and parts[0] == "!":
-            rejected.append(f"{parts[1].split(':')[-1]} {parts[2]}")
-    if rejected:
-        raise OpError(f"{op.peer} rejected " + "; ".join(rejected))
-    if done.returncode != 0:
-        lines = done.stderr.decode("utf-8", "replace").strip().splitlines()
-        raise OpError(f"push to {op.peer} failed: {lines[-1] if lines else done.returncode}")
+    for chunk in lease_push.chunks(updates):
+        with lease_push.workspace(Path(repo), remote, chunk) as directory:
+            done = command(
+                lease_push.push_argv(chunk),
+                cwd=str(directory),
+                env=lease_push.workspace_env(env, directory),
+                timeout=op.timeout,
+                killable=True,
+            )
+        for line in done.stdout.decode("utf-8", "replace").splitlines():
+            parts = line.split("\t")
+            if len(parts) >= 3 and parts[0] == "!":
+                rejected.append(f"{parts[1].split(':')[-1]} {parts[2]}")
+        if rejected:
+            raise OpError(f"{op.peer} rejected " + "; ".join(rejected))
+        if done.returncode != 0:
+            lines = done.stderr.decode("utf-8", "replace").strip().splitlines()
+            raise OpError(f"push to {op.peer} failed: {lines[-1] if lines else done.returncode}")
 
 
 def _checked_ref(ref: str) -> str:

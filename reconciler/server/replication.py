@@ -13,10 +13,12 @@ hook walks up from the repository (``$GIT_DIR``) to the first directory holding
 the repository's name is its path below the base with one ``.git`` removed.
 
 For each peer the hook pushes to the git remote named after the peer, all the
-push's ref updates in one ``git push --porcelain`` with one
-``--force-with-lease=<ref>:<old>`` per ref (an empty lease for a creation, the
-refspec ``:<ref>`` for a deletion): a peer that moved elsewhere rejects the
-update instead of losing commits. Peers are pushed in parallel, each in its own
+push's ref updates in one ``git push --porcelain`` (``lease_push``: from a
+throw-away repository with one pattern refspec, since git's handling of many
+explicit refspecs and leases is quadratic), compare-and-swap on each ref's old
+value (a lease for an existing ref, no force for a creation, the refspec
+``:<ref>`` for a deletion): a peer that moved elsewhere rejects the update
+instead of losing commits. Peers are pushed in parallel, each in its own
 process group, killed as a whole after ``timeout`` seconds.
 
 A push that came from a peer is not forwarded again: ``GITOSIS_USER`` is one of
@@ -76,6 +78,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from reconciler.server import lease_push
 from reconciler.server import proc_receive as proc_receive_mod
 from reconciler.server.common import (
     FORMAT_VERSION,
@@ -84,7 +87,6 @@ from reconciler.server.common import (
     SETTINGS_PATH,
     bounded,
     drain_lock,
-    fsync_dir,
     is_ancestor,
     is_repository,
     without_repository_env,
@@ -95,11 +97,11 @@ from reconciler.server.queue import (
     TRANSIENT_REASONS,
     QueueEntry,
     RefUpdate,
-    delete_entry,
     is_zero,
     new_entry_name,
     read_entries,
-    write_entry,
+    update_entries,
+    write_entries,
 )
 from reconciler.server.settings import Settings, SettingsError, find_base, load_settings
 
@@ -117,16 +119,11 @@ SUMMARY_LINES = 20
 DRAIN_SECONDS = 600.0
 DRAIN_ROUNDS = 100
 DRAIN_WORKERS = 8
-# Refs per `git push` command: keeps the command line far below ARG_MAX.
-PUSH_CHUNK = 1000
-# Bytes of arguments per proposal push (Linux allows 2 MiB with the environment),
-# and what each argument costs beyond its text (its pointer and NUL).
-ARGV_BUDGET = 768 << 10
-ARG_OVERHEAD = 9
-# Queue entries are written ahead of the push only for pushes of up to this many
-# refs: each costs an fsync, and a push of thousands of refs is a migration, not
-# a commit someone waits for.
-WRITE_AHEAD_MAX = 32
+# Deletions per `git push` command: keeps the command line far below ARG_MAX (every
+# other update of a push goes in its one command, see lease_push).
+PUSH_CHUNK = lease_push.DELETE_CHUNK
+# The second look asks the peer for these refs by name; for more, for all its refs.
+LS_REMOTE_PATTERNS_MAX = 64
 # A rejection git reports for a lease that no longer holds, or a history that moved.
 DIVERGED_WHY = ("stale info", "fetch first", "non-fast-forward", "already exists")
 # The peer's own compare-and-swap failing: another push moved the ref between its
@@ -247,44 +244,56 @@ def push_environment(environ: Mapping[str, str], settings: Settings) -> dict[str
     return env
 
 
+def remote_config(
+    git_dir: Path, env: Mapping[str, str], timeout: float
+) -> tuple[dict[str, list[tuple[str, str]]], bool]:
+    """Per remote, the settings a push uses (URLs first); whether core.sshCommand is set."""
+    run = run_bounded(list(lease_push.REMOTE_CONFIG_ARGV), git_dir, env, timeout)
+    return lease_push.parse_remote_config(run.stdout)
+
+
 def remote_names(git_dir: Path, env: Mapping[str, str], timeout: float) -> tuple[set[str], bool]:
     """The remotes that have a URL, and whether core.sshCommand is configured."""
-    run = run_bounded(
-        ["git", "config", "-z", "--get-regexp", r"^(remote\..*\.url|core\.sshcommand)$"],
-        git_dir,
-        env,
-        timeout,
-    )
-    names = set()
-    ssh_command = False
-    for item in run.stdout.split("\0"):
-        key = item.partition("\n")[0]
-        if key.lower() == "core.sshcommand":
-            ssh_command = True
-        elif key.startswith("remote.") and key.endswith(".url"):
-            names.add(key[len("remote.") : -len(".url")])
+    remotes, ssh_command = remote_config(git_dir, env, timeout)
+    names = {name for name, items in remotes.items() if any(k == "url" for k, _ in items)}
     return names, ssh_command
+
+
+Remotes = dict[str, list[tuple[str, str]]]
+
+
+@dataclass(frozen=True)
+class Reach:
+    """How this server's pushes reach its peers (``peer_environment``)."""
+
+    env: dict[str, str]
+    remotes: Remotes
 
 
 def peer_environment(
     git_dir: Path, environ: Mapping[str, str], settings: Settings, repository: str
-) -> tuple[dict[str, str], set[str]]:
-    """The environment pushes from ``git_dir`` to its peers run in, and the peers it can
-    name (a remote, or a URL from the settings: ``reach_peers_without_remote``)."""
+) -> tuple[dict[str, str], Remotes]:
+    """The environment pushes from ``git_dir`` to its peers run in, and per peer it can
+    name (a remote with a URL, or a URL from the settings: ``reach_peers_without_remote``)
+    the remote's settings a push uses (``lease_push`` copies them)."""
     env = push_environment(environ, settings)
     env["GIT_DIR"] = str(git_dir)
-    remotes, ssh_command = remote_names(git_dir, env, settings.timeout)
+    config, ssh_command = remote_config(git_dir, env, settings.timeout)
     if ssh_command and "GIT_SSH_COMMAND" not in environ:
         # The repository chose its own ssh command; ours would override it.
         env.pop("GIT_SSH_COMMAND", None)
-    remotes |= reach_peers_without_remote(env, settings, repository, remotes)
+    remotes = {name: items for name, items in config.items() if any(k == "url" for k, _ in items)}
+    found = reach_peers_without_remote(env, settings, repository, set(remotes))
+    for peer, url in found.items():
+        remotes[peer] = [("url", url)]
     return env, remotes
 
 
 def reach_peers_without_remote(
     env: dict[str, str], settings: Settings, repository: str, remotes: set[str]
-) -> set[str]:
-    """The peers this repository has no remote for, made reachable by name anyway.
+) -> dict[str, str]:
+    """The peers this repository has no remote for, made reachable by name anyway; per
+    peer, its URL.
 
     A repository gitosis created on its first access (a push to a newly declared
     repository before an apply reached this server) has no remotes until the next
@@ -304,7 +313,7 @@ def reach_peers_without_remote(
         quoted = " ".join("'" + e.replace("'", "'\\''") + "'" for e in entries)
         existing = env.get("GIT_CONFIG_PARAMETERS", "")
         env["GIT_CONFIG_PARAMETERS"] = f"{existing} {quoted}".strip()
-    return set(found)
+    return found
 
 
 # --- pushing to one peer ----------------------------------------------------------------
@@ -372,7 +381,9 @@ def classify(update: RefUpdate, status: tuple[str, str] | None, run: Run) -> Ref
     if flag in "=+*- ":
         return RefOutcome(update)
     why = _why(summary)
-    if summary.startswith("[rejected]") and why in DIVERGED_WHY:
+    # "needs force": a creation sent without force (lease_push) meeting another
+    # value that is not a commit; a lease requiring absence would have been stale.
+    if summary.startswith("[rejected]") and (why in DIVERGED_WHY or why == "needs force"):
         return RefOutcome(update, "diverged", why)
     if summary.startswith("[remote rejected]") and why.startswith(MOVED_MEANWHILE_WHY):
         return RefOutcome(update, "diverged", why)
@@ -385,16 +396,17 @@ def push_to_peer(
     updates: Sequence[RefUpdate],
     env: Mapping[str, str],
     timeout: float,
+    remote: Sequence[tuple[str, str]],
 ) -> list[RefOutcome]:
-    """Push ``updates`` to ``peer`` with compare-and-swap on each ref's old value.
+    """Push ``updates`` to ``peer`` (its remote's settings ``remote``) with
+    compare-and-swap on each ref's old value.
 
-    All within ``timeout``; a push of very many refs goes in several commands, so
-    that no command line outgrows the system's limit.
+    All within ``timeout``, in one ``git push`` (see lease_push); only a push of very
+    many deletions goes in several, so that no command line outgrows the system's limit.
     """
     deadline = time.monotonic() + timeout
     outcomes: list[RefOutcome] = []
-    for start in range(0, len(updates), PUSH_CHUNK):
-        chunk = updates[start : start + PUSH_CHUNK]
+    for chunk in lease_push.chunks(updates):
         left = deadline - time.monotonic()
         failed = [o for o in outcomes if o.reason in ("unreachable", "timeout", "denied")]
         if failed or left <= 0:
@@ -402,8 +414,9 @@ def push_to_peer(
             reason = failed[0].reason if failed else "timeout"
             outcomes += [RefOutcome(u, reason, "not tried") for u in chunk]
         else:
-            outcomes += _push_with_second_look(git_dir, peer, chunk, env, left)
-    return outcomes
+            outcomes += _push_with_second_look(git_dir, peer, chunk, env, left, remote)
+    by_ref = {o.update.ref: o for o in outcomes}
+    return [by_ref[u.ref] for u in updates]
 
 
 def _push_with_second_look(
@@ -412,16 +425,18 @@ def _push_with_second_look(
     updates: Sequence[RefUpdate],
     env: Mapping[str, str],
     timeout: float,
+    remote: Sequence[tuple[str, str]],
 ) -> list[RefOutcome]:
     """Push; then look once more at every lease that failed.
 
     A deletion the peer has already made is done, and a peer that is only behind
     (it missed an earlier update, and its value is an ancestor of the new one
     here) is fast-forwarded with the lease on the value it has. Anything else is
-    a divergence and is left alone.
+    a divergence and is left alone. One ``ls-remote`` for all of them, and one
+    ancestry check per distinct pair of values.
     """
     deadline = time.monotonic() + timeout
-    outcomes = _push(git_dir, peer, updates, env, timeout)
+    outcomes = _push(git_dir, updates, env, timeout, remote)
     stale = [o.update for o in outcomes if o.reason == "diverged"]
     if not stale:
         return outcomes
@@ -430,6 +445,7 @@ def _push_with_second_look(
         return outcomes
     settled: dict[str, RefOutcome] = {}
     retry: list[RefUpdate] = []
+    ancestry: dict[tuple[str, str], bool] = {}
     for update in stale:
         value = values.get(update.ref)
         if value is None and is_zero(update.new):
@@ -437,7 +453,11 @@ def _push_with_second_look(
         elif value == update.new:
             settled[update.ref] = RefOutcome(update, "", "already there")
         elif value is not None and not is_zero(update.new):
-            if is_ancestor(git_dir, value, update.new, env, deadline - time.monotonic()):
+            pair = (value, update.new)
+            if pair not in ancestry:
+                left = deadline - time.monotonic()
+                ancestry[pair] = is_ancestor(git_dir, value, update.new, env, left)
+            if ancestry[pair]:
                 retry.append(RefUpdate(old=value, new=update.new, ref=update.ref))
             else:
                 settled[update.ref] = RefOutcome(update, "diverged", f"{peer} has {value}")
@@ -447,34 +467,21 @@ def _push_with_second_look(
             settled[update.ref] = RefOutcome(update, "diverged", f"{peer} does not have the ref")
     if retry and deadline - time.monotonic() > 0:
         by_ref = {u.ref: u for u in updates}
-        for outcome in _push(git_dir, peer, retry, env, deadline - time.monotonic()):
+        for outcome in _push(git_dir, retry, env, deadline - time.monotonic(), remote):
             settled[outcome.update.ref] = replace(outcome, update=by_ref[outcome.update.ref])
     return [settled.get(o.update.ref, o) for o in outcomes]
 
 
-def push_argv(peer: str, updates: Sequence[RefUpdate]) -> list[str]:
-    """``git push`` of exactly these updates to ``peer``, each with compare-and-swap."""
-    return [
-        "git",
-        # A remote left from `git clone --mirror` must not turn this into a mirror
-        # push, and no tags beyond the pushed refs may travel along.
-        "-c",
-        f"remote.{peer}.mirror=false",
-        "-c",
-        "push.followTags=false",
-        "push",
-        "--porcelain",
-        *[u.lease for u in updates],
-        "--",
-        peer,
-        *[u.refspec for u in updates],
-    ]
-
-
 def _push(
-    git_dir: Path, peer: str, updates: Sequence[RefUpdate], env: Mapping[str, str], timeout: float
+    git_dir: Path,
+    updates: Sequence[RefUpdate],
+    env: Mapping[str, str],
+    timeout: float,
+    remote: Sequence[tuple[str, str]],
 ) -> list[RefOutcome]:
-    run = run_bounded(push_argv(peer, updates), git_dir, env, timeout)
+    with lease_push.workspace(git_dir, remote, updates) as directory:
+        argv = lease_push.push_argv(updates)
+        run = run_bounded(argv, directory, lease_push.workspace_env(env, directory), timeout)
     statuses = parse_porcelain(run.stdout)
     return [classify(u, statuses.get(u.ref), run) for u in updates]
 
@@ -485,13 +492,15 @@ def _peer_values(
     """The peer's current value of each of ``refs`` it has; None if it cannot be asked."""
     if timeout <= 0:
         return None
-    run = run_bounded(["git", "ls-remote", "--", peer, *refs], git_dir, env, timeout)
+    patterns = list(refs) if len(refs) <= LS_REMOTE_PATTERNS_MAX else []
+    run = run_bounded(["git", "ls-remote", "--", peer, *patterns], git_dir, env, timeout)
     if run.timed_out or run.returncode != 0:
         return None
+    wanted = set(refs)
     values = {}
     for line in run.stdout.splitlines():
         value, _, ref = line.partition("\t")
-        if ref in refs:
+        if ref in wanted:
             values[ref] = value
     return values
 
@@ -665,10 +674,19 @@ def refusal_line(ref: str, decision: Decision, votes: Sequence[Vote]) -> str:
 
 
 def _propose(
-    git_dir: Path, peer: str, updates: Sequence[RefUpdate], env: Mapping[str, str], timeout: float
+    git_dir: Path, peer: str, updates: Sequence[RefUpdate], reach: Reach, timeout: float
 ) -> dict[str, Vote]:
-    """Push the updates to one peer with compare-and-swap; a vote per ref."""
-    run = run_bounded(push_argv(peer, updates), git_dir, env, timeout)
+    """Push the updates to one peer with compare-and-swap on each ref's value there; a
+    vote per ref, read from the peer's answer for that ref.
+
+    One ``git push`` for any number of refs (``lease_push``, ``exact``: git's own
+    explicit refspecs and leases are quadratic in the refs); only thousands of
+    deletions take several (``lease_push.chunks``, the caller's)."""
+    remote = reach.remotes.get(peer, [])
+    with lease_push.workspace(git_dir, remote, updates, exact=True) as directory:
+        argv = lease_push.push_argv(updates, exact=True)
+        env = lease_push.workspace_env(reach.env, directory)
+        run = run_bounded(argv, directory, env, timeout)
     statuses = parse_porcelain(run.stdout)
     votes = {}
     for update in updates:
@@ -695,12 +713,19 @@ def _propose(
 
 
 def _put_back(
-    git_dir: Path, peer: str, updates: Sequence[RefUpdate], env: Mapping[str, str], timeout: float
+    git_dir: Path, peer: str, updates: Sequence[RefUpdate], reach: Reach, timeout: float
 ) -> list[str]:
     """Undo what a refused proposal moved on ``peer`` (compare-and-swap on the new
     value); the refs that could not be put back."""
     undo = [RefUpdate(old=u.new, new=u.old, ref=u.ref) for u in updates]
-    votes = _propose(git_dir, peer, undo, env, timeout)
+    deadline = time.monotonic() + timeout
+    votes: dict[str, Vote] = {}
+    for chunk in lease_push.chunks(undo):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            votes.update({u.ref: Vote(peer, False, reason="timeout") for u in chunk})
+        else:
+            votes.update(_propose(git_dir, peer, chunk, reach, left))
     return [ref for ref, vote in votes.items() if not vote.took]
 
 
@@ -748,7 +773,28 @@ def proc_receive(
     todo = [u for u in updates if results[u.ref] is None and u.old != u.new]
     if atomic and any(results.values()):
         return {u.ref: results[u.ref] or "atomic push failed" for u in updates}
-    transaction, refused = proc_receive_mod.lock(git_dir, todo, env, timeout)
+    proposed = [u for u in todo if voting and u.ref.startswith(QUORUM_PREFIXES)]
+    if not proposed or settings is None or base is None:
+        transaction, refused = proc_receive_mod.lock(git_dir, todo, env, timeout)
+    else:
+        # The proposals go out while this server takes its own locks (each costs
+        # about what writing the refs costs: seconds for thousands of refs). This
+        # server counts as a holder only of the refs it locked at their old value, and
+        # holds those locks until it commits, so a proposal of another value that
+        # reaches it first makes its own lock fail: that ref is refused here, and
+        # put back where our proposal moved it, as any refused ref.
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            locking = pool.submit(proc_receive_mod.lock, git_dir, todo, env, timeout)
+            answers, decisions, reach = _vote(git_dir, settings, name, proposed, environ)
+            try:
+                transaction, refused = locking.result()
+            except Exception as exc:  # as if nothing could be locked: put back all
+                transaction, refused = None, {u.ref: f"failed to lock: {exc}" for u in todo}
+        locked = {u.ref for u in transaction.updates} if transaction is not None else set()
+        unlocked = [u for u in proposed if u.ref not in locked]
+        if transaction is not None and atomic and refused:
+            unlocked = proposed
+        _undo(git_dir, settings, unlocked, answers, reach)
     results.update(refused)
     if transaction is not None and atomic and refused:
         transaction.abort()
@@ -763,13 +809,12 @@ def proc_receive(
     if settings is None or base is None:  # voting implies both; for mypy
         transaction.abort()
         return {u.ref: "replication settings unreadable" for u in updates}
-    answers, decisions, env_out = _vote(git_dir, settings, name, voted, environ)
-    refusals, behind = _refusals(git_dir, settings, voted, answers, decisions, env_out, atomic)
+    refusals, behind = _refusals(git_dir, settings, voted, answers, decisions, reach, atomic)
     if not refusals:
         if transaction.commit():
             _accepted(base, settings, name, voted, answers, decisions, environ)
         else:
-            _undo(git_dir, settings, voted, answers, env_out)
+            _undo(git_dir, settings, voted, answers, reach)
             results.update({u.ref: "failed to update ref" for u in transaction.updates})
         return results
     # One transaction is all or nothing: give back the locks and take again those of
@@ -789,7 +834,7 @@ def proc_receive(
         lost.update({u.ref: "failed to update ref" for u in again.updates})
     results.update(lost)
     written = [u for u in voted if u.ref in {k.ref for k in keep} and u.ref not in lost]
-    _undo(git_dir, settings, [u for u in voted if u.ref in lost], answers, env_out)
+    _undo(git_dir, settings, [u for u in voted if u.ref in lost], answers, reach)
     _accepted(base, settings, name, written, answers, decisions, environ)
     return results
 
@@ -800,23 +845,25 @@ def _vote(
     name: str,
     updates: Sequence[RefUpdate],
     environ: Mapping[str, str],
-) -> tuple[dict[str, dict[str, Vote]], dict[str, Decision], dict[str, str]]:
-    """Propose the updates to every peer at once; each peer's vote and the decision per
-    ref, and the environment of the pushes (for the put-backs)."""
+) -> tuple[dict[str, dict[str, Vote]], dict[str, Decision], Reach]:
+    """Propose the updates to every peer at once, one push per peer (thousands of
+    deletions excepted); each peer's vote and the decision per ref, and how the
+    pushes reached the peers (for the put-backs)."""
     declared = 1 + len(settings.peers)
     env, remotes = peer_environment(git_dir, environ, settings, name)
+    reach = Reach(env, remotes)
 
     def one(peer: str) -> dict[str, Vote]:
         if peer not in remotes:
             return {u.ref: Vote(peer, False, reason="has no remote configured") for u in updates}
         votes: dict[str, Vote] = {}
         deadline = time.monotonic() + settings.timeout
-        for chunk in argv_chunks(updates):
+        for chunk in lease_push.chunks(updates):
             try:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise TimeoutError("no time left")
-                votes.update(_propose(git_dir, peer, chunk, env, left))
+                votes.update(_propose(git_dir, peer, chunk, reach, left))
             except Exception as exc:
                 votes.update(
                     {u.ref: Vote(peer, False, reason="unreachable", detail=str(exc)) for u in chunk}
@@ -828,24 +875,7 @@ def _vote(
     decisions = {
         u.ref: decide(declared, [answers[p][u.ref] for p in settings.peers]) for u in updates
     }
-    return answers, decisions, env
-
-
-def argv_chunks(updates: Sequence[RefUpdate]) -> list[Sequence[RefUpdate]]:
-    """The updates in as few ``git push`` commands as the system's argument limit
-    allows (a lease and a refspec per ref): one round to a peer for a push of
-    thousands of tags, not one per thousand."""
-    chunks: list[Sequence[RefUpdate]] = []
-    start, size = 0, 0
-    for index, update in enumerate(updates):
-        cost = len(update.lease) + len(update.refspec) + 2 * ARG_OVERHEAD
-        if index > start and size + cost > ARGV_BUDGET:
-            chunks.append(updates[start:index])
-            start, size = index, 0
-        size += cost
-    if start < len(updates):
-        chunks.append(updates[start:])
-    return chunks
+    return answers, decisions, reach
 
 
 def _refusals(
@@ -854,7 +884,7 @@ def _refusals(
     updates: Sequence[RefUpdate],
     answers: Mapping[str, Mapping[str, Vote]],
     decisions: Mapping[str, Decision],
-    env: Mapping[str, str],
+    reach: Reach,
     atomic: bool,
 ) -> tuple[dict[str, str], bool]:
     """The refs the vote refuses, with the pusher's reason, and whether this server
@@ -865,7 +895,9 @@ def _refusals(
         refused = {u.ref for u in updates}
     if not refused:
         return {}, False
-    _undo(git_dir, settings, [u for u in updates if u.ref in refused], answers, env)
+    _undo(git_dir, settings, [u for u in updates if u.ref in refused], answers, reach)
+    voted_down = [u for u in updates if u.ref in refused and not decisions[u.ref].accept]
+    elsewhere = _majorities_elsewhere(git_dir, settings, voted_down, answers, reach.env)
     reasons: dict[str, str] = {}
     behind = False
     for update in updates:
@@ -877,7 +909,7 @@ def _refusals(
             _emit_err(f"{update.ref}: not written: another ref of the same atomic push was refused")
             reasons[update.ref] = "atomic push failed"
             continue
-        majority_value = _majority_elsewhere(git_dir, settings, update, votes, env)
+        majority_value = elsewhere.get(update.ref)
         if majority_value is not None:
             behind = True
             _emit_err(
@@ -896,7 +928,7 @@ def _undo(
     settings: Settings,
     updates: Sequence[RefUpdate],
     answers: Mapping[str, Mapping[str, Vote]],
-    env: Mapping[str, str],
+    reach: Reach,
 ) -> None:
     """Put back every peer the proposal of ``updates`` moved (compare-and-swap)."""
     for peer in settings.peers:
@@ -904,7 +936,7 @@ def _undo(
         if not moved:
             continue
         try:
-            left = _put_back(git_dir, peer, moved, env, settings.timeout)
+            left = _put_back(git_dir, peer, moved, reach, settings.timeout)
         except Exception as exc:
             left = [u.ref for u in moved]
             _emit_err(f"put-back on {peer} failed: {exc}")
@@ -947,28 +979,34 @@ def _emit_err(line: str) -> None:
         sys.stderr.flush()
 
 
-def _majority_elsewhere(
+def _majorities_elsewhere(
     git_dir: Path,
     settings: Settings,
-    update: RefUpdate,
-    votes: Sequence[Vote],
+    updates: Sequence[RefUpdate],
+    answers: Mapping[str, Mapping[str, Vote]],
     env: Mapping[str, str],
-) -> str | None:
-    """The value a majority of the servers holds for the ref when it is not this
-    server's: this server is behind (asked only on the refusal path)."""
-    others = [v.peer for v in votes if v.reason == "other value"]
-    if len(others) + 0 < majority(1 + len(settings.peers)):
-        return None
-    counts: dict[str, int] = {}
-    for peer in others:
-        values = _peer_values(git_dir, peer, [update.ref], env, settings.timeout)
-        value = (values or {}).get(update.ref)
-        if value:
-            counts[value] = counts.get(value, 0) + 1
-    for value, count in counts.items():
-        if count >= majority(1 + len(settings.peers)) and value != update.old:
-            return value
-    return None
+) -> dict[str, str]:
+    """Per ref of ``updates`` that a majority of the servers holds at a value that is
+    not this server's, that value: this server is behind (asked only on the refusal
+    path, one ``ls-remote`` per peer for all the refs)."""
+    needed = majority(1 + len(settings.peers))
+    asked: dict[str, list[str]] = {}  # peer -> refs it said it holds another value of
+    for update in updates:
+        others = [p for p in settings.peers if answers[p][update.ref].reason == "other value"]
+        if len(others) >= needed:
+            for peer in others:
+                asked.setdefault(peer, []).append(update.ref)
+    counts: dict[tuple[str, str], int] = {}
+    for peer, refs in asked.items():
+        values = _peer_values(git_dir, peer, refs, env, settings.timeout) or {}
+        for ref, value in values.items():
+            counts[(ref, value)] = counts.get((ref, value), 0) + 1
+    old = {u.ref: u.old for u in updates}
+    found: dict[str, str] = {}
+    for (ref, value), count in counts.items():
+        if count >= needed and value != old[ref]:
+            found.setdefault(ref, value)
+    return found
 
 
 def _queue_the_rest(
@@ -979,9 +1017,11 @@ def _queue_the_rest(
     answers: Mapping[str, Mapping[str, Vote]],
     environ: Mapping[str, str],
 ) -> None:
-    """An accepted update reaches the peers that did not take it through the queue."""
+    """An accepted update reaches the peers that did not take it through the queue:
+    one queue file per peer, whatever the number of refs."""
     queued = False
     for peer in settings.peers:
+        entries = []
         for update in updates:
             vote = answers[peer][update.ref]
             if vote.took:
@@ -989,10 +1029,14 @@ def _queue_the_rest(
             reason = vote.reason if vote.reason in TRANSIENT_REASONS else "pending"
             if vote.reason == "has no remote configured":
                 reason = "no remote"
-            with contextlib.suppress(OSError):
-                write_entry(base, make_entry(settings, name, peer, update, reason, vote.detail))
-                queued = True
-            _emit_err(f"{peer} did not take {update.ref} ({vote.reason}): queued")
+            entries.append(make_entry(settings, name, peer, update, reason, vote.detail))
+            if len(entries) <= SUMMARY_LINES:
+                _emit_err(f"{peer} did not take {update.ref} ({vote.reason}): queued")
+        if len(entries) > SUMMARY_LINES:
+            _emit_err(f"{peer} did not take {len(entries) - SUMMARY_LINES} more refs: queued")
+        with contextlib.suppress(OSError):
+            write_entries(base, entries)
+            queued = queued or bool(entries)
     if queued:
         with contextlib.suppress(OSError):
             start_drainer(base, name, environ)
@@ -1164,17 +1208,21 @@ def _replicate_now(
     env, remotes = peer_environment(git_dir, environ, settings, name)
 
     def one_peer(peer: str) -> str:
-        # Written ahead, so that a hook killed halfway still leaves the update queued.
+        # Written ahead (one file for all the push's updates), so that a hook killed
+        # halfway still leaves every update queued.
         started = new_entry_name()
         ahead: dict[str, QueueEntry] = {}
         with contextlib.suppress(OSError):
-            for update in updates if len(updates) <= WRITE_AHEAD_MAX else ():
-                entry = make_entry(settings, name, peer, update, "pending", "push in progress")
-                ahead[update.ref] = write_entry(base, entry)
+            entries = [
+                make_entry(settings, name, peer, update, "pending", "push in progress")
+                for update in updates
+            ]
+            ahead = {entry.ref: entry for entry in write_entries(base, entries)}
         try:
-            if peer in remotes:
+            remote = remotes.get(peer, [])
+            if any(key == "url" for key, _ in remote):
                 pushing = time.monotonic()
-                outcomes = push_to_peer(git_dir, peer, updates, env, settings.timeout)
+                outcomes = push_to_peer(git_dir, peer, updates, env, settings.timeout, remote)
                 record_push(base, peer, time.monotonic() - pushing, push_result(outcomes))
             else:
                 outcomes = [RefOutcome(u, "no remote") for u in updates]
@@ -1206,24 +1254,33 @@ def record_outcomes(
     ahead: Mapping[str, QueueEntry],
     started: str,
 ) -> None:
-    """Queue what the peer did not take; drop the entries of what it did."""
+    """Queue what the peer did not take; drop the entries of what it did. One write
+    of the file written ahead (or one new file), whatever the number of refs."""
     delivered = set()
+    changes: dict[str, QueueEntry | None] = {}
+    fresh: list[QueueEntry] = []
     for outcome in outcomes:
         earlier = ahead.get(outcome.update.ref)
         if outcome.ok:
             delivered.add(outcome.update.ref)
             if earlier is not None:
-                with contextlib.suppress(OSError):
-                    delete_entry(base, earlier.name, sync=False)
+                changes[earlier.name] = None
+            continue
+        entry = make_entry(
+            settings, repository, peer, outcome.update, outcome.reason, outcome.detail
+        )
+        if earlier is not None:
+            changes[earlier.name] = replace(entry, name=earlier.name)
         else:
-            entry = make_entry(
-                settings, repository, peer, outcome.update, outcome.reason, outcome.detail
-            )
-            write_entry(base, entry, name=earlier.name if earlier is not None else "")
-    if ahead:
-        # One directory sync for all the deletions above.
-        with contextlib.suppress(OSError):
-            fsync_dir(str(base / QUEUE_PATH))
+            fresh.append(entry)
+    if changes:
+        try:
+            update_entries(base, changes)
+        except OSError:
+            # What could not be rewritten in place is written anew; what could not be
+            # removed stays "pending", and a drain finds it up to date.
+            fresh += [e for e in changes.values() if e is not None]
+    write_entries(base, fresh)
     supersede(base, repository, peer, delivered, started)
 
 
@@ -1243,7 +1300,9 @@ def _supersede_locked(
     base: Path, repository: str, peer: str, before_by_ref: Mapping[str, str]
 ) -> None:
     entries, _ = read_entries(base)
-    for entry in entries:
+    moot = [
+        entry.name
+        for entry in entries
         if (
             entry.repository == repository
             and entry.peer == peer
@@ -1251,9 +1310,11 @@ def _supersede_locked(
             and entry.transient
             and entry.reason != "pending"
             and entry.name < before_by_ref[entry.ref]
-        ):
-            with contextlib.suppress(OSError):
-                delete_entry(base, entry.name)
+        )
+    ]
+    if moot:
+        with contextlib.suppress(OSError):
+            update_entries(base, dict.fromkeys(moot))
 
 
 def _queue_all(
@@ -1267,10 +1328,14 @@ def _queue_all(
 ) -> None:
     queued = False
     for peer in settings.peers:
+        # One file per peer for all the push's updates: thousands of refs cost one
+        # write and two fsyncs, and the drainer's workers (one per peer) never
+        # rewrite the same file.
         try:
-            for update in updates:
-                write_entry(base, make_entry(settings, name, peer, update, "pending", ""))
-                queued = True
+            write_entries(
+                base, [make_entry(settings, name, peer, u, "pending", "") for u in updates]
+            )
+            queued = queued or bool(updates)
         except OSError as exc:
             emit(f"{peer} could not be queued: {exc}")
         else:
@@ -1291,8 +1356,7 @@ def _queue_quietly(
 ) -> None:
     # Last resort after an unexpected error: the error line is already shown.
     with contextlib.suppress(Exception):
-        for update in updates:
-            write_entry(base, make_entry(settings, name, peer, update, reason, detail))
+        write_entries(base, [make_entry(settings, name, peer, u, reason, detail) for u in updates])
 
 
 def start_drainer(base: Path, repository: str, environ: Mapping[str, str]) -> None:
@@ -1423,59 +1487,67 @@ def _drain_group(
     environ: Mapping[str, str],
     deadline: float,
 ) -> int:
-    """Deliver one (repository, peer)'s entries, oldest first, one update per ref a push."""
+    """Deliver one (repository, peer)'s entries, oldest first, one update per ref a push
+    (all the refs of a round in one push), recording the outcomes with one write per
+    queue file."""
     repository, peer = entries[0].repository, entries[0].peer
     git_dir = repository_dir(base, repository)
     if git_dir is None:
-        for entry in entries:
-            _fail(base, entry, "missing repository", "not on this server")
+        _fail_all(base, entries, "missing repository", "not on this server")
         return 0
     env, remotes = peer_environment(git_dir, environ, settings, repository)
+    remote = remotes.get(peer, [])
     delivered = 0
     remaining = list(entries)
     while remaining:
         batch: list[QueueEntry] = []
         later: list[QueueEntry] = []
+        taken: set[str] = set()
         for entry in remaining:
-            (later if any(b.ref == entry.ref for b in batch) else batch).append(entry)
+            (later if entry.ref in taken else batch).append(entry)
+            taken.add(entry.ref)
         left = deadline - time.monotonic()
         if left <= 0:
             return delivered  # still pending: the next drain or apply takes them
-        if peer not in remotes:
+        if not any(key == "url" for key, _ in remote):
             outcomes = [RefOutcome(e.update, "no remote") for e in batch]
         else:
             pushing = time.monotonic()
             outcomes = push_to_peer(
-                git_dir, peer, [e.update for e in batch], env, min(settings.timeout, left)
+                git_dir, peer, [e.update for e in batch], env, min(settings.timeout, left), remote
             )
             record_push(base, peer, time.monotonic() - pushing, push_result(outcomes))
         stop = ""
         reached: dict[str, str] = {}
+        changes: dict[str, QueueEntry | None] = {}
         for entry, outcome in zip(batch, outcomes):  # noqa: B905 (strict= needs 3.10)
             if outcome.ok:
-                with contextlib.suppress(OSError):
-                    delete_entry(base, entry.name)
+                changes[entry.name] = None
                 delivered += 1
                 reached[entry.ref] = entry.name
             else:
-                _fail(base, entry, outcome.reason, outcome.detail)
+                changes[entry.name] = _failed(entry, outcome.reason, outcome.detail)
                 if outcome.reason in (*TRANSIENT_REASONS, "missing repository", "denied"):
                     stop = outcome.reason
+        with contextlib.suppress(OSError):
+            update_entries(base, changes)
         if reached:
             _supersede_locked(base, repository, peer, reached)
         if stop:
             # The peer as a whole is not taking pushes now: do not try every entry.
-            for entry in later:
-                _fail(base, entry, stop, "not tried: an earlier push to this peer failed")
+            _fail_all(base, later, stop, "not tried: an earlier push to this peer failed")
             return delivered
         remaining = later
     return delivered
 
 
-def _fail(base: Path, entry: QueueEntry, reason: str, detail: str) -> None:
-    updated = replace(entry, reason=reason, transient=reason in TRANSIENT_REASONS, detail=detail)
+def _failed(entry: QueueEntry, reason: str, detail: str) -> QueueEntry:
+    return replace(entry, reason=reason, transient=reason in TRANSIENT_REASONS, detail=detail)
+
+
+def _fail_all(base: Path, entries: Sequence[QueueEntry], reason: str, detail: str) -> None:
     with contextlib.suppress(OSError):
-        write_entry(base, updated, name=entry.name)
+        update_entries(base, {e.name: _failed(e, reason, detail) for e in entries})
 
 
 def drain_main(args: Sequence[str]) -> int:

@@ -21,7 +21,7 @@ from reconciler.testing.cluster import USER_COMMENT_TAG, unavailable_reason
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
-ROWS = ("P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8", "P9", "P10", "P11")
+ROWS = ("P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8", "P9", "P10", "P11", "P12")
 
 
 def users_of(pid: int) -> list[str]:

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.replication.queue import read_queue
-from reconciler.server import pushes
+from reconciler.replication.queue import read_queue, remove_entry
+from reconciler.server import lease_push, pushes
 from reconciler.server import replication as post_receive
 from reconciler.server.common import atomic_write, drain_lock
 from reconciler.server.queue import PERMANENT_REASONS, QueueEntry, write_entry
@@ -864,3 +864,87 @@ def test_the_admin_repository_is_not_replicated_by_the_hook(cluster: Cluster) ->
     ]
     assert cluster.refs("mirror") == {} and cluster.refs("third") == {}
     assert cluster["master"].queue() == []
+
+
+def _branches(cluster: Cluster, names: list[str], at: str) -> None:
+    lines = "".join(f"update refs/heads/{name} {at}\n" for name in names)
+    subprocess.run(
+        ["git", "update-ref", "--stdin"],
+        cwd=cluster.work,
+        env=cluster.env,
+        input=lines,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+
+
+def test_moving_more_refs_than_explicit_leases_still_leases_each_ref(cluster: Cluster) -> None:
+    """Beyond EXPLICIT_LEASES_MAX existing refs the leases go through the workspace's
+    tracking refs: every ref still has its own compare-and-swap."""
+    names = [f"b{i:02d}" for i in range(lease_push.EXPLICIT_LEASES_MAX + 4)]
+    assert len(names) > lease_push.EXPLICIT_LEASES_MAX
+    first = cluster.commit("one")
+    _branches(cluster, names, first)
+    cluster.push("master", "refs/heads/*:refs/heads/*")
+    theirs = cluster.commit("theirs", branch="elsewhere")
+    cluster.push("third", f"elsewhere:{names[3]}", RECONCILER_REPLICA="test")  # third alone
+    git(cluster.work, "checkout", "-q", "-B", "main", first, env=cluster.env)
+    ours = cluster.commit("ours", branch="main")  # not a descendant of theirs
+    _branches(cluster, names, ours)
+
+    result, _ = cluster.push("master", *[f"{n}:{n}" for n in names])
+
+    assert remote_lines(result.stderr) == [
+        "replicated to mirror",
+        f"third rejected refs/heads/{names[3]} (diverged): queued for review",
+    ]
+    expected = {f"refs/heads/{n}": ours for n in names} | {"refs/heads/main": first}
+    assert cluster.refs("mirror") == expected
+    assert cluster.refs("third") == expected | {f"refs/heads/{names[3]}": theirs}
+    [entry] = cluster["master"].queue()
+    assert (entry.peer, entry.ref, entry.old, entry.reason) == (
+        "third",
+        f"refs/heads/{names[3]}",
+        first,
+        "diverged",
+    )
+
+
+def test_a_push_of_many_refs_to_a_peer_that_is_away_is_one_queue_file(
+    tmp_path: Path, closed_port: int
+) -> None:
+    cluster = build_cluster(tmp_path, names=("master", "mirror"))
+    cluster.set_remote("master", "mirror", f"ssh://127.0.0.1:{closed_port}/product.git")
+    commit = cluster.commit("one")
+    names = [f"t{i:03d}" for i in range(200)]
+    lines = "".join(f"create refs/tags/{name} {commit}\n" for name in names)
+    subprocess.run(
+        ["git", "update-ref", "--stdin"],
+        cwd=cluster.work,
+        env=cluster.env,
+        input=lines,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    result, _ = cluster.push("master", "main", "refs/tags/*:refs/tags/*")
+    assert remote_lines(result.stderr) == ["mirror unreachable: queued"]
+    files = list((cluster["master"].base / ".reconciler/queue").iterdir())
+    assert len(files) == 1, files
+    queued = cluster["master"].queue()
+    assert len(queued) == len(names) + 1
+    assert {e.reason for e in queued} == {"unreachable"}
+    assert len({e.name for e in queued}) == len(queued)
+
+    cluster.set_remote("master", "mirror", str(cluster["mirror"].repository()))
+    # Apply drains one delivered entry by its name: only that entry leaves the batch.
+    first = queued[0]
+    assert remove_entry(cluster["master"].base, first)
+    assert [e.name for e in cluster["master"].queue()] == [e.name for e in queued[1:]]
+    result_ = drain(cluster["master"].base, environ=cluster.env, retry=True)
+    assert (result_.delivered, result_.remaining) == (len(queued) - 1, 0)
+    assert list((cluster["master"].base / ".reconciler/queue").iterdir()) == []
+    # The removed entry was not delivered: the peer lacks exactly that ref.
+    mirrored = cluster.refs("mirror")
+    assert len(mirrored) == len(names) and first.ref not in mirrored

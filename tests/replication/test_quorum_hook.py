@@ -308,18 +308,98 @@ def test_receive_packs_own_checks_hold_for_the_refs_it_hands_over(tmp_path: Path
 
 
 def test_a_proposal_of_thousands_of_refs_is_one_push_per_peer() -> None:
+    from reconciler.server import lease_push
     from reconciler.server.queue import RefUpdate
-    from reconciler.server.replication import ARGV_BUDGET, argv_chunks
 
-    sha = "a" * 40
-    updates = [RefUpdate("0" * 40, sha, f"refs/tags/release-{i:05d}") for i in range(3000)]
-    assert [len(c) for c in argv_chunks(updates)] == [3000]
-    many = [RefUpdate("0" * 40, sha, f"refs/tags/{'x' * 200}-{i:05d}") for i in range(5000)]
-    chunks = argv_chunks(many)
-    assert sum(len(c) for c in chunks) == 5000 and len(chunks) > 1
-    assert [u for c in chunks for u in c] == many
-    for chunk in chunks:
-        assert sum(len(u.lease) + len(u.refspec) + 18 for u in chunk) <= ARGV_BUDGET
+    sha, old = "a" * 40, "b" * 40
+    tags = [RefUpdate("0" * 40, sha, f"refs/tags/{'x' * 200}-{i:05d}") for i in range(5000)]
+    updates = [RefUpdate(old, sha, "refs/heads/main"), *tags]
+    assert [len(c) for c in lease_push.chunks(updates)] == [5001]
+    # A pattern refspec and one explicit lease (the branch): the tags' creations are
+    # compare-and-swap without one (git never moves an existing tag without force).
+    argv = lease_push.push_argv(updates, exact=True)
+    assert len(argv) < 10 and "--force-with-lease=refs/heads/main:" + old in argv, argv
+    # A branch's creation is leased "must be absent" in a proposal, not in a plain push.
+    created = [RefUpdate("0" * 40, sha, "refs/heads/new")]
+    assert "--force-with-lease=refs/heads/new:" in lease_push.push_argv(created, exact=True)
+    assert not any("lease" in a for a in lease_push.push_argv(created))
+    # Beyond EXPLICIT_LEASES_MAX leases, the tracking refs carry them: one argument.
+    branches = [RefUpdate(old, sha, f"refs/heads/b{i}") for i in range(3000)]
+    argv = lease_push.push_argv(branches, exact=True)
+    assert argv.count("--force-with-lease") == 1 and len(argv) < 10, argv[:10]
+    # Thousands of deletions are explicit refspecs: a push per thousand.
+    deletions = [RefUpdate(sha, "0" * 40, f"refs/tags/t{i}") for i in range(2500)]
+    assert [len(c) for c in lease_push.chunks(deletions)] == [1000, 1000, 500]
+
+
+def test_a_branch_creation_is_not_taken_by_a_peer_holding_an_ancestor(tmp_path: Path) -> None:
+    # c holds refs/heads/z at an ancestor of the value proposed as a creation: a push
+    # without a lease would fast-forward it; the proposal's compare-and-swap ("must
+    # be absent") has c vote "other value" and leaves its ref alone.
+    repos = make(tmp_path)
+    work = client(tmp_path)
+    first = commit(work)
+    git(
+        repos["c"],
+        "fetch",
+        "-q",
+        str(work),
+        f"{first}:refs/heads/z",
+        env=env_for(RECONCILER_REPLICA="t"),
+    )
+    second = commit(work, first, "second")
+    done = push(work, repos["a"], f"{second}:refs/heads/z")
+    assert done.returncode == 0, done.stderr
+    assert "refs/heads/z: taken by 2 of 3 servers" in done.stderr, done.stderr
+    assert "c did not take refs/heads/z (other value)" in done.stderr, done.stderr
+    assert value(repos["b"], "refs/heads/z") == second
+
+
+def test_a_ref_the_proposer_cannot_lock_is_refused_and_put_back(tmp_path: Path) -> None:
+    # The proposals go out while the proposer takes its own locks: a ref it cannot
+    # lock (a push killed while git held it left REF.lock) was taken by the peers
+    # meanwhile, is refused here and put back there; the other ref is written.
+    repos = make(tmp_path)
+    work = client(tmp_path)
+    first = commit(work)
+    (repos["a"] / "refs" / "heads" / "held.lock").write_text("held")
+    done = push(work, repos["a"], f"{first}:refs/heads/held", f"{first}:refs/heads/free")
+    assert done.returncode != 0
+    assert "refs/heads/free: taken by 3 of 3 servers" in done.stderr, done.stderr
+    assert "could not put" not in done.stderr, done.stderr
+    assert "failed to lock" in done.stdout, done.stdout
+    for name, repo in repos.items():
+        assert value(repo, "refs/heads/free") == first, name
+        assert value(repo, "refs/heads/held") == "", name
+
+
+def test_a_push_of_many_tags_votes_per_ref(tmp_path: Path) -> None:
+    # One push per peer, and still a vote per ref: c holds another value of one tag
+    # and refuses that one, takes the rest; b takes all. Every tag has its majority.
+    repos = make(tmp_path)
+    work = client(tmp_path)
+    first = commit(work)
+    other = commit(work, first, "other")
+    git(
+        repos["c"],
+        "fetch",
+        "-q",
+        str(work),
+        f"{other}:refs/tags/t-00007",
+        env=env_for(RECONCILER_REPLICA="t"),
+    )
+    tags = [f"{first}:refs/tags/t-{i:05d}" for i in range(300)]
+    done = push(work, repos["a"], f"{first}:refs/heads/main", *tags)
+    assert done.returncode == 0, done.stderr
+    assert "refs/tags/t-00007: taken by 2 of 3 servers" in done.stderr, done.stderr
+    assert "refs/tags/t-00000: taken by 3 of 3 servers" in done.stderr, done.stderr
+    assert "c did not take refs/tags/t-00007 (other value)" in done.stderr, done.stderr
+    assert "c did not take refs/tags/t-00008" not in done.stderr, done.stderr
+    for name, repo in repos.items():
+        assert value(repo, "refs/heads/main") == first
+        for i in (0, 8, 299):
+            assert value(repo, f"refs/tags/t-{i:05d}") == first, (name, i)
+    assert value(repos["c"], "refs/tags/t-00007") == other
 
 
 def test_deny_non_fast_forwards_holds_for_a_forced_push(tmp_path: Path) -> None:
