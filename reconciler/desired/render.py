@@ -134,6 +134,8 @@ def edited_by_hand(conf_text: str) -> bool:
     A file without the digest line (a render older than it, or one nobody rendered)
     cannot tell: False.
     """
+    # A checkout with core.autocrlf holds the file with CRLF line ends: not an edit.
+    conf_text = conf_text.replace("\r\n", "\n")
     if not conf_text.startswith(HEADER + DIGEST_PREFIX):
         return False
     line, _, body = conf_text[len(HEADER) :].partition("\n")

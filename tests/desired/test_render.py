@@ -17,6 +17,7 @@ import pytest
 from reconciler.desired import load
 from reconciler.desired.render import (
     HEADER,
+    edited_by_hand,
     remove_orphaned_key_files,
     render_admin_files,
     stale_files,
@@ -95,6 +96,20 @@ def test_rendering_is_deterministic_and_marked_generated(tmp_path: Path) -> None
     assert first["gitosis.conf"].startswith(HEADER)
     assert "cluster.d/" in HEADER
     assert sorted(first) == ["gitosis.conf", "keydir/alice@desk.pub", "keydir/carol@lap.pub"]
+
+
+def test_a_hand_edit_is_told_from_a_render(tmp_path: Path) -> None:
+    """The digest line tells an edit from any render, of this cluster.d/ or another."""
+    conf = render_admin_files(load(_copy(CASES / "nested-groups", tmp_path / "one")))[
+        "gitosis.conf"
+    ]
+    assert not edited_by_hand(conf)
+    assert not edited_by_hand(conf.replace("\n", "\r\n"))  # core.autocrlf's checkout
+    assert edited_by_hand(conf + "[group hand]\nmembers = alice@desk\n")
+    assert edited_by_hand(conf.replace("[gitosis]", "[gitosis]\nloglevel = DEBUG"))
+    # Without the digest line (an older render, a file nobody rendered): cannot tell.
+    older = "".join(line for line in conf.splitlines(True) if not line.startswith("# sha256"))
+    assert not edited_by_hand(older + "[group hand]\n")
 
 
 def test_inline_keys_are_rendered_one_per_line(tmp_path: Path) -> None:
