@@ -105,6 +105,7 @@ def test_a_hand_edit_is_told_from_a_render(tmp_path: Path) -> None:
     ]
     assert not edited_by_hand(conf)
     assert not edited_by_hand(conf.replace("\n", "\r\n"))  # core.autocrlf's checkout
+    assert edited_by_hand((conf + "[group hand]\n").replace("\n", "\r\n"))
     assert edited_by_hand(conf + "[group hand]\nmembers = alice@desk\n")
     assert edited_by_hand(conf.replace("[gitosis]", "[gitosis]\nloglevel = DEBUG"))
     # Without the digest line (an older render, a file nobody rendered): cannot tell.
