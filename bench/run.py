@@ -38,7 +38,7 @@ from bench.fixture import (
     start_scenario,
 )
 from reconciler.testing.cluster import SYSTEM_PYTHON, SshCluster, SshServer
-from reconciler.testing.recipe import commit, user_clone
+from reconciler.testing.recipe import commit, ref_count, user_clone
 
 ROOT = Path(__file__).resolve().parent.parent
 SSH_POLL_LIMIT = 20.0
@@ -475,20 +475,6 @@ def prepare_tag_pushers(scenario: Scenario, count: int) -> tuple[TagPusher, TagP
     return pushers[0], pushers[1]
 
 
-def tag_count(server: SshServer, repository: str, prefix: str) -> int:
-    out = server.run(
-        [
-            "git",
-            "--git-dir",
-            str(server.home / "repositories" / f"{repository}.git"),
-            "for-each-ref",
-            "--format=%(refname)",
-            prefix,
-        ]
-    ).stdout
-    return len(out.splitlines())
-
-
 def measure_many_refs(
     scenario: Scenario, hooked: TagPusher, floor: TagPusher, runs: int, mode: str
 ) -> tuple[list[float], list[float]]:
@@ -514,7 +500,7 @@ def measure_many_refs(
         seen = wait_visible(peers, PUSH_REPOSITORY, last, value, MANY_POLL_LIMIT)
         measured.append(seen - started)
         prefix = f"refs/tags/m{hooked.counter:03d}-*"
-        counts = [tag_count(s, PUSH_REPOSITORY, prefix) for s in cluster.servers]
+        counts = [ref_count(s, PUSH_REPOSITORY, prefix) for s in cluster.servers]
         if counts != [hooked.count] * len(counts):
             raise RuntimeError(f"{mode}: tags on the servers after the push: {counts}")
     return measured, floors

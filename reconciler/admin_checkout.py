@@ -98,17 +98,21 @@ def with_server_keys(desired: Desired, facts: Facts) -> Desired:
     return dataclasses.replace(desired, users=users)
 
 
-def rendered_changes(desired: Desired, facts: Facts) -> dict[str, str]:
-    """Rendered files (and the servers' key files) whose content differs from HEAD's."""
+def rendered_changes(
+    desired: Desired, facts: Facts
+) -> tuple[dict[str, str], dict[str, str | None]]:
+    """Rendered files (and the servers' key files) whose content differs from HEAD's,
+    and HEAD's content of every rendered file (None: absent)."""
     from reconciler.desired.render import key_file, render_admin_files
 
     rendered = render_admin_files(with_server_keys(desired, facts))
     for user, key in server_keys(desired, facts).items():
         rendered[key_file(user)] = key + "\n"
     committed = git.committed_contents(desired.root, sorted(rendered))
-    return {
+    changed = {
         path: content for path, content in sorted(rendered.items()) if committed[path] != content
     }
+    return changed, committed
 
 
 def removed_files(desired: Desired, facts: Facts) -> tuple[str, ...]:
@@ -137,7 +141,9 @@ def relation(root: Path, ours: str | None, theirs: str, parents: tuple[str, ...]
     return "unknown"
 
 
-def hand_edits(root: Path, files: dict[str, str]) -> tuple[tuple[str, str], ...]:
+def hand_edits(
+    root: Path, files: dict[str, str], committed: str | None
+) -> tuple[tuple[str, str], ...]:
     """The rendered files a person edited since ``render`` wrote them: in the working
     tree (not committed, so apply would never send it), or at HEAD, about to be
     rendered over (a commit pushed to a server, which cron's run fetched), while the
@@ -154,7 +160,6 @@ def hand_edits(root: Path, files: dict[str, str]) -> tuple[tuple[str, str], ...]
         # HEAD holds the render: an edit in the working tree alone would never be sent.
         edited = working is not None and edited_by_hand(working)
         return ((GITOSIS_CONF, "not committed"),) if edited else ()
-    committed = git.committed_contents(root, [GITOSIS_CONF])[GITOSIS_CONF]
     if working is not None and working != committed:
         # The working tree decides: a hand edit of it, or a render the operator ran
         # (over an edited commit too: that is how an edit is let go).
@@ -166,9 +171,11 @@ def hand_edits(root: Path, files: dict[str, str]) -> tuple[tuple[str, str], ...]
 
 
 def gather_checkout(desired: Desired, facts: Facts) -> CheckoutFacts:
+    from reconciler.desired.render import GITOSIS_CONF
+
     root = desired.root
     ours = git.head(root)
-    files = rendered_changes(desired, facts)
+    files, committed = rendered_changes(desired, facts)
     relations: dict[str, Relation] = {}
     for name, server_facts in facts.servers.items():
         theirs = server_facts.admin.head
@@ -183,5 +190,5 @@ def gather_checkout(desired: Desired, facts: Facts) -> CheckoutFacts:
         relations=relations,
         uncommitted=tuple(git.changed_paths(root, *COMMITTED_WITH_RENDERING)),
         removed=removed_files(desired, facts),
-        hand_edited=hand_edits(root, files),
+        hand_edited=hand_edits(root, files, committed[GITOSIS_CONF]),
     )

@@ -26,6 +26,12 @@ def _short(value: str | None) -> str:
     return value[:12] if value else "(absent)"
 
 
+def _conflict(state: RefState, why: str) -> Note:
+    """A ref a person must decide on: ``why`` follows the repository and ref."""
+    target = f"{state.repository} {state.ref}"
+    return Note(CLUSTER, "ref", target, "conflict", f"{target} {why}")
+
+
 def _deletions(ctx: PlanContext) -> dict[tuple[str, str], list[QueueEntry]]:
     """Queued deletions by (repository, ref)."""
     found: dict[tuple[str, str], list[QueueEntry]] = defaultdict(list)
@@ -57,13 +63,9 @@ def plan_refs(ctx: PlanContext) -> tuple[list[Action], list[Note]]:
         if state.status == "diverged":
             shown = ", ".join(f"{s} {_short(v)}" for s, v in state.values.items())
             notes.append(
-                Note(
-                    CLUSTER,
-                    "ref",
-                    f"{state.repository} {state.ref}",
-                    "conflict",
-                    f"{state.repository} {state.ref} diverged: {shown}; nothing forced, "
-                    "merge or reset it by hand on one server",
+                _conflict(
+                    state,
+                    f"diverged: {shown}; nothing forced, merge or reset it by hand on one server",
                 )
             )
             continue
@@ -234,14 +236,10 @@ def _plan_deletion(
             deliveries.setdefault(peer, (origin, old))
         elif held is not None:
             conflicts.append(
-                Note(
-                    CLUSTER,
-                    "ref",
-                    f"{state.repository} {state.ref}",
-                    "conflict",
-                    f"{state.repository} {state.ref} was deleted on {origin} (at {_short(old)}) "
-                    f"while {peer} was away, but {peer} now holds {_short(held)}; "
-                    "nothing deleted, decide by hand",
+                _conflict(
+                    state,
+                    f"was deleted on {origin} (at {_short(old)}) while {peer} was away, but "
+                    f"{peer} now holds {_short(held)}; nothing deleted, decide by hand",
                 )
             )
     # A server holding the ref that no delivery covers (no entry names it): it kept
@@ -252,14 +250,10 @@ def _plan_deletion(
         origins = ", ".join(sorted({e.server for e in live}))
         held = ", ".join(f"{s} holds {_short(state.values[s])}" for s in kept)
         conflicts.append(
-            Note(
-                CLUSTER,
-                "ref",
-                f"{state.repository} {state.ref}",
-                "conflict",
-                f"{state.repository} {state.ref} was deleted on {origins}, but {held} with "
-                "no deletion queued for it; nothing deleted or pushed, delete it there or "
-                "push it again by hand",
+            _conflict(
+                state,
+                f"was deleted on {origins}, but {held} with no deletion queued for it; "
+                "nothing deleted or pushed, delete it there or push it again by hand",
             )
         )
     if conflicts:

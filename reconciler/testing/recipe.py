@@ -148,6 +148,24 @@ def server_ref(server: SshServer, repository: str, ref: str) -> str | None:
     return done.stdout.strip() or None
 
 
+def ref_count(
+    server: SshServer, repository: str, pattern: str, env: Mapping[str, str] | None = None
+) -> int:
+    """How many refs matching ``pattern`` (for-each-ref's) a repository holds on a server."""
+    done = server.run(
+        [
+            "git",
+            "--git-dir",
+            str(server.home / "repositories" / f"{repository}.git"),
+            "for-each-ref",
+            "--format=%(refname)",
+            pattern,
+        ],
+        env=env,
+    )
+    return len(done.stdout.splitlines())
+
+
 def user_clone(
     cluster: SshCluster, who: Identity, server: SshServer, repository: str, dest: Path
 ) -> None:

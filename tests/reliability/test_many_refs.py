@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from reconciler.testing.cluster import SshCluster, SshServer
-from reconciler.testing.recipe import Operator, commit, user_clone, write_cluster_d
+from reconciler.testing.recipe import Operator, commit, ref_count, user_clone, write_cluster_d
 
 from .scenario import cluster_document, converge, queue_entries, started_cluster
 
@@ -128,18 +128,7 @@ def wait_replicated(made: SshCluster, prefix: str, count: int) -> tuple[dict[str
 
 def tag_count(server: SshServer, prefix: str) -> int:
     """The batch's tags on ``server``, read without adding to its trace."""
-    done = server.run(
-        [
-            "git",
-            "--git-dir",
-            str(server.home / "repositories" / f"{REPOSITORY}.git"),
-            "for-each-ref",
-            "--format=%(refname)",
-            f"refs/tags/{prefix}*",
-        ],
-        env={"GIT_TRACE2_EVENT": "0"},
-    )
-    return len(done.stdout.splitlines())
+    return ref_count(server, REPOSITORY, f"refs/tags/{prefix}*", {"GIT_TRACE2_EVENT": "0"})
 
 
 def _shown(argvs: list[list[str]]) -> list[str]:
