@@ -148,22 +148,30 @@ def server_ref(server: SshServer, repository: str, ref: str) -> str | None:
     return done.stdout.strip() or None
 
 
-def ref_count(
+def server_refs(
     server: SshServer, repository: str, pattern: str, env: Mapping[str, str] | None = None
-) -> int:
-    """How many refs matching ``pattern`` (for-each-ref's) a repository holds on a server."""
+) -> dict[str, str]:
+    """The refs matching ``pattern`` (for-each-ref's) a repository holds on a server,
+    with their values."""
     done = server.run(
         [
             "git",
             "--git-dir",
             str(server.home / "repositories" / f"{repository}.git"),
             "for-each-ref",
-            "--format=%(refname)",
+            "--format=%(refname) %(objectname)",
             pattern,
         ],
         env=env,
     )
-    return len(done.stdout.splitlines())
+    return dict(line.split(" ", 1) for line in done.stdout.splitlines())
+
+
+def ref_count(
+    server: SshServer, repository: str, pattern: str, env: Mapping[str, str] | None = None
+) -> int:
+    """How many refs matching ``pattern`` a repository holds on a server."""
+    return len(server_refs(server, repository, pattern, env))
 
 
 def user_clone(

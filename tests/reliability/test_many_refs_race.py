@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from reconciler.testing.cluster import SshCluster, SshServer
-from reconciler.testing.recipe import Operator, commit, user_clone
+from reconciler.testing.recipe import Operator, commit, server_refs, user_clone
 
 from .scenario import converge, started_cluster
 from .test_many_refs import make_tags
@@ -47,17 +47,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[SshClust
 
 
 def tags_on(server: SshServer, prefix: str) -> dict[str, str]:
-    out = server.run(
-        [
-            "git",
-            "--git-dir",
-            str(server.home / "repositories" / f"{REPOSITORY}.git"),
-            "for-each-ref",
-            "--format=%(refname) %(objectname)",
-            f"refs/tags/{prefix}*",
-        ]
-    ).stdout
-    return dict(line.split(" ", 1) for line in out.splitlines())
+    return server_refs(server, REPOSITORY, f"refs/tags/{prefix}*")
 
 
 def local_tags(work: Path, prefix: str) -> dict[str, str]:
