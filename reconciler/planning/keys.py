@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 from dataclasses import dataclass
 
 from reconciler.desired import Desired
+from reconciler.desired.keys import sha256_fingerprint
 from reconciler.facts import KeyPair, ServerFacts
 from reconciler.planning.context import PlanContext
 from reconciler.planning.model import Action, Note, Phase
@@ -52,10 +52,9 @@ def fingerprint(line: str) -> str:
         return line.strip()[:40]
     keytype, blob = found
     try:
-        digest = hashlib.sha256(base64.b64decode(blob)).digest()
+        return f"{keytype} {sha256_fingerprint(base64.b64decode(blob))}"
     except (binascii.Error, ValueError):
         return keytype
-    return f"{keytype} SHA256:{base64.b64encode(digest).decode().rstrip('=')}"
 
 
 def _pairs(facts: ServerFacts) -> tuple[KeyPair, ...]:

@@ -8,13 +8,10 @@ from __future__ import annotations
 
 from reconciler.planning.context import PlanContext
 from reconciler.planning.model import Action, Note, Phase
+from reconciler.server.known_hosts import known_hosts_host
 from reconciler.server.ops import EditLines
 
 MANAGED_COMMENT = "reconciler:"
-
-
-def known_hosts_host(host: str, port: int | None) -> str:
-    return host if port in (None, 22) else f"[{host}]:{port}"
 
 
 def desired_lines(ctx: PlanContext, server: str) -> tuple[dict[str, str], list[Note]]:
