@@ -591,10 +591,11 @@ def sent_for_plan(scenario: Scenario) -> dict[str, tuple[int, int, int]]:
     execute program and its JSON payload, once per phase), of which the hooks' ops,
     and the number of hook actions. Planned here, in this process, from the same
     facts the apply that follows reads."""
-    from reconciler.apply import SERVER_LOCK_WAIT, lock_holder, plan_cluster
+    from reconciler.apply import SERVER_LOCK_WAIT, lock_holder
     from reconciler.commands.common import plan_options
     from reconciler.desired import load
     from reconciler.gather import open_transports
+    from reconciler.pipeline import plan_cluster
     from reconciler.transport import program_source
 
     saved = dict(os.environ)
@@ -604,7 +605,7 @@ def sent_for_plan(scenario: Scenario) -> dict[str, tuple[int, int, int]]:
         desired = load(scenario.operator.checkout)
         transports = open_transports(desired, desired.servers)
         try:
-            plan, _facts = plan_cluster(desired, transports, plan_options([]))
+            plan, _observed = plan_cluster(desired, transports, plan_options([]))
         finally:
             for transport in transports.values():
                 transport.close()

@@ -88,17 +88,6 @@ class Outcome:
         return 0
 
 
-def plan_cluster(
-    desired: Desired,
-    transports: dict[str, Transport],
-    options: PlanOptions,
-    reporter: Reporter | None = None,
-) -> tuple[Plan, Facts]:
-    """Gather facts and plan (``reconciler.pipeline``); the facts are the servers'."""
-    plan, observed = pipeline.plan_cluster(desired, transports, options, reporter)
-    return plan, observed.facts
-
-
 def _key(action: Action) -> tuple[str, str, str, str]:
     """What makes an action the same one again: a failed action is not retried in
     this run, but one whose operations changed (a queue drain with entries that were

@@ -57,10 +57,10 @@ def measure(scenario: Scenario, monkeypatch: pytest.MonkeyPatch) -> dict[str, ob
     assert done.returncode == 0, done.stdout + done.stderr
     by_sshd = {server.name: sshd_counts(server, marks[server.name]) for server in servers}
 
-    from reconciler.apply import plan_cluster
     from reconciler.commands.common import plan_options
     from reconciler.desired import load
     from reconciler.gather import open_transports
+    from reconciler.pipeline import plan_cluster
 
     with monkeypatch.context() as patch:
         patch.setenv("HOME", str(scenario.operator.home))
@@ -68,11 +68,12 @@ def measure(scenario: Scenario, monkeypatch: pytest.MonkeyPatch) -> dict[str, ob
         desired = load(scenario.operator.checkout)
         transports = open_transports(desired, desired.servers)
         try:
-            plan, facts = plan_cluster(desired, transports, plan_options([]))
+            plan, observed = plan_cluster(desired, transports, plan_options([]))
         finally:
             for transport in transports.values():
                 transport.close()
     assert not plan.actions and not plan.errors, plan
+    facts = observed.facts
     for name in desired.servers:
         found = facts.servers[name].repositories
         assert len(found) == len(scenario.repositories) + 1  # and gitosis-admin
