@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 
 from reconciler.errors import ReconcilerError
+from reconciler.server import common
 from reconciler.server.common import atomic_write, without_repository_env
 
 
@@ -25,19 +26,23 @@ def _git(
 ) -> subprocess.CompletedProcess[bytes]:
     """``git -C repo ARGS``, whatever its exit status; a git that cannot start or runs
     out of time is a ``GitError``."""
-    env = without_repository_env(os.environ)
-    env.setdefault("GIT_TERMINAL_PROMPT", "0")
     try:
         return subprocess.run(
             ["git", "-C", str(repo), *args],
             input=stdin,
             capture_output=True,
-            env=env,
+            env=_environment(),
             check=False,
             timeout=timeout,
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise GitError(f"{repo}: running git {args[0]} failed: {exc}") from exc
+
+
+def _environment() -> dict[str, str]:
+    env = without_repository_env(os.environ)
+    env.setdefault("GIT_TERMINAL_PROMPT", "0")
+    return env
 
 
 def run_git(repo: Path, *args: str, stdin: bytes = b"", check: bool = True) -> str:
@@ -97,7 +102,11 @@ def changed_paths(repo: Path, *pathspecs: str) -> list[str]:
 
 
 def is_ancestor(repo: Path, ancestor: str, descendant: str) -> bool:
-    return _git(repo, "merge-base", "--is-ancestor", ancestor, descendant).returncode == 0
+    """``common.is_ancestor`` in ``repo`` (False when git cannot tell in 600 s)."""
+    try:
+        return common.is_ancestor(repo, ancestor, descendant, _environment(), timeout=600)
+    except OSError as exc:
+        raise GitError(f"{repo}: running git merge-base failed: {exc}") from exc
 
 
 def bundle(repo: Path, ref: str) -> bytes:
