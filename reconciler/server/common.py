@@ -425,6 +425,42 @@ def _replace_with(full: str, temp: str, make: Callable[[str], None]) -> None:
     fsync_dir(os.path.dirname(full) or ".")
 
 
+def make_tree(
+    root: str, target: str, name: str, entries: Mapping[str, tuple[bytes, int] | str]
+) -> None:
+    """Make ``target`` (a directory in ``root``) hold exactly ``entries`` (relative path ->
+    (content, mode), or a symlink's target): built aside under ``.NAME-``, every file
+    and directory synced, then renamed into place whole. What was at ``target`` (a copy
+    that is not intact) is moved aside first, so ``target`` never names half a tree."""
+    temp = tempfile.mkdtemp(prefix=f".{name}-", dir=root)
+    try:
+        for relative, entry in sorted(entries.items()):
+            full = os.path.join(temp, relative)
+            make_dirs(os.path.dirname(full), 0o755)
+            if isinstance(entry, str):
+                os.symlink(entry, full)
+                continue
+            content, mode = entry
+            with open(full, "wb") as handle:
+                handle.write(content)
+                os.fsync(handle.fileno())
+            os.chmod(full, mode)
+        for directory, _dirs, _files in os.walk(temp):
+            # Read by others: the hooks run the library, git copies a template into
+            # every repository it makes.
+            os.chmod(directory, 0o755)  # noqa: S103
+            fsync_dir(directory)
+        if os.path.lexists(target):
+            broken = tempfile.mkdtemp(prefix=f".{name}-broken-", dir=root)
+            os.rename(target, os.path.join(broken, "old"))
+            shutil.rmtree(broken, ignore_errors=True)
+        os.rename(temp, target)
+    except BaseException:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise
+    fsync_dir(root)
+
+
 # --- locks -------------------------------------------------------------------------------
 
 

@@ -26,16 +26,15 @@ import re
 import shlex
 import shutil
 import sys
-import tempfile
 from collections.abc import Iterable
 from typing import Any
 
 from reconciler.server.common import (
     OpError,
     atomic_write,
-    fsync_dir,
     is_login_name,
     make_dirs,
+    make_tree,
     read_bytes,
     read_text,
     resolve,
@@ -234,7 +233,7 @@ def op_install_library(op: InstallLibrary) -> None:
     lib = _lib(root, version)
     present = _library_files(lib) if os.path.isdir(lib) else None
     if present is None or library_digest(present) != version:
-        _make_lib(root, lib, version, files)
+        make_tree(root, lib, f"lib-{version}", {r: (c, 0o644) for r, c in files.items()})
     previous = (read_text(os.path.join(root, "VERSION"), 256) or "").strip()
     for directory, targets in _commands(op):
         make_dirs(directory, 0o755)
@@ -255,30 +254,6 @@ def _commands(op: InstallLibrary) -> list[tuple[str, dict[str, str]]]:
     if op.runtime:
         commands.append((resolve(RUNTIME_BIN), RUNTIME_COMMANDS))
     return commands
-
-
-def _make_lib(root: str, lib: str, version: str, files: dict[str, bytes]) -> None:
-    temp = tempfile.mkdtemp(prefix=f".lib-{version}-", dir=root)
-    try:
-        for relative, content in sorted(files.items()):
-            full = os.path.join(temp, relative)
-            make_dirs(os.path.dirname(full), 0o755)
-            with open(full, "wb") as handle:
-                handle.write(content)
-                os.fsync(handle.fileno())
-            os.chmod(full, 0o644)
-        for directory, _dirs, _files in os.walk(temp):
-            os.chmod(directory, 0o755)  # noqa: S103 - code others may read, as /usr/lib
-        if os.path.isdir(lib):
-            # Not intact: moved aside whole, so lib-VERSION is never half of one.
-            broken = tempfile.mkdtemp(prefix=f".lib-{version}-broken-", dir=root)
-            os.rename(lib, os.path.join(broken, "lib"))
-            shutil.rmtree(broken, ignore_errors=True)
-        os.rename(temp, lib)
-    except BaseException:
-        shutil.rmtree(temp, ignore_errors=True)
-        raise
-    fsync_dir(root)
 
 
 def _remove_libs(root: str, keep: tuple[str, ...]) -> None:

@@ -24,7 +24,6 @@ import hashlib
 import os
 import shutil
 import stat
-import tempfile
 from typing import Any
 
 from reconciler.server import library
@@ -32,6 +31,7 @@ from reconciler.server.common import (
     OpError,
     fsync_dir,
     make_dirs,
+    make_tree,
     parse_git_config,
     read_bytes,
     read_text,
@@ -169,40 +169,18 @@ def op_install_template(op: InstallTemplate) -> None:
     target = os.path.join(root, op.digest)
     present = read_template(target) if os.path.isdir(target) else None
     if present is None or template_digest(present) != op.digest:
-        _make_template(root, target, op.digest, entries)
+        files = {
+            relative: entry["link"]
+            if "link" in entry
+            else (entry["content"].encode("utf-8", "surrogateescape"), int(entry["mode"]))
+            for relative, entry in entries.items()
+        }
+        make_tree(root, target, op.digest, files)
     configured = configured_template(resolve("."))
     keep = {op.digest, os.path.basename(configured or "")}
     for name in os.listdir(root):
         if name not in keep:
             shutil.rmtree(os.path.join(root, name), ignore_errors=True)
-
-
-def _make_template(root: str, target: str, digest: str, entries: Entries) -> None:
-    temp = tempfile.mkdtemp(prefix=f".{digest}-", dir=root)
-    try:
-        for relative, entry in sorted(entries.items()):
-            full = os.path.join(temp, relative)
-            make_dirs(os.path.dirname(full), 0o755)
-            if "link" in entry:
-                os.symlink(entry["link"], full)
-                continue
-            with open(full, "wb") as handle:
-                handle.write(entry["content"].encode("utf-8", "surrogateescape"))
-                os.fsync(handle.fileno())
-            os.chmod(full, int(entry["mode"]))
-        for directory, _dirs, _files in os.walk(temp):
-            os.chmod(directory, 0o755)  # noqa: S103 - git copies it into every repository
-            fsync_dir(directory)
-        if os.path.lexists(target):
-            # Not intact: moved aside whole, so the path never names half a template.
-            broken = tempfile.mkdtemp(prefix=f".{digest}-broken-", dir=root)
-            os.rename(target, os.path.join(broken, "template"))
-            shutil.rmtree(broken, ignore_errors=True)
-        os.rename(temp, target)
-    except BaseException:
-        shutil.rmtree(temp, ignore_errors=True)
-        raise
-    fsync_dir(root)
 
 
 def op_set_template_dir(op: SetTemplateDir) -> None:
