@@ -10,7 +10,7 @@ from typing import Any
 from reconciler.planning.context import PlanContext
 from reconciler.planning.model import Action, Note, Phase
 from reconciler.server.ops import RemoveLeftovers
-from reconciler.subjects import Fact, subject
+from reconciler.subjects import Fact, no_files, subject
 
 SUBJECT = "leftovers"
 SHOWN = 3  # names in the description; the op carries them all
@@ -25,7 +25,7 @@ LEFTOVERS = Fact("leftovers", parse_leftovers, "leftover temporaries")
 
 
 # After the repositories whose files they are, in the same phase.
-@subject(SUBJECT, order=10, facts=(LEFTOVERS,))
+@subject(SUBJECT, order=10, converged=no_files, facts=(LEFTOVERS,))
 def plan_leftovers(ctx: PlanContext) -> tuple[list[Action], list[Note]]:
     actions = []
     for name, facts in ctx.reachable().items():
