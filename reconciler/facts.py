@@ -7,9 +7,11 @@ error that kept the reconciler from reading one.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar, cast
 
+from reconciler import subjects as registry
 from reconciler.errors import ReconcilerError
 
 # One definition of these facts for both sides: the server's fact reader builds them.
@@ -20,6 +22,7 @@ from reconciler.server.queue import QueueEntry
 from reconciler.server.wire import WireError
 
 GATHER_FORMAT_VERSION = 1
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -144,9 +147,19 @@ class ServerFacts:
     key_pairs: tuple[KeyPair, ...] = ()
     git_version: tuple[int, ...] | None = None  # None: unknown (git missing or unreadable)
     git_template: GitTemplateFacts = field(default_factory=GitTemplateFacts)
-    # Temporaries killed runs left, relative to the home (server/files.py).
-    leftovers: tuple[str, ...] = ()
     ssh_config: tuple[str, ...] | None = None  # ~/.ssh/config's lines; None: no file
+    # The facts of the subjects that declare them (reconciler.subjects): key -> the
+    # value its parser made. Read with ``fact``.
+    subjects: Mapping[str, object] = field(default_factory=dict)
+
+    def fact(self, fact: registry.Fact[T]) -> T:
+        """A registered fact's value; what its parser makes of an absent key when the
+        facts do not hold it (made by hand, in a test)."""
+        if fact.key not in self.subjects:
+            return fact.parse(None)
+        # parse_server_facts stored fact.parse's result under fact.key, and a key
+        # belongs to one fact only (reconciler.subjects refuses a second).
+        return cast(T, self.subjects[fact.key])
 
 
 @dataclass(frozen=True)
@@ -315,7 +328,7 @@ def parse_server_facts(
                 configured=(data.get("git_template") or {}).get("configured"),
                 digest=(data.get("git_template") or {}).get("digest"),
             ),
-            leftovers=tuple(str(path) for path in data.get("leftovers") or ()),
+            subjects={fact.key: fact.parse(data.get(fact.key)) for fact in registry.facts()},
         )
     except WireError as exc:
         raise ReconcilerError(

@@ -27,6 +27,7 @@ from dataclasses import dataclass, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
+from reconciler import subjects
 from reconciler.errors import ReconcilerError
 from reconciler.facts import Facts, ServerFacts
 from reconciler.planning.model import Plan
@@ -38,7 +39,8 @@ SHORT = 16  # hex digits of a part's digest: enough to tell which part changed
 # ServerFacts fields the planner never reads; they change at every gather.
 NOT_PLANNED = frozenset({"server", "seconds", "pushes"})
 
-# The parts of a server's facts a refusal names, and the fields each covers.
+# The parts of a server's facts a refusal names, and the fields each covers; then
+# those of the subjects that declare their facts (reconciler.subjects).
 SERVER_PARTS: dict[str, tuple[str, ...]] = {
     "account": ("home", "uid", "user", "repositories_dir", "repositories_exists"),
     "server key": ("server_key", "server_key_private", "key_pairs", "ssh_dir_mode"),
@@ -55,7 +57,6 @@ SERVER_PARTS: dict[str, tuple[str, ...]] = {
     "git template": ("git_template",),
     "gitweb projects.list": ("projects_list",),
     "repository descriptions": ("repo_sections",),
-    "leftover temporaries": ("leftovers",),
 }
 REPOSITORY_PARTS: dict[str, tuple[str, ...]] = {
     "refs": ("head", "refs_digest", "ref_count", "refs", "aborted"),
@@ -137,6 +138,12 @@ def _fingerprint_read(server: ServerFacts) -> ServerFingerprint:
     parts = {}
     for part, names in SERVER_PARTS.items():
         full[part] = digest({n: plain(getattr(server, n)) for n in names})
+        parts[part] = full[part][:SHORT]
+    registered: dict[str, dict[str, Any]] = {}
+    for fact in subjects.facts():
+        registered.setdefault(fact.part, {})[fact.key] = plain(server.fact(fact))
+    for part, values in registered.items():
+        full[part] = digest(values)
         parts[part] = full[part][:SHORT]
     repositories = {}
     for repository, facts in sorted(server.repositories.items()):

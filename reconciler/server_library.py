@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from importlib import resources
 from typing import Any
 
+from reconciler.server import subjects
 from reconciler.server.library import library_digest
 from reconciler.server.ops import InstallLibrary
 
@@ -41,6 +42,9 @@ modules = b["modules"]
 # A plain class: importlib.abc's base classes would import importlib.resources (and
 # with it pathlib, tempfile, inspect) into every program for nothing.
 class Finder:
+    # What reconciler.server.subjects lists the package's modules from.
+    reconciler_modules = modules
+
     def find_spec(self, name, path=None, target=None):
         if name not in modules:
             return None
@@ -163,5 +167,14 @@ def entry_blob(entry: str) -> bytes:
         # Its packages too: importing a module imports them first.
         wanted += [".".join(parts[:i]) for i in range(1, len(parts))]
         wanted += sorted(_imports(source))
+        if module == subjects.__name__:
+            # Found by listing the program's modules, not by an import: every module
+            # of the package that declares facts travels with the module that finds them.
+            wanted += sorted(
+                name
+                for name, path in by_module.items()
+                if name.rpartition(".")[0] == subjects.PACKAGE
+                and subjects.declares_facts(library_files()[path].decode("utf-8"))
+            )
     blob = {"loader": LOADER, "entry": entry, "modules": dict(sorted(modules.items()))}
     return zlib.compress(json.dumps(blob, separators=(",", ":")).encode(), 9)

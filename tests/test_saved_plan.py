@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from reconciler import subjects
 from reconciler.admin_checkout import CheckoutFacts
 from reconciler.desired import Desired, load
 from reconciler.errors import ReconcilerError
@@ -219,9 +220,15 @@ def test_no_secrets_in_a_saved_plan(desired: Any, tmp_path: Path) -> None:
 
 
 def test_every_fact_the_planner_reads_is_in_a_part() -> None:
-    """A fact added to ServerFacts without a part would not be fingerprinted."""
+    """A fact added to ServerFacts without a part would not be fingerprinted; those
+    of the subjects that declare them (``subjects``) each name their part."""
     covered = {f for names in SERVER_PARTS.values() for f in names}
-    assert covered | NOT_PLANNED | {"repositories"} == {f.name for f in fields(ServerFacts)}
+    assert covered | NOT_PLANNED | {"repositories", "subjects"} == {
+        f.name for f in fields(ServerFacts)
+    }
+    registered = {fact.key: fact.part for fact in subjects.facts()}
+    assert registered["leftovers"] == "leftover temporaries"
+    assert all(registered.values()) and not set(registered.values()) & set(SERVER_PARTS)
     covered = {f for names in REPOSITORY_PARTS.values() for f in names}
     assert covered | {"name"} == {f.name for f in fields(RepositoryFacts)}
 
@@ -263,6 +270,10 @@ def _several(servers: dict[str, Any]) -> None:
     del servers["a"]["repositories"]["product"]
 
 
+def _leftover(servers: dict[str, Any]) -> None:
+    servers["a"]["leftovers"] = [".ssh/.known_hosts.reconciler-tmp-7-x"]
+
+
 def _noise(servers: dict[str, Any]) -> None:
     """What changes at every gather without the planner reading it."""
     servers["a"]["seconds"] = 12.5
@@ -275,6 +286,8 @@ def _noise(servers: dict[str, Any]) -> None:
         (_noise, {"a": None, "b": None}),
         (_push, {"a": None, "b": "repositories product (refs)"}),
         (_hook_gone, {"a": None, "b": "repositories product (hook)"}),
+        # A fact of a subject that declares its facts (reconciler.subjects).
+        (_leftover, {"a": "leftover temporaries", "b": None}),
         (
             _several,
             {

@@ -1,7 +1,15 @@
-"""The pure planner: desired state and facts in, a ``Plan`` out. No I/O here."""
+"""The pure planner: desired state and facts in, a ``Plan`` out. No I/O here.
+
+Every module of this package is imported here: those of the subjects that register
+themselves (``reconciler.subjects``) are named nowhere else.
+"""
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
+
+from reconciler import subjects as registry
 from reconciler.planning.access import plan_access
 from reconciler.planning.admin import plan_admin
 from reconciler.planning.bootstrap import plan_bootstrap
@@ -9,7 +17,6 @@ from reconciler.planning.context import PlanContext, PlanOptions
 from reconciler.planning.hooks import plan_hooks, plan_transaction_hooks
 from reconciler.planning.keys import plan_server_keys
 from reconciler.planning.known_hosts import plan_known_hosts
-from reconciler.planning.leftovers import plan_leftovers
 from reconciler.planning.model import Action, Note, Phase, Plan
 from reconciler.planning.refs import plan_refs
 from reconciler.planning.remotes import plan_remotes
@@ -34,8 +41,10 @@ SUBJECTS = (
     plan_hooks,
     plan_transaction_hooks,
     plan_refs,
-    plan_leftovers,
 )
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
 
 
 def make_plan(ctx: PlanContext) -> Plan:
@@ -44,7 +53,7 @@ def make_plan(ctx: PlanContext) -> Plan:
     for name, error in ctx.facts.errors.items():
         if name in ctx.planned_servers():
             notes.append(Note(name, "server", name, "error", str(error)))
-    for subject in SUBJECTS:
+    for subject in (*SUBJECTS, *(known.plan for known in registry.subjects())):
         found_actions, found_notes = subject(ctx)
         actions += found_actions
         notes += found_notes

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from enum import IntEnum
 from typing import Any, Literal
 
+from reconciler import subjects
 from reconciler.server.ops import Op, decode
 
 PLAN_FORMAT_VERSION = 1
@@ -41,6 +42,7 @@ class Phase(IntEnum):
     REFS = 4
 
 
+# A subject that registers itself (reconciler.subjects) gives its order there.
 SUBJECT_ORDER = {
     "bootstrap": -2,
     "library": -1,
@@ -58,7 +60,6 @@ SUBJECT_ORDER = {
     "ref": 8,
     # After the repositories whose files they are, in the same phase.
     "repository-settings": 9,
-    "leftovers": 10,
 }
 
 
@@ -77,7 +78,10 @@ class Action:
         return SYMBOLS[self.kind]
 
     def sort_key(self) -> tuple[int, str, int, str, str]:
-        order = SUBJECT_ORDER.get(self.subject, 99)
+        order = SUBJECT_ORDER.get(self.subject)
+        if order is None:
+            registered = subjects.order(self.subject)
+            order = 99 if registered is None else registered
         return (self.phase, self.server, order, self.target, self.description)
 
     def to_json(self) -> dict[str, Any]:

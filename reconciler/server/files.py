@@ -20,6 +20,7 @@ from reconciler.server.common import (
     resolve,
 )
 from reconciler.server.ops import RemoveFile, RemoveLeftovers, WriteFile, handler
+from reconciler.server.subjects import Gathering
 
 # Where the server side writes besides the repositories' own directories (below the
 # home, and below the repositories directory). A hook's temporary is not looked for:
@@ -112,6 +113,15 @@ def leftovers(
         found.update(os.path.join(directory, n) for n in names if abandoned_temporary(n))
     relative = (os.path.relpath(path, home) for path in found)
     return sorted(path for path in relative if not path.startswith(".." + os.sep))
+
+
+def leftovers_fact(gathering: Gathering) -> list[str]:
+    # gitweb's projects.list: gitosis writes it, outside the directories above.
+    files = [gathering.request.get("projects_list")]
+    return leftovers(gathering.home, gathering.base, gathering.admin, gathering.walked, files)
+
+
+FACTS = {"leftovers": leftovers_fact}
 
 
 def op_remove_leftovers(op: RemoveLeftovers) -> None:

@@ -12,6 +12,8 @@ push record file, which it compacts.
 Each subject's fact reader lives with its op handlers (``reconciler.server.keys``,
 ``.known_hosts``, ``.ssh_config``, ``.settings``, ``.queue``, ``.pushes``,
 ``.repositories``, ``.admin``, ``.repository_settings``, ``.library``, ``.template``).
+A subject's module may instead declare its readers (``FACTS``, see
+``reconciler.server.subjects``): they are called after these, without being named here.
 """
 
 from __future__ import annotations
@@ -26,7 +28,6 @@ from typing import Any
 
 from reconciler.server import (
     admin,
-    files,
     hooks,
     keys,
     known_hosts,
@@ -38,6 +39,7 @@ from reconciler.server import (
     repository_settings,
     settings,
     ssh_config,
+    subjects,
     template,
 )
 from reconciler.server.common import FORMAT_VERSION
@@ -109,9 +111,9 @@ def main() -> None:
         **repository_settings.projects_list(home, request.get("projects_list")),
         **hooks.git_version(),
     }
-    result["leftovers"] = files.leftovers(
-        home, base, admin_name, walked, [request.get("projects_list")]
-    )
+    gathering = subjects.Gathering(home, base, request, walked)
+    for key, reader in subjects.fact_readers():
+        result[key] = reader(gathering)
     result["seconds"] = round(time.monotonic() - started, 4)
     write_answer(result)
 

@@ -6,14 +6,27 @@ from pathlib import Path
 
 import pytest
 
+from reconciler import subjects as registry
+from reconciler.desired import Desired, load
 from reconciler.testing.recipe import commit, server_ref, user_clone, user_git
 from tests.e2e.scenario import refs_of, start_scenario
 
 pytestmark = pytest.mark.e2e
 
 NAMES = ["alpha", "beta", "gamma", "delta"]
-# What a new server may change on the servers that were there before it.
+# What a new server may change on the servers that were there before it; and the
+# subjects that declare themselves whose files name the servers (rewritten_subjects).
 OLD_SERVER_SUBJECTS = {"admin", "known_hosts", "settings", "remote"}
+
+
+def rewritten_subjects(before: Desired, after: Desired, server: str) -> set[str]:
+    """The declared subjects (reconciler.subjects) whose files on ``server`` differ
+    between the two desired states."""
+    return {
+        known.name
+        for known in registry.subjects()
+        if known.converged(before, server) != known.converged(after, server)
+    }
 
 
 def test_fourth_server_gets_everything(ssh_cluster_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -47,7 +60,9 @@ def test_fourth_server_gets_everything(ssh_cluster_factory, tmp_path: Path) -> N
     # The fourth server is set up later with gitosis-init (its own single commit)
     # and joins cluster.d/.
     delta.gitosis_init(cluster.admin.public_key)
+    before_delta = load(scenario.operator.checkout)
     scenario.declare(cluster.servers)
+    with_delta = load(scenario.operator.checkout)
     code, plan = scenario.plan_json("--detailed-exitcode")
     assert code == 2, plan
     actions = plan["actions"]
@@ -55,7 +70,11 @@ def test_fourth_server_gets_everything(ssh_cluster_factory, tmp_path: Path) -> N
     assert not [a for a in actions if a["kind"] == "remove"], actions
     for old in ("alpha", "beta", "gamma"):
         mine = [a for a in actions if a["server"] == old]
-        assert {a["subject"] for a in mine} <= OLD_SERVER_SUBJECTS, mine
+        rewritten = rewritten_subjects(before_delta, with_delta, old)
+        assert {a["subject"] for a in mine} <= OLD_SERVER_SUBJECTS | rewritten, mine
+        # Each such file is rewritten by one action on each old server.
+        for name in rewritten:
+            assert len([a for a in mine if a["subject"] == name]) == 1, mine
         # Each old server learns delta: its host key and a remote in every repository.
         assert any(a["subject"] == "known_hosts" for a in mine), mine
         remotes = {a["target"] for a in mine if a["subject"] == "remote"}

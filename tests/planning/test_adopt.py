@@ -224,6 +224,7 @@ def test_second_remote_to_a_peer_goes_with_replace_foreign(desired: Any) -> None
 
 def test_a_remote_to_a_local_peer_by_path_or_file_url_is_taken_over(tmp_path: Path) -> None:
     from reconciler.planning.context import settings_text
+    from reconciler.testing.subjects import converged_facts
     from tests.planning.test_planner import converged_server
 
     root = tmp_path / "admin"
@@ -239,6 +240,7 @@ def test_a_remote_to_a_local_peer_by_path_or_file_url_is_taken_over(tmp_path: Pa
     }
     for name, data in servers.items():
         data["settings_text"] = settings_text(desired, name)
+        data.update(converged_facts(desired, name))
         data["known_hosts"] = []
     a, b = servers["a"]["repositories"]["product"], servers["b"]["repositories"]["product"]
     del a["remotes"]["b"], b["remotes"]["a"]

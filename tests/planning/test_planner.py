@@ -36,6 +36,7 @@ from reconciler.server.ops import (
 )
 from reconciler.server.template import template_digest
 from reconciler.server_library import library_version
+from reconciler.testing.subjects import converged_facts
 
 ALICE = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHf3QMiW3/6ah4NlkiVbguIO9g4LWCSqJBKVJOG6lKhv alice"
 KEY_A = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIO3JbSpG1m33B5Ps3NmmmpQDHjUcK+XYnRfjFhwkfgoh git@a"
@@ -171,6 +172,9 @@ def base_facts(desired: Any) -> dict[str, dict[str, Any]]:
     servers["b"]["ssh_config"] = managed_ssh_config("a.example")
     for name, data in servers.items():
         data["settings_text"] = settings_text(desired, name)
+        if name in desired.servers:
+            # The subjects that declare themselves, as their readers find them.
+            data.update(converged_facts(desired, name))
     return servers
 
 

@@ -6,6 +6,11 @@
 2. Applying a plan's effects to the facts (a small pure simulator of the server-side
    operations), phase by phase as ``apply`` does, leaves a plan without actions, and
    queue entries only on refs the plan shows as conflicts.
+
+The subjects that declare themselves (``reconciler.subjects``) are not named here:
+their files start in one of ``FILE_STATES`` in a directory per server, the file
+operations are carried out there, and their facts are what their server modules'
+readers find (``reconciler.testing.subjects``).
 """
 
 from __future__ import annotations
@@ -14,12 +19,15 @@ import copy
 import hashlib
 import json
 import posixpath
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from reconciler import subjects as registry
 from reconciler.apply import MAX_ROUNDS, _key
 from reconciler.desired import Desired, load
 from reconciler.facts import Facts, parse_server_facts
@@ -37,9 +45,12 @@ from reconciler.server.ops import (
     InstallHook,
     InstallLibrary,
     InstallTemplate,
+    KeepFile,
     Keygen,
     Op,
     PushRefs,
+    RemoveFile,
+    RemoveLeftovers,
     RemoveRemote,
     SetRemote,
     SetTemplateDir,
@@ -49,6 +60,8 @@ from reconciler.server.ops import (
 from reconciler.server.ssh_config import BLOCK_BEGIN, BLOCK_END, split_block
 from reconciler.server.template import template_digest
 from reconciler.server_library import library_version
+from reconciler.subjects import ManagedFile
+from reconciler.testing.subjects import read_subject_facts, write_files
 from tests.planning.test_planner import settled_checkout
 
 OPTIONS = PlanOptions()
@@ -63,7 +76,13 @@ HOST_KEYS = {
 ALICE = HOST_KEYS["c"] + " alice"
 COMMITS = [hashlib.sha1(f"commit {i}".encode()).hexdigest() for i in range(8)]  # noqa: S324
 _DESIRED: dict[tuple[int, int], Desired] = {}
-STATS = {"examples": 0, "pushes": 0, "diverged": 0}
+STATS = {"examples": 0, "pushes": 0, "diverged": 0, "file_ops": 0}
+# How a declared subject's files may be found, whatever the subject: as apply leaves
+# them, missing, in another mode, edited by hand (mode 0600), as apply leaves them on
+# another server (the reconciler's own, for another state of the cluster), or a
+# directory where a file belongs.
+FILE_STATES = ["converged", "absent", "another mode", "edited", "another server's", "not a file"]
+Scenario = tuple[int, int, list[int], dict[str, dict[str, Any]], dict[str, dict[str, str]]]
 
 
 def desired_for(servers: int, repositories: int, root: Path) -> Desired:
@@ -111,14 +130,18 @@ def ancestors(parents: list[int]) -> dict[str, set[str]]:
 
 
 @st.composite
-def scenarios(draw: st.DrawFn) -> tuple[int, int, list[int], dict[str, dict[str, Any]]]:
+def scenarios(draw: st.DrawFn) -> Scenario:
     n_servers = draw(st.integers(2, 3))
     n_repos = draw(st.integers(1, 3))
     parents = draw(st.lists(st.integers(0, 7), min_size=7, max_size=7))
     servers = SERVERS[:n_servers]
     repos = REPOSITORIES[:n_repos]
     raw: dict[str, dict[str, Any]] = {}
+    states: dict[str, dict[str, str]] = {}
     for name in servers:
+        states[name] = {
+            known.name: draw(st.sampled_from(FILE_STATES)) for known in registry.subjects()
+        }
         peers = [p for p in servers if p != name]
         repositories: dict[str, Any] = {}
         for repo in [*repos, "gitosis-admin"]:
@@ -228,16 +251,37 @@ def scenarios(draw: st.DrawFn) -> tuple[int, int, list[int], dict[str, dict[str,
                 )
             ),
         }
-    return n_servers, n_repos, parents, raw
+    return n_servers, n_repos, parents, raw, states
+
+
+def lay_out(desired: Desired, home: Path, server: str, states: dict[str, str]) -> None:
+    """The declared subjects' files of ``server`` in ``home``, each as drawn."""
+    for known in registry.subjects():
+        state = states[known.name]
+        owner = server
+        if state == "another server's":
+            owner = next(s for s in desired.servers if s != server)
+        for path, wanted in known.converged(desired, owner).items():
+            if state == "absent":
+                continue
+            if state == "not a file":
+                (home / path).mkdir(parents=True)
+                continue
+            if state == "another mode":
+                wanted = ManagedFile(wanted.content, 0o600 if wanted.mode != 0o600 else 0o644)
+            elif state == "edited":
+                wanted = ManagedFile(wanted.content + "edited by hand\n", 0o600)
+            write_files(home, {path: wanted})
 
 
 # --- planning from the raw facts ---------------------------------------------------
 
 
-def to_facts(raw: dict[str, dict[str, Any]]) -> Facts:
+def to_facts(raw: dict[str, dict[str, Any]], homes: dict[str, Path]) -> Facts:
     servers = {}
     for name, data in raw.items():
         data = copy.deepcopy(data)
+        data.update(read_subject_facts(homes[name]))
         for repo in data["repositories"].values():
             refs = repo.pop("refs")
             repo["refs_digest"] = hashlib.sha256(
@@ -266,11 +310,16 @@ def ref_report(
     return RefReport(states=tuple(states))
 
 
-def make(desired: Desired, raw: dict[str, dict[str, Any]], graph: dict[str, set[str]]) -> Plan:
+def make(
+    desired: Desired,
+    raw: dict[str, dict[str, Any]],
+    homes: dict[str, Path],
+    graph: dict[str, set[str]],
+) -> Plan:
     for name, data in raw.items():
         if data["settings_text"] == "current":
             data["settings_text"] = settings_text(desired, name)
-    facts = to_facts(raw)
+    facts = to_facts(raw, homes)
     return make_plan(
         PlanContext(
             desired,
@@ -291,15 +340,53 @@ def repository_of(desired: Desired, server: str, path: str) -> str:
     return path[len(base) : -len(".git")]
 
 
+def sha256_of(full: Path) -> str | None:
+    return hashlib.sha256(full.read_bytes()).hexdigest() if full.exists() else None
+
+
+def on_home(desired: Desired, home: Path, op: Op) -> None:
+    """A file operation on the declared subjects' files, with the server's rules
+    (``reconciler.server.files``, ``.hooks``): every write and copy over exactly what
+    the plan saw, and only a file the reconciler did not write is kept."""
+    STATS["file_ops"] += 1
+    if isinstance(op, WriteFile):
+        full = home / op.path
+        seen = sha256_of(full)
+        assert op.expect_sha256 == ("absent" if seen is None else seen), op
+        write_files(home, {op.path: ManagedFile(op.content, op.mode)})
+    elif isinstance(op, KeepFile):
+        source, target = home / op.path, home / op.to
+        assert source.parent == target.parent and source.is_file(), op
+        assert op.expect_sha256 == sha256_of(source) and not target.exists(), op
+        own = {
+            wanted.content.encode()
+            for server in desired.servers
+            for known in registry.subjects()
+            for path, wanted in known.converged(desired, server).items()
+            if path == op.path
+        }
+        assert source.read_bytes() not in own, f"keeps the reconciler's own: {op}"
+        shutil.copy2(source, target)
+    elif isinstance(op, RemoveFile):
+        full = home / op.path
+        assert op.expect_sha256 in (None, sha256_of(full)), op
+        full.unlink(missing_ok=True)
+    elif isinstance(op, RemoveLeftovers):
+        for path in op.paths:
+            (home / path).unlink(missing_ok=True)
+
+
 def simulate(
     desired: Desired,
     raw: dict[str, dict[str, Any]],
+    homes: dict[str, Path],
     server: str,
     op: Op,
     graph: dict[str, set[str]],
     diverged: set[tuple[str, str]],
 ) -> None:
-    """Carry out one operation on ``raw`` (checking the no-force property on pushes)."""
+    """Carry out one operation on ``raw`` or ``homes`` (checking the no-force property
+    on pushes)."""
     data = raw[server]
     if isinstance(op, Keygen):
         data["server_key"] = f"ssh-ed25519 AAAA git@{server}"
@@ -331,9 +418,10 @@ def simulate(
             "sha256": digest,
             "managed": True,
         }
-    elif isinstance(op, WriteFile):
-        assert op.path.endswith("replication.json"), op
+    elif isinstance(op, WriteFile) and op.path.endswith("replication.json"):
         data["settings_text"] = op.content
+    elif isinstance(op, WriteFile | KeepFile | RemoveFile | RemoveLeftovers):
+        on_home(desired, homes[server], op)
     elif isinstance(op, InitBare | CloneMirror):
         repo = repository_of(desired, server, op.path)
         refs: dict[str, str] = {}
@@ -402,14 +490,25 @@ def simulate(
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(scenario=scenarios())
-def test_planner_never_forces_and_converges(
-    scenario: tuple[int, int, list[int], dict[str, dict[str, Any]]], tmp_path: Path
-) -> None:
-    n_servers, n_repos, parents, raw = scenario
+def test_planner_never_forces_and_converges(scenario: Scenario, tmp_path: Path) -> None:
+    n_servers, n_repos, parents, raw, states = scenario
     desired = desired_for(n_servers, n_repos, tmp_path)
-    graph = ancestors(parents)
+    with tempfile.TemporaryDirectory(dir=tmp_path) as top:
+        homes = {name: Path(top) / name for name in raw}
+        for name, home in homes.items():
+            home.mkdir()
+            lay_out(desired, home, name, states[name])
+        converge(desired, raw, homes, ancestors(parents))
+
+
+def converge(
+    desired: Desired,
+    raw: dict[str, dict[str, Any]],
+    homes: dict[str, Path],
+    graph: dict[str, set[str]],
+) -> None:
     raw = copy.deepcopy(raw)
-    plan = make(desired, raw, graph)
+    plan = make(desired, raw, homes, graph)
     STATS["examples"] += 1
     STATS["diverged"] += sum(1 for n in plan.conflicts if n.subject == "ref")
     attempted: set[Any] = set()
@@ -423,8 +522,8 @@ def test_planner_never_forces_and_converges(
         for action in [a for a in pending if a.phase == phase]:
             attempted.add(_key(action))
             for op in action.ops:
-                simulate(desired, raw, action.server, op, graph, diverged)
-        plan = make(desired, raw, graph)
+                simulate(desired, raw, homes, action.server, op, graph, diverged)
+        plan = make(desired, raw, homes, graph)
     leftover = [f"{a.server}: {a.description}" for a in plan.actions]
     assert not leftover, leftover
     # A queue entry outlives the repair only on a ref shown as a conflict: one left on

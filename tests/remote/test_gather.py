@@ -173,3 +173,49 @@ def test_a_config_parses_the_same_with_the_memo_of_earlier_lines() -> None:
     memo: dict[str, Any] = {}
     assert [parse_git_config(c, memo) for c in configs] == [parse_git_config(c) for c in configs]
     assert memo  # the lines were remembered, and reused from the second config on
+
+
+def run_assembled_gather(home: Path, request: dict[str, Any]) -> dict[str, Any]:
+    """The gather program as a server runs it: assembled into one blob and started
+    by the transport's bootstrap, with none of this checkout on its path."""
+    import subprocess
+
+    from reconciler.server_library import program_blob
+    from reconciler.transport import BOOTSTRAP
+
+    blob = program_blob("gather")
+    done = subprocess.run(
+        [sys.executable, "-I", "-c", BOOTSTRAP, str(len(blob))],
+        input=blob + json.dumps(request).encode(),
+        capture_output=True,
+        env={"HOME": str(home), "PATH": "/usr/bin:/bin"},
+        cwd="/",
+        timeout=60,
+        check=True,
+    )
+    answer: dict[str, Any] = json.loads(zlib.decompress(done.stdout))
+    return answer
+
+
+def test_the_assembled_program_calls_every_declared_fact_reader(tmp_path: Path) -> None:
+    """No module names the readers a subject declares (``FACTS``): the assembler
+    carries every such module, and the program finds them in its blob."""
+    from reconciler.server import subjects
+    from reconciler.server_library import library_files
+
+    declared = set()
+    for path, content in library_files().items():
+        if path.startswith("reconciler/server/") and subjects.declares_facts(content.decode()):
+            module = __import__(f"reconciler.server.{path.rsplit('/', 1)[1][:-3]}", fromlist=["_"])
+            declared |= set(module.FACTS)
+    assert "leftovers" in declared
+    (tmp_path / "repositories").mkdir()
+    (tmp_path / ".ssh").mkdir()
+    (tmp_path / ".ssh" / ".known_hosts.reconciler-tmp-999999999-x").write_text("")
+    answer = run_assembled_gather(tmp_path, {"repositories": "repositories"})
+    assert declared <= set(answer)
+    # After the readers gather names itself, in the order they are found; then its time.
+    assert list(answer)[-len(declared) - 1 :] == [
+        key for key, _reader in subjects.fact_readers()
+    ] + ["seconds"]
+    assert answer["leftovers"] == [".ssh/.known_hosts.reconciler-tmp-999999999-x"]
