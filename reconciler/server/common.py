@@ -22,13 +22,17 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 FORMAT_VERSION = 1
 # Below the repositories directory (the "base"), all of them.
 SETTINGS_PATH = ".reconciler/replication.json"
 QUEUE_PATH = ".reconciler/queue"
+# The refs quorum mode hands to hooks/proc-receive (receive.procReceiveRefs).
+PROC_RECEIVE_REFS = ("refs/heads/", "refs/tags/", "refs/notes/")
+KEPT_HOOK_PREFIX = "post-receive.foreign-"  # apply's copies of the hooks it replaced
 PUSHES_PATH = ".reconciler/pushes.jsonl"
 SERVER_LOCK_PATH = ".reconciler/server.lock"
 DRAIN_LOCK_PATH = ".reconciler/drain.lock"
@@ -664,3 +668,43 @@ def _dead(pid: int) -> bool:
             return True
         return False
     return stat[stat.rindex(")") + 2 :].startswith("Z")
+
+
+# --- threads (concurrent.futures brings logging and more: a hook's start pays it) -------
+
+T = TypeVar("T")
+U = TypeVar("U")
+
+
+class InThread(Generic[T]):
+    """``function(*args)`` running in a thread of its own; ``result`` waits for it and
+    returns its value or raises its exception (as a future would)."""
+
+    def __init__(self, function: Callable[..., T], *args: Any) -> None:
+        self._value: T | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(function, args), daemon=True)
+        self._thread.start()
+
+    def _run(self, function: Callable[..., T], args: tuple[Any, ...]) -> None:
+        try:
+            self._value = function(*args)
+        except BaseException as exc:  # handed to result()
+            self._error = exc
+
+    def result(self) -> T:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._value  # type: ignore[return-value]
+
+
+def in_thread(function: Callable[..., T], *args: Any) -> InThread[T]:
+    return InThread(function, *args)
+
+
+def parallel_map(function: Callable[[U], T], items: Iterable[U]) -> list[T]:
+    """``function`` of every item at once, one thread each; the values in order, or
+    the first item's exception (as ``ThreadPoolExecutor.map`` would raise it)."""
+    threads = [InThread(function, item) for item in items]
+    return [thread.result() for thread in threads]

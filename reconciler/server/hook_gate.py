@@ -34,7 +34,7 @@ import sys
 from collections.abc import Mapping, Sequence
 
 # The same values as reconciler.server.common.SETTINGS_PATH, .FORMAT_VERSION,
-# reconciler.server.settings.MAX_BASE_DEPTH and .MODES, and hooks.PROC_RECEIVE_REFS
+# reconciler.server.settings.MAX_BASE_DEPTH and .MODES, and common.PROC_RECEIVE_REFS
 # (replication's QUORUM_PREFIXES; tests/replication/test_hook_gate.py checks, and that
 # ``valid_settings`` agrees with ``parse_settings``); importing those modules is
 # what this one avoids.
@@ -128,6 +128,15 @@ def _from_peer(environ: Mapping[str, str], data: Mapping[str, object]) -> bool:
     return bool(environ.get("RECONCILER_REPLICA")) or (
         isinstance(users, list) and environ.get("GITOSIS_USER", "") in users
     )
+
+
+def peer_settings(environ: Mapping[str, str] = os.environ) -> dict[str, object] | None:
+    """The settings of the repository ``GIT_DIR`` names when this write comes from a
+    peer (``_from_peer``); None when it does not, or when unsure (no settings file
+    above it, or one ``settings.parse_settings`` would refuse)."""
+    base = _find_base(os.path.abspath(environ.get("GIT_DIR", ".")))
+    data = _settings(base) if base is not None else None
+    return data if data is not None and _from_peer(environ, data) else None
 
 
 def nothing_to_do(
