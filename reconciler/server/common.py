@@ -16,10 +16,8 @@ import contextlib
 import fcntl
 import os
 import re
-import shutil
 import signal
 import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -316,8 +314,14 @@ def abandon_children(settle: float) -> list[str]:
     return temporaries
 
 
+# shutil and tempfile are imported where they are used: the replication hooks import
+# this module on every push and use neither (tests/replication/test_hook_imports.py).
+
+
 def remove_path(path: str) -> None:
     if os.path.isdir(path) and not os.path.islink(path):
+        import shutil
+
         shutil.rmtree(path, ignore_errors=True)
     else:
         with contextlib.suppress(OSError):
@@ -389,6 +393,8 @@ def atomic_write(path: str | os.PathLike[str], data: bytes, mode: int = 0o644) -
     directory = os.path.dirname(full) or "."
     prefix = "." + os.path.basename(full) + TEMPORARY_MARK
     remove_stale(directory, prefix)
+    import tempfile
+
     fd, temp = tempfile.mkstemp(prefix=f"{prefix}{os.getpid()}-", dir=directory)
 
     def write(_temp: str) -> None:

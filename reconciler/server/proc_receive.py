@@ -270,6 +270,15 @@ def lock(
     Returns the transaction (None when nothing could be locked) and the refs left
     out, with why: another value here, or a lock someone else holds.
     """
+    if not updates:
+        return None, {}
+    # Nearly always every ref still holds its old value and nobody holds its lock:
+    # one transaction takes them all, without reading the refs first (a git process
+    # less on every push's path, and on every peer's for each proposal). Otherwise git
+    # aborted it whole, and the refs are looked at one by one.
+    transaction, _complaint = _start(git_dir, updates, env)
+    if transaction is not None:
+        return transaction, {}
     values = current_values(git_dir, env, timeout)
     refused: dict[str, str] = {}
     todo = []

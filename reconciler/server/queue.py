@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import secrets
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -157,7 +156,7 @@ class QueueEntry:
 
 def new_entry_name() -> str:
     # Sorts by time; pid and randomness keep concurrent hooks apart.
-    return f"{time.time_ns():020d}-{os.getpid()}-{secrets.token_hex(6)}.json"
+    return f"{time.time_ns():020d}-{os.getpid()}-{os.urandom(6).hex()}.json"
 
 
 def is_entry_name(name: str) -> bool:
