@@ -64,7 +64,12 @@ RUNTIME_COMMANDS = {
 VERSION_RE = re.compile(r"[0-9a-f]{8,64}")
 MAX_LIBRARY_BYTES = 8 << 20
 
-WRAPPER = """#!{python} -I
+# -S as well as -I: the library and the gitosis runtime use the standard library
+# alone, and -I still runs the site packages' start-up files (.pth), which can cost
+# several times Python's own start (55 ms on the test machines, where one imports
+# certifi): proc-receive is on every quorum push's path twice, gitosis-serve on every
+# user's.
+WRAPPER = """#!{python} -IS
 import sys
 sys.path.insert(0, {lib!r})
 from {module} import {function}
