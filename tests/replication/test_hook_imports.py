@@ -37,7 +37,8 @@ stdin = io.BytesIO(
 )
 stdout = io.BytesIO()
 code = pr.main(stdin, stdout, os.environ)
-print(json.dumps({"code": code, "answer": stdout.getvalue().decode(), "modules": sorted(sys.modules)}))
+answer = stdout.getvalue().decode()
+print(json.dumps({"code": code, "answer": answer, "modules": sorted(sys.modules)}))
 """
 
 
