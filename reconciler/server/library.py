@@ -71,10 +71,15 @@ MAX_LIBRARY_BYTES = 8 << 20
 # several times Python's own start (55 ms on the test machines, where one imports
 # certifi): proc-receive is on every quorum push's path twice, gitosis-serve on every
 # user's.
+# The collector off while the program's modules are imported, and what they made
+# frozen (hook_gate.import_frozen says why).
 WRAPPER = """#!{python} -IS
-import sys
+import gc, sys
+gc.disable()
 sys.path.insert(0, {lib!r})
 from {module} import {function}
+gc.freeze()
+gc.enable()
 sys.exit({function}())
 """
 # The hooks' commands: most of their runs have nothing to do (a push from a peer,

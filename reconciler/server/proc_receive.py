@@ -406,8 +406,10 @@ def main(
         todo = [u for u in updates if u.old != u.new]
         results = write_unvoted(git_dir, todo, env, timeout, atomic, {u.ref: None for u in updates})
     else:
-        from reconciler.server import replication  # the quorum round and the settings
+        from reconciler.server import hook_gate
 
+        # The quorum round and the settings.
+        replication = hook_gate.import_frozen("reconciler.server.replication")
         results = replication.proc_receive(updates, environ, atomic)
     out = b"".join(
         pkt(f"ok {u.ref}") if results.get(u.ref) is None else pkt(f"ng {u.ref} {results[u.ref]}")
