@@ -9,6 +9,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/bootstrap.sh"
 missing=()
 { command -v sshd || [ -x /usr/sbin/sshd ]; } >/dev/null 2>&1 || missing+=(openssh-server)
 command -v sudo >/dev/null 2>&1 || missing+=(sudo)
+# awk for the replication hook's shell gate (Debian's mawk is "required": nearly always there).
+command -v awk >/dev/null 2>&1 || missing+=(mawk)
 # promtool (Debian's prometheus package) checks the metrics and the sample alert rules.
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 if [ "${#missing[@]}" -gt 0 ] && [ "$(id -u)" = 0 ]; then

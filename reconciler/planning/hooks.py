@@ -18,14 +18,13 @@ from typing import Any
 from reconciler.facts import HookFacts
 from reconciler.planning.context import PlanContext
 from reconciler.planning.model import Action, Note, Phase
+from reconciler.server.common import KEPT_HOOK_PREFIX, PROC_RECEIVE_REFS
 from reconciler.server.hooks import (
     HOOK_MODE,
     HOOK_NAME,
-    KEPT_HOOK_PREFIX,
     PROC_RECEIVE_GIT,
     PROC_RECEIVE_HOOK,
     PROC_RECEIVE_KEY,
-    PROC_RECEIVE_REFS,
     TRANSACTION_HOOK,
     stub,
 )

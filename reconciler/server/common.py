@@ -16,19 +16,21 @@ import contextlib
 import fcntl
 import os
 import re
-import shutil
 import signal
 import subprocess
-import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 FORMAT_VERSION = 1
 # Below the repositories directory (the "base"), all of them.
 SETTINGS_PATH = ".reconciler/replication.json"
 QUEUE_PATH = ".reconciler/queue"
+# The refs quorum mode hands to hooks/proc-receive (receive.procReceiveRefs).
+PROC_RECEIVE_REFS = ("refs/heads/", "refs/tags/", "refs/notes/")
+KEPT_HOOK_PREFIX = "post-receive.foreign-"  # apply's copies of the hooks it replaced
 PUSHES_PATH = ".reconciler/pushes.jsonl"
 SERVER_LOCK_PATH = ".reconciler/server.lock"
 DRAIN_LOCK_PATH = ".reconciler/drain.lock"
@@ -312,8 +314,14 @@ def abandon_children(settle: float) -> list[str]:
     return temporaries
 
 
+# shutil and tempfile are imported where they are used: the replication hooks import
+# this module on every push and use neither (tests/replication/test_hook_imports.py).
+
+
 def remove_path(path: str) -> None:
     if os.path.isdir(path) and not os.path.islink(path):
+        import shutil
+
         shutil.rmtree(path, ignore_errors=True)
     else:
         with contextlib.suppress(OSError):
@@ -385,6 +393,8 @@ def atomic_write(path: str | os.PathLike[str], data: bytes, mode: int = 0o644) -
     directory = os.path.dirname(full) or "."
     prefix = "." + os.path.basename(full) + TEMPORARY_MARK
     remove_stale(directory, prefix)
+    import tempfile
+
     fd, temp = tempfile.mkstemp(prefix=f"{prefix}{os.getpid()}-", dir=directory)
 
     def write(_temp: str) -> None:
@@ -700,3 +710,43 @@ def _dead(pid: int) -> bool:
             return True
         return False
     return stat[stat.rindex(")") + 2 :].startswith("Z")
+
+
+# --- threads (concurrent.futures brings logging and more: a hook's start pays it) -------
+
+T = TypeVar("T")
+U = TypeVar("U")
+
+
+class InThread(Generic[T]):
+    """``function(*args)`` running in a thread of its own; ``result`` waits for it and
+    returns its value or raises its exception (as a future would)."""
+
+    def __init__(self, function: Callable[..., T], *args: Any) -> None:
+        self._value: T | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(function, args), daemon=True)
+        self._thread.start()
+
+    def _run(self, function: Callable[..., T], args: tuple[Any, ...]) -> None:
+        try:
+            self._value = function(*args)
+        except BaseException as exc:  # handed to result()
+            self._error = exc
+
+    def result(self) -> T:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._value  # type: ignore[return-value]
+
+
+def in_thread(function: Callable[..., T], *args: Any) -> InThread[T]:
+    return InThread(function, *args)
+
+
+def parallel_map(function: Callable[[U], T], items: Iterable[U]) -> list[T]:
+    """``function`` of every item at once, one thread each; the values in order, or
+    the first item's exception (as ``ThreadPoolExecutor.map`` would raise it)."""
+    threads = [InThread(function, item) for item in items]
+    return [thread.result() for thread in threads]

@@ -53,7 +53,7 @@ from reconciler.server import (
     keys,
     known_hosts,
     library,
-    queue,
+    queue_ops,
     refs,
     remotes,
     repositories,
@@ -70,7 +70,7 @@ SETTLE_SECONDS = 30.0
 # Every op class a server carries out -> its handler (ops.LocalCommit is the operator's).
 OPS: dict[type[Op], Callable[[Any], None]] = {
     **refs.OPS,
-    **queue.OPS,
+    **queue_ops.OPS,
     **files.OPS,
     **known_hosts.OPS,
     **ssh_config.OPS,

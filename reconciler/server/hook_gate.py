@@ -27,14 +27,16 @@ input and decides and reports.
 
 from __future__ import annotations
 
+import gc
 import io
 import json
 import os
 import sys
 from collections.abc import Mapping, Sequence
+from types import ModuleType
 
 # The same values as reconciler.server.common.SETTINGS_PATH, .FORMAT_VERSION,
-# reconciler.server.settings.MAX_BASE_DEPTH and .MODES, and hooks.PROC_RECEIVE_REFS
+# reconciler.server.settings.MAX_BASE_DEPTH and .MODES, and common.PROC_RECEIVE_REFS
 # (replication's QUORUM_PREFIXES; tests/replication/test_hook_gate.py checks, and that
 # ``valid_settings`` agrees with ``parse_settings``); importing those modules is
 # what this one avoids.
@@ -130,6 +132,15 @@ def _from_peer(environ: Mapping[str, str], data: Mapping[str, object]) -> bool:
     )
 
 
+def peer_settings(environ: Mapping[str, str] = os.environ) -> dict[str, object] | None:
+    """The settings of the repository ``GIT_DIR`` names when this write comes from a
+    peer (``_from_peer``); None when it does not, or when unsure (no settings file
+    above it, or one ``settings.parse_settings`` would refuse)."""
+    base = _find_base(os.path.abspath(environ.get("GIT_DIR", ".")))
+    data = _settings(base) if base is not None else None
+    return data if data is not None and _from_peer(environ, data) else None
+
+
 def nothing_to_do(
     name: str, args: Sequence[str], stdin: str, environ: Mapping[str, str] = os.environ
 ) -> bool:
@@ -213,6 +224,25 @@ def launch(name: str, target: str) -> int:
     return _run(module, function)
 
 
+def import_frozen(module: str) -> ModuleType:
+    """``module``, imported with the garbage collector off, and what it made frozen.
+
+    The replication module's import makes tens of thousands of objects that live as
+    long as the process (classes, functions, compiled patterns); the collector walks
+    them again and again while they are made, a quarter of the import's time, and
+    every later collection would walk them once more. Frozen (``gc.freeze``), later
+    collections leave them out."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        imported = __import__(module, fromlist=["_"])
+    finally:
+        gc.freeze()
+        if enabled:
+            gc.enable()
+    return imported
+
+
 def _run(module: str, function: str) -> int:
-    entry = getattr(__import__(module, fromlist=[function]), function)
+    entry = getattr(import_frozen(module), function)
     return int(entry())

@@ -49,11 +49,9 @@ HOOK_NAME = "post-receive"
 # refs of every push (docs/quorum.md).
 PROC_RECEIVE_HOOK = "proc-receive"
 PROC_RECEIVE_KEY = "receive.procReceiveRefs"
-PROC_RECEIVE_REFS = ("refs/heads/", "refs/tags/", "refs/notes/")
 # The release before proc-receive linked hooks/reference-transaction the same way;
 # apply removes such a link.
 TRANSACTION_HOOK = "reference-transaction"
-KEPT_HOOK_PREFIX = "post-receive.foreign-"  # apply's copies of the hooks it replaced
 
 
 def stub(home: str) -> bytes:

@@ -30,6 +30,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from reconciler.server.common import (
+    SETTINGS_PATH,
     OpError,
     atomic_write,
     is_login_name,
@@ -41,6 +42,7 @@ from reconciler.server.common import (
     run,
 )
 from reconciler.server.ops import CreateGitUser, InstallLibrary, handler
+from reconciler.server.settings import MAX_BASE_DEPTH
 from reconciler.server.wire import Record
 
 # Relative to the git user's home.
@@ -63,10 +65,20 @@ RUNTIME_COMMANDS = {
 VERSION_RE = re.compile(r"[0-9a-f]{8,64}")
 MAX_LIBRARY_BYTES = 8 << 20
 
-WRAPPER = """#!{python} -I
-import sys
+# -S as well as -I: the library and the gitosis runtime use the standard library
+# alone, and -I still runs the site packages' start-up files (.pth), which can cost
+# several times Python's own start (55 ms on the test machines, where one imports
+# certifi): proc-receive is on every quorum push's path twice, gitosis-serve on every
+# user's.
+# The collector off while the program's modules are imported, and what they made
+# frozen (hook_gate.import_frozen says why).
+WRAPPER = """#!{python} -IS
+import gc, sys
+gc.disable()
 sys.path.insert(0, {lib!r})
 from {module} import {function}
+gc.freeze()
+gc.enable()
 sys.exit({function}())
 """
 # The hooks' commands: most of their runs have nothing to do (a push from a peer,
@@ -95,6 +107,107 @@ STATE_CODE = (
 )
 
 
+# bin/post-receive: most of its runs have nothing to do (every push a server takes from
+# a peer; in quorum mode every push to a repository proc-receive decides), and the
+# shell tells most of them from the settings file as apply writes it
+# (``settings.settings_json``: indent 2, sorted keys) and the repository's config, with
+# one awk and no Python start. It decides as ``hook_gate.nothing_to_do`` does, and
+# leaves every case it is not sure of (another layout of the settings, an escape in a
+# string, an include in the config, a path that is not plain) to that gate, which
+# tests/replication/test_post_receive_gate.py checks it agrees with.
+POST_RECEIVE_AWK = r"""
+FILENAME == ARGV[1] {
+	if ($0 ~ /\\/) unsure = 1
+	if ($0 ~ /^  "[^"]*": /) {
+		key = $0; sub(/^  "/, "", key); sub(/": .*/, "", key)
+		if (seen[key]++) unsure = 1
+		list = ""
+	}
+	if (list != "") {
+		if ($0 ~ /^  \],?$/) { list = ""; next }
+		if ($0 !~ /^    "[^"]+",?$/) { unsure = 1; next }
+		item = $0; sub(/^    "/, "", item); sub(/",?$/, "", item)
+		if (list == "mirror_users" && item == user) peer = 1
+		if (list == "peers" && item !~ /^[a-zA-Z][a-zA-Z0-9.-]*$/) unsure = 1
+		next
+	}
+	if (key == "format_version") version = ($0 ~ /^  "format_version": 1,?$/)
+	else if (key == "server") server = ($0 ~ /^  "server": "[a-zA-Z][a-zA-Z0-9.-]*",?$/)
+	else if (key == "mode") {
+		if ($0 !~ /^  "mode": "(sync|async|quorum)",?$/) unsure = 1
+		mode = $0; sub(/^  "mode": "/, "", mode); sub(/",?$/, "", mode)
+	} else if (key == "run_kept_hooks") {
+		if ($0 ~ /^  "run_kept_hooks": true,?$/) kept = 1
+		else if ($0 !~ /^  "run_kept_hooks": false,?$/) unsure = 1
+	} else if (key == "admin_repository") {
+		if ($0 !~ /^  "admin_repository": "[^"]*",?$/) unsure = 1
+		admin = $0; sub(/^  "admin_repository": "/, "", admin); sub(/",?$/, "", admin)
+	} else if (key == "timeout") {
+		if ($0 !~ /^  "timeout": [0-9]+(\.[0-9]+)?,?$/) unsure = 1
+		seconds = $0; sub(/^  "timeout": /, "", seconds); sub(/,$/, "", seconds)
+		if (seconds + 0 <= 0 || seconds + 0 > 3600) unsure = 1
+	} else if (key == "mirror_users" || key == "peers") {
+		if ($0 ~ /^  "[a-z_]+": \[$/) list = key
+		else if ($0 !~ /^  "[a-z_]+": \[\],?$/) unsure = 1
+	}
+	key = ""
+	next
+}
+!decided {
+	line = $0; gsub(/^[ \t\r\f\v]+|[ \t\r\f\v]+$/, "", line)
+	if (substr(line, 1, 1) == "[") {
+		section = tolower(line)
+		if (index(section, "[include") == 1) decided = 1
+		next
+	}
+	eq = index(line, "=")
+	key = eq ? substr(line, 1, eq - 1) : line
+	gsub(/^[ \t]+|[ \t]+$/, "", key)
+	if (eq && section == "[receive]" && tolower(key) == "procreceiverefs") { decided = 1; refs = 1 }
+}
+END {
+	if (unsure || list != "" || !version || !server) exit 1
+	if (peer) exit 0
+	if (mode != "quorum" || kept || !refs) exit 1
+	exit name == admin
+}
+"""
+POST_RECEIVE_WRAPPER = """#!/bin/sh
+# reconciler's post-receive: nothing to do for most runs (see the awk below and
+# reconciler/server/library.py); the rest go to the gate in Python.
+quiet() {{
+	[ "$#" -eq 0 ] || return 1
+	[ -z "${{RECONCILER_REPLICA-}}" ] || return 0
+	case ${{GIT_DIR:-.}} in
+	.) cd -P . 2>/dev/null || return 1; dir=$PWD ;;
+	/*) dir=$GIT_DIR ;;
+	*) return 1 ;;
+	esac
+	case $dir in
+	*//* | */. | */.. | */./* | */../* | */) return 1 ;;
+	esac
+	base=$dir
+	depth=0
+	while [ "$depth" -lt {depth} ]; do
+		base=${{base%/*}}
+		[ -n "$base" ] || return 1
+		[ -f "$base/{settings}" ] && break
+		depth=$((depth + 1))
+	done
+	[ -f "$base/{settings}" ] || return 1
+	name=${{dir#"$base"/}}
+	name=${{name%.git}}
+	user=${{GITOSIS_USER-}}
+	# awk -v reads escapes in a value: a name with a backslash goes to Python.
+	case $name$user in *"\\\\"*) return 1 ;; esac
+	awk -v name="$name" -v user="$user" {awk} \\
+		"$base/{settings}" "$dir/config" 2>/dev/null
+}}
+quiet "$@" && exit 0
+exec {python} -IS -c {code} {lib} "$@"
+"""
+
+
 def library_digest(files: Iterable[tuple[str, bytes]]) -> str:
     """The version of a library: a digest of its files (path below lib-VERSION, content)."""
     digest = hashlib.sha256()
@@ -103,19 +216,28 @@ def library_digest(files: Iterable[tuple[str, bytes]]) -> str:
     return digest.hexdigest()[:16]
 
 
-def wrapper(lib: str, target: str, name: str = "") -> bytes:
-    """The command ``name`` running ``target`` ("module:function") of ``lib``."""
+def wrapper(lib: str, target: str, name: str = "", python: str | None = None) -> bytes:
+    """The command ``name`` running ``target`` ("module:function") of ``lib`` (with
+    ``python``, this one by default)."""
+    python = python or sys.executable
     if name == "reference-transaction":
         code = STATE_CODE.format(name=name, target=target)
         return STATE_WRAPPER.format(
-            python=shlex.quote(sys.executable), code=shlex.quote(code), lib=shlex.quote(lib)
+            python=shlex.quote(python), code=shlex.quote(code), lib=shlex.quote(lib)
+        ).encode()
+    if name == "post-receive":
+        return POST_RECEIVE_WRAPPER.format(
+            depth=MAX_BASE_DEPTH,
+            settings=SETTINGS_PATH,
+            awk=shlex.quote(POST_RECEIVE_AWK),
+            python=shlex.quote(python),
+            code=shlex.quote(STATE_CODE.format(name=name, target=target)),
+            lib=shlex.quote(lib),
         ).encode()
     if name in GATED:
-        return GATED_WRAPPER.format(
-            python=sys.executable, lib=lib, name=name, target=target
-        ).encode()
+        return GATED_WRAPPER.format(python=python, lib=lib, name=name, target=target).encode()
     module, function = target.split(":")
-    return WRAPPER.format(python=sys.executable, lib=lib, module=module, function=function).encode()
+    return WRAPPER.format(python=python, lib=lib, module=module, function=function).encode()
 
 
 def _lib(root: str, version: str) -> str:

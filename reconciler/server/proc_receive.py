@@ -44,8 +44,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, BinaryIO
 
-from reconciler.server.common import bounded, is_ancestor, parse_git_config, read_text
-from reconciler.server.hooks import PROC_RECEIVE_REFS
+from reconciler.server.common import (
+    PROC_RECEIVE_REFS,
+    bounded,
+    is_ancestor,
+    parse_git_config,
+    read_text,
+)
 from reconciler.server.queue import RefUpdate, is_zero
 
 LOCK_TIMEOUT = 30.0  # seconds for update-ref to take or give back the locks
@@ -265,6 +270,15 @@ def lock(
     Returns the transaction (None when nothing could be locked) and the refs left
     out, with why: another value here, or a lock someone else holds.
     """
+    if not updates:
+        return None, {}
+    # Nearly always every ref still holds its old value and nobody holds its lock:
+    # one transaction takes them all, without reading the refs first (a git process
+    # less on every push's path, and on every peer's for each proposal). Otherwise git
+    # aborted it whole, and the refs are looked at one by one.
+    transaction, _complaint = _start(git_dir, updates, env)
+    if transaction is not None:
+        return transaction, {}
     values = current_values(git_dir, env, timeout)
     refused: dict[str, str] = {}
     todo = []
@@ -302,6 +316,42 @@ def write(
     return refused
 
 
+def write_unvoted(
+    git_dir: Path,
+    updates: Sequence[RefUpdate],
+    env: Mapping[str, str],
+    timeout: float,
+    atomic: bool,
+    results: dict[str, str | None],
+) -> dict[str, str | None]:
+    """Write ``updates`` with compare-and-swap alone (a peer's proposal or put-back, a
+    write outside quorum mode); ``results`` (ref -> None or why not) updated.  With
+    ``atomic``, nothing is written when any ref cannot be."""
+    transaction, refused = lock(git_dir, updates, env, timeout)
+    results.update(refused)
+    if transaction is None:
+        return results
+    if atomic and refused:
+        transaction.abort()
+        return {ref: why or "atomic push failed" for ref, why in results.items()}
+    if not transaction.commit():
+        results.update({u.ref: "failed to update ref" for u in transaction.updates})
+    return results
+
+
+def peers_write(environ: Mapping[str, str]) -> float | None:
+    """The timeout when this push is a peer's proposal or put-back to a managed
+    repository (read as the hook gate reads it: ``hook_gate.peer_settings``); None
+    for anything else, which the replication module decides."""
+    from reconciler.server import hook_gate
+
+    data = hook_gate.peer_settings(environ)
+    if data is None:
+        return None
+    timeout = data.get("timeout", 30)
+    return float(timeout) if isinstance(timeout, (int, float)) else None
+
+
 # --- the program ---------------------------------------------------------------------
 
 
@@ -315,13 +365,18 @@ def parse_commands(lines: Sequence[bytes]) -> list[RefUpdate]:
     return updates
 
 
+def _emit_err(line: str) -> None:
+    # The pusher sees the hook's stderr as "remote: ..." lines.
+    with contextlib.suppress(OSError, ValueError):
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+
+
 def main(
     stdin: BinaryIO | None = None,
     stdout: BinaryIO | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> int:
-    from reconciler.server import replication  # the quorum round and the settings
-
     stdin = stdin or sys.stdin.buffer
     stdout = stdout or sys.stdout.buffer
     environ = os.environ if environ is None else environ
@@ -338,9 +393,24 @@ def main(
         stdout.flush()
         updates = parse_commands(read_until_flush(stdin))
     except (ProtocolError, OSError) as exc:
-        replication.emit_err(f"quorum hook error: {exc}")
+        _emit_err(f"quorum hook error: {exc}")
         return 1
-    results = replication.proc_receive(updates, environ, atomic)
+    timeout = peers_write(environ)
+    if timeout is not None:
+        # A peer's proposal or put-back: written with compare-and-swap, never voted on
+        # or proposed onward, and answered without importing the replication module
+        # (its import costs several times this program's start, on every proposal's
+        # path: the proposer waits for this answer).
+        git_dir = Path(os.path.abspath(environ.get("GIT_DIR", ".")))
+        env = {k: v for k, v in environ.items() if k != "GIT_QUARANTINE_PATH"}
+        todo = [u for u in updates if u.old != u.new]
+        results = write_unvoted(git_dir, todo, env, timeout, atomic, {u.ref: None for u in updates})
+    else:
+        from reconciler.server import hook_gate
+
+        # The quorum round and the settings.
+        replication = hook_gate.import_frozen("reconciler.server.replication")
+        results = replication.proc_receive(updates, environ, atomic)
     out = b"".join(
         pkt(f"ok {u.ref}") if results.get(u.ref) is None else pkt(f"ng {u.ref} {results[u.ref]}")
         for u in updates

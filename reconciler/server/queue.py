@@ -9,7 +9,8 @@ a batch is named ``FILE#INDEX``: its index never changes when the batch is
 rewritten without some of its entries, so a name read by a gather still means the
 same entry when apply drains it. The format and the drain protocol are described in
 ``reconciler/replication/queue.py``. Written by the hook and its drainer; read by
-gather (``gather_queue``); delivered entries removed by ``op_drain_queue``.
+gather (``gather_queue``); delivered entries removed by the drain op
+(``reconciler.server.queue_ops``, apart so that the hooks never import the op catalogue).
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import secrets
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -25,21 +25,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from reconciler.server import common
 from reconciler.server.common import (
-    DRAIN_LOCK_PATH,
     FORMAT_VERSION,
     OBJECT_ID,
     QUEUE_PATH,
     SERVER_NAME,
-    LockBusy,
-    OpError,
     atomic_write,
     fsync_dir,
     read_text,
-    resolve,
 )
-from reconciler.server.ops import DrainQueue, handler
 
 TRANSIENT_REASONS = ("unreachable", "timeout", "pending", "no remote")
 # "denied": the peer's gitosis refused this server's key access to the repository
@@ -162,7 +156,7 @@ class QueueEntry:
 
 def new_entry_name() -> str:
     # Sorts by time; pid and randomness keep concurrent hooks apart.
-    return f"{time.time_ns():020d}-{os.getpid()}-{secrets.token_hex(6)}.json"
+    return f"{time.time_ns():020d}-{os.getpid()}-{os.urandom(6).hex()}.json"
 
 
 def is_entry_name(name: str) -> bool:
@@ -354,32 +348,3 @@ def gather_queue(base: str) -> dict[str, Any]:
         "queue": [{**entry.to_json(), "file": entry.name} for entry in entries],
         "queue_errors": [name for name, _problem in problems],
     }
-
-
-def op_drain_queue(op: DrainQueue) -> None:
-    """Remove delivered queue entries while holding the queue's drain lock."""
-    base = resolve(op.base)
-    queue = os.path.join(base, op.queue)
-    try:
-        fd, _waited, _holder = common.take_lock(
-            os.path.join(base, DRAIN_LOCK_PATH), common.LOCK_WAIT, "reconcile apply (drain_queue)"
-        )
-    except LockBusy as exc:
-        raise OpError(f"the replication queue's drain lock {exc}") from None
-    try:
-        for name in op.files:
-            try:
-                split_name(name)
-            except ValueError:
-                raise OpError(f"refusing queue entry name {name!r}") from None
-        update_entries(Path(base), dict.fromkeys(op.files), sync=False)
-        fsync_dir(queue)
-    finally:
-        os.close(fd)
-
-
-OPS = dict(
-    [
-        handler(DrainQueue, op_drain_queue),
-    ]
-)

@@ -74,7 +74,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -82,16 +81,19 @@ from reconciler.server import lease_push
 from reconciler.server import proc_receive as proc_receive_mod
 from reconciler.server.common import (
     FORMAT_VERSION,
+    KEPT_HOOK_PREFIX,
     OBJECT_ID,
+    PROC_RECEIVE_REFS,
     QUEUE_PATH,
     SETTINGS_PATH,
     bounded,
     drain_lock,
+    in_thread,
     is_ancestor,
     is_repository,
+    parallel_map,
     without_repository_env,
 )
-from reconciler.server.hooks import KEPT_HOOK_PREFIX, PROC_RECEIVE_REFS
 from reconciler.server.pushes import record_push
 from reconciler.server.queue import (
     TRANSIENT_REASONS,
@@ -775,26 +777,24 @@ def proc_receive(
         return {u.ref: results[u.ref] or "atomic push failed" for u in updates}
     proposed = [u for u in todo if voting and u.ref.startswith(QUORUM_PREFIXES)]
     if not proposed or settings is None or base is None:
-        transaction, refused = proc_receive_mod.lock(git_dir, todo, env, timeout)
-    else:
-        # The proposals go out while this server takes its own locks (each costs
-        # about what writing the refs costs: seconds for thousands of refs). This
-        # server counts as a holder only of the refs it locked at their old value, and
-        # holds those locks until it commits, so a proposal of another value that
-        # reaches it first makes its own lock fail: that ref is refused here, and
-        # put back where our proposal moved it, as any refused ref.
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            locking = pool.submit(proc_receive_mod.lock, git_dir, todo, env, timeout)
-            answers, decisions, reach = _vote(git_dir, settings, name, proposed, environ)
-            try:
-                transaction, refused = locking.result()
-            except Exception as exc:  # as if nothing could be locked: put back all
-                transaction, refused = None, {u.ref: f"failed to lock: {exc}" for u in todo}
-        locked = {u.ref for u in transaction.updates} if transaction is not None else set()
-        unlocked = [u for u in proposed if u.ref not in locked]
-        if transaction is not None and atomic and refused:
-            unlocked = proposed
-        _undo(git_dir, settings, unlocked, answers, reach)
+        return proc_receive_mod.write_unvoted(git_dir, todo, env, timeout, atomic, results)
+    # The proposals go out while this server takes its own locks (each costs about
+    # what writing the refs costs: seconds for thousands of refs). This server counts
+    # as a holder only of the refs it locked at their old value, and holds those locks
+    # until it commits, so a proposal of another value that reaches it first makes its
+    # own lock fail: that ref is refused here, and put back where our proposal moved
+    # it, as any refused ref.
+    locking = in_thread(proc_receive_mod.lock, git_dir, todo, env, timeout)
+    answers, decisions, reach = _vote(git_dir, settings, name, proposed, environ)
+    try:
+        transaction, refused = locking.result()
+    except Exception as exc:  # as if nothing could be locked: put back all
+        transaction, refused = None, {u.ref: f"failed to lock: {exc}" for u in todo}
+    locked = {u.ref for u in transaction.updates} if transaction is not None else set()
+    unlocked = [u for u in proposed if u.ref not in locked]
+    if transaction is not None and atomic and refused:
+        unlocked = proposed
+    _undo(git_dir, settings, unlocked, answers, reach)
     results.update(refused)
     if transaction is not None and atomic and refused:
         transaction.abort()
@@ -870,8 +870,7 @@ def _vote(
                 )
         return votes
 
-    with ThreadPoolExecutor(max_workers=max(1, len(settings.peers))) as pool:
-        answers = dict(zip(settings.peers, pool.map(one, settings.peers)))  # noqa: B905
+    answers = dict(zip(settings.peers, parallel_map(one, settings.peers)))  # noqa: B905
     decisions = {
         u.ref: decide(declared, [answers[p][u.ref] for p in settings.peers]) for u in updates
     }
@@ -1238,8 +1237,7 @@ def _replicate_now(
 
     if not settings.peers:
         return
-    with ThreadPoolExecutor(max_workers=len(settings.peers)) as pool:
-        lines = list(pool.map(one_peer, settings.peers))
+    lines = parallel_map(one_peer, settings.peers)
     for peer, line in zip(settings.peers, lines):  # noqa: B905 (strict= needs 3.10)
         emit(line)
         reported.add(peer)
@@ -1473,6 +1471,9 @@ def _drain_round(
         count = _drain_group(base, settings, entries, environ, deadline)
         with lock:
             delivered += count
+
+    # Only the drainer needs a bounded pool; the hooks do not import it.
+    from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(max_workers=DRAIN_WORKERS) as pool:
         for future in [pool.submit(one_group, g) for g in groups.values()]:

@@ -269,7 +269,7 @@ def install_runtime(root: Path, scripts: Mapping[str, str] = RUNTIME_SCRIPTS) ->
         module, function = target.split(":")
         script = bin_dir / name
         script.write_text(
-            f"#!{SYSTEM_PYTHON} -I\n"
+            f"#!{SYSTEM_PYTHON} -IS\n"
             "import sys\n"
             f"sys.path.insert(0, {str(lib)!r})\n"
             f"from {module} import {function}\n"

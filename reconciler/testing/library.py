@@ -15,13 +15,13 @@ from reconciler.transport.local import LocalTransport
 
 
 def install_server_library(
-    home: Path, repositories: str = "repositories", python: str = "python3"
+    home: Path, repositories: str = "repositories", python: str = "python3", runtime: bool = False
 ) -> bytes:
     """Install this version's library in ``home`` (its commands run by ``python``, as
     the commands apply installs run by the server's python3); returns the hook stub
     for that home."""
     transport = LocalTransport("local", home)
-    op = install_library_op(runtime=False).to_json()
+    op = install_library_op(runtime=runtime).to_json()
     payload = {"actions": [[op]], "repositories": repositories}
     done = run_program(transport, "execute", [], payload, timeout=120, python=python)
     answer = json.loads(done.stdout or b"{}")

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from reconciler.replication import settings_json
-from reconciler.server.hooks import PROC_RECEIVE_REFS
+from reconciler.server.common import PROC_RECEIVE_REFS
 from reconciler.testing.library import install_server_library
 
 NAMES = ("a", "b", "c")
