@@ -442,6 +442,9 @@ def make_tree(
     (content, mode), or a symlink's target): built aside under ``.NAME-``, every file
     and directory synced, then renamed into place whole. What was at ``target`` (a copy
     that is not intact) is moved aside first, so ``target`` never names half a tree."""
+    import shutil
+    import tempfile
+
     temp = tempfile.mkdtemp(prefix=f".{name}-", dir=root)
     try:
         for relative, entry in sorted(entries.items()):
