@@ -6,14 +6,15 @@ import importlib
 import importlib.util
 import json
 import sys
+import threading
 import types
 import zlib
-from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from reconciler.desired import Desired, Server
+from reconciler.desired import Cluster, Desired, Server
 from reconciler.errors import ReconcilerError, ServerError
 from reconciler.facts import Facts, ServerFacts, parse_server_facts
 from reconciler.report import Reporter
@@ -101,9 +102,13 @@ def run_json_program(
     *,
     timeout: float = GATHER_TIMEOUT,
     as_admin: bool = False,
+    rest: Callable[[], Any] | None = None,
 ) -> Any:
-    """Run a server-side program and decode its JSON answer."""
-    result = run_program(transport, name, [], payload, timeout=timeout, as_admin=as_admin)
+    """Run a server-side program and decode its JSON answer (``rest``: see
+    ``run_program``)."""
+    result = run_program(
+        transport, name, [], payload, timeout=timeout, as_admin=as_admin, rest=rest
+    )
     if result.returncode == NO_GIT_USER_STATUS and NO_GIT_USER_MARKER in result.stderr_text:
         user = result.stderr_text.split(NO_GIT_USER_MARKER, 1)[1].split()[0]
         raise GitUserMissing(transport.server, user)
@@ -159,25 +164,95 @@ def program_failure(name: str, returncode: int, stderr: str) -> str:
     return f"the {name} program failed (exit status {returncode}): {text}"
 
 
+def first_request(server: Server, cluster: Cluster, want_refs: bool) -> dict[str, object]:
+    """What the gather program starts on: known from the cluster: and servers: entries
+    alone. The rest (``gather_request``) follows once all of cluster.d/ is loaded."""
+    return {
+        "repositories": server.repositories,
+        "admin": cluster.admin_repository,
+        "refs": want_refs,
+        "more": True,
+    }
+
+
+def _gather(transport: Transport, first: dict[str, object], rest: Callable[[], Any]) -> ServerFacts:
+    # Connect first: meanwhile the program all of them send is assembled.
+    host_key = transport.host_key_line()
+    data = run_json_program(transport, "gather", first, rest=rest)
+    return parse_server_facts(transport.server, data, host_key=host_key)
+
+
 def gather_server(
     desired: Desired, transport: Transport, *, want_refs: bool = False
 ) -> ServerFacts:
     from reconciler.planning.repository_settings import gather_request
 
     server = desired.servers[transport.server]
-    # Connect first: meanwhile gather_facts assembles the program all of them send.
-    host_key = transport.host_key_line()
-    data = run_json_program(
-        transport,
-        "gather",
-        {
-            "repositories": server.repositories,
-            "admin": desired.cluster.admin_repository,
-            "refs": want_refs,
-            **gather_request(desired),
-        },
-    )
-    return parse_server_facts(transport.server, data, host_key=host_key)
+    first = first_request(server, desired.cluster, want_refs)
+    return _gather(transport, first, lambda: gather_request(desired))
+
+
+class GatherAbandoned(Exception):
+    """An early gather was given up before the rest of its request was sent."""
+
+
+class EarlyGather:
+    """Every server's gather, started as soon as cluster.d/'s servers are known.
+
+    The operator's start-up and the loading of the rest of cluster.d/ (10,000
+    repositories take a few tenths of a second) would otherwise come before any
+    server starts its walk. Each server connects (its host key verified as always)
+    and starts on the first part of its request; the rest is sent by ``finish``
+    once cluster.d/ is loaded and valid. ``abandon`` (cluster.d/ invalid) ends
+    every program's input there, and a gather program writes nothing before the
+    rest of its request has come. Daemon threads: a server still connecting does not
+    hold up the exit of a command that has given up on it.
+    """
+
+    def __init__(
+        self, cluster: Cluster, servers: Mapping[str, Server], transports: dict[str, Transport]
+    ) -> None:
+        self.transports = transports
+        self._known = (cluster.admin_repository, dict(servers))
+        self._rest: dict[str, object] | None = None
+        self._ready = threading.Event()
+        self.futures: dict[str, Future[ServerFacts]] = {}
+        for name, transport in transports.items():
+            future: Future[ServerFacts] = Future()
+            first = first_request(servers[name], cluster, False)
+            threading.Thread(target=self._run, args=(future, transport, first), daemon=True).start()
+            self.futures[name] = future
+        program_source("gather")  # assembled while the connections are made
+
+    def _run(
+        self, future: Future[ServerFacts], transport: Transport, first: dict[str, object]
+    ) -> None:
+        future.set_running_or_notify_cancel()
+        try:
+            future.set_result(_gather(transport, first, self._wait_for_rest))
+        except BaseException as exc:  # handed to whoever reads the result
+            future.set_exception(exc)
+
+    def _wait_for_rest(self) -> dict[str, object]:
+        if not self._ready.wait(GATHER_TIMEOUT) or self._rest is None:
+            raise GatherAbandoned
+        return self._rest
+
+    def matches(self, desired: Desired) -> bool:
+        """Whether it was started for the servers ``desired`` holds (it always is: the
+        same entries give the same values; a check, not a decision)."""
+        return self._known == (desired.cluster.admin_repository, desired.servers)
+
+    def finish(self, desired: Desired) -> dict[str, Future[ServerFacts]]:
+        """Send every server the rest of its request; the futures of their facts."""
+        from reconciler.planning.repository_settings import gather_request
+
+        self._rest = gather_request(desired)
+        self._ready.set()
+        return self.futures
+
+    def abandon(self) -> None:
+        self._ready.set()
 
 
 def gather_facts(
@@ -186,13 +261,13 @@ def gather_facts(
     reporter: Reporter | None = None,
     *,
     want_refs: bool = False,
+    started: Mapping[str, Future[ServerFacts]] | None = None,
 ) -> Facts:
+    """Every server's facts; ``started``: the gathers already under way (``EarlyGather``)."""
     reporter = reporter or Reporter()
     reporter.progress(f"gathering facts from {len(transports)} server(s)")
-    servers: dict[str, ServerFacts] = {}
-    errors: dict[str, ReconcilerError] = {}
-    missing_git_users: dict[str, str] = {}
-    missing_host_keys: dict[str, str] = {}
+    if started is not None:
+        return _collect(started, transports)
 
     def one(name: str) -> ServerFacts:
         return gather_server(desired, transports[name], want_refs=want_refs)
@@ -200,16 +275,24 @@ def gather_facts(
     with ThreadPoolExecutor(max_workers=max(1, len(transports))) as pool:
         futures = {name: pool.submit(one, name) for name in transports}
         program_source("gather")  # assembled while the connections are made
-        for name, future in futures.items():
-            try:
-                servers[name] = future.result()
-            except GitUserMissing as missing:
-                missing_git_users[name] = missing.user
-                host_key = transports[name].host_key_line()
-                if host_key:
-                    missing_host_keys[name] = host_key
-            except ReconcilerError as exc:
-                errors[name] = exc
+        return _collect(futures, transports)
+
+
+def _collect(futures: Mapping[str, Future[ServerFacts]], transports: dict[str, Transport]) -> Facts:
+    servers: dict[str, ServerFacts] = {}
+    errors: dict[str, ReconcilerError] = {}
+    missing_git_users: dict[str, str] = {}
+    missing_host_keys: dict[str, str] = {}
+    for name, future in futures.items():
+        try:
+            servers[name] = future.result()
+        except GitUserMissing as missing:
+            missing_git_users[name] = missing.user
+            host_key = transports[name].host_key_line()
+            if host_key:
+                missing_host_keys[name] = host_key
+        except ReconcilerError as exc:
+            errors[name] = exc
     return Facts(
         servers=servers,
         errors=errors,

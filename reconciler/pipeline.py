@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import gc
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 from reconciler.admin_checkout import CheckoutFacts, gather_checkout
 from reconciler.desired import Desired
-from reconciler.facts import Facts
+from reconciler.facts import Facts, ServerFacts
 from reconciler.gather import gather_facts
 from reconciler.planning import Plan, PlanContext, PlanOptions, make_plan
 from reconciler.refs import RefReport, gather_ref_report
@@ -61,10 +62,15 @@ def collector_paused() -> Iterator[None]:
 
 
 def observe(
-    desired: Desired, transports: dict[str, Transport], reporter: Reporter | None = None
+    desired: Desired,
+    transports: dict[str, Transport],
+    reporter: Reporter | None = None,
+    started: Mapping[str, Future[ServerFacts]] | None = None,
 ) -> Observed:
+    """``started``: the servers' gathers, if already under way (``EarlyGather``)."""
     with collector_paused():
-        facts = gather_facts(desired, transports, reporter)  # one program per server, in parallel
+        # One program per server, in parallel.
+        facts = gather_facts(desired, transports, reporter, started=started)
         checkout = gather_checkout(desired, facts)  # the operator's side: no round trip
         refs = gather_ref_report(desired, facts, {n: transports[n] for n in facts.servers})
     return Observed(facts, checkout, refs)
@@ -75,7 +81,8 @@ def plan_cluster(
     transports: dict[str, Transport],
     options: PlanOptions,
     reporter: Reporter | None = None,
+    started: Mapping[str, Future[ServerFacts]] | None = None,
 ) -> tuple[Plan, Observed]:
-    observed = observe(desired, transports, reporter)
+    observed = observe(desired, transports, reporter, started)
     with collector_paused():
         return make_plan(observed.context(desired, options)), observed

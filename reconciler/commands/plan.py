@@ -5,16 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from reconciler.commands.common import close_all, load_and_connect, plan_options
-from reconciler.commands.output import (
-    ConsoleReporter,
-    print_errors,
-    print_json,
-    print_plan,
-    print_replication,
-    stderr,
-    stdout,
-)
+from reconciler.commands.common import close_all, load_and_start_gather, plan_options
 from reconciler.errors import ReconcilerError
 
 if TYPE_CHECKING:
@@ -34,13 +25,21 @@ def run(
     prune: bool = False,
     out: Path | None = None,
 ) -> int:
+    desired, transports, started = load_and_start_gather(directory, servers, trust_new_host_keys)
+    # Imported while the servers gather (rich's import is most of it).
+    from reconciler.commands.output import (
+        ConsoleReporter,
+        print_errors,
+        print_json,
+        print_plan,
+        print_replication,
+    )
     from reconciler.pipeline import plan_cluster
 
-    desired, transports = load_and_connect(directory, servers, trust_new_host_keys)
     options = plan_options(servers, replace_foreign, prune)
     try:
         reporter = ConsoleReporter(quiet=json_output)
-        plan, observed = plan_cluster(desired, transports, options, reporter)
+        plan, observed = plan_cluster(desired, transports, options, reporter, started)
     finally:
         close_all(transports)
     if json_output:
@@ -71,6 +70,7 @@ def _save(
     quiet: bool,
 ) -> None:
     from reconciler import __version__
+    from reconciler.commands.output import stderr, stdout
     from reconciler.saved_plan import (
         SavedOptions,
         SavedPlan,

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from rich.markup import escape
 
-from reconciler.commands.common import close_all, load_and_connect
+from reconciler.commands.common import close_all, load_and_start_gather
 from reconciler.commands.output import print_json, stdout
 from reconciler.errors import ReconcilerError
 
@@ -77,9 +77,9 @@ def _gather_status(directory: Path) -> StatusReport:
     from reconciler.pipeline import observe
     from reconciler.status import build_status
 
-    desired, transports = load_and_connect(directory, [], False)
+    desired, transports, started = load_and_start_gather(directory, [], False)
     try:
-        observed = observe(desired, transports)
+        observed = observe(desired, transports, started=started)
     finally:
         close_all(transports)
     return build_status(desired, observed.facts, observed.refs)

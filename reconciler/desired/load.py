@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -42,6 +43,9 @@ KEYDIR = "keydir"
 MAX_KEY_FILE_BYTES = 64 * 1024
 
 _SECTIONS = ("servers", "repositories", "groups", "users")
+# What the servers are, and how to reach them: collected first when the caller wants
+# to know them before the rest is checked (``load``'s ``servers_known``).
+_SERVER_KEYS = frozenset({"cluster", "servers"})
 _SECTION_NOUN = {
     "servers": "server",
     "repositories": "repository",
@@ -224,19 +228,24 @@ class _Loader:
             self.empty_entries[key] = spec
         return spec, True
 
-    def collect(self, document: YamlDocument) -> None:
+    def collect(self, document: YamlDocument, servers: bool | None = None) -> None:
+        """The document's entries; with ``servers`` True only those of cluster: and
+        servers:, with False only the others (each entry is collected once either way)."""
         from reconciler.desired.schema import SECTION_ENTRY, TOP_LEVEL_KEYS, ClusterSpec
 
         data = document.data
         if data is None:
             return
         if not isinstance(data, dict):
-            self.error(
-                document.location(()),
-                "a cluster.d/ file must be a mapping with keys such as servers: and groups:",
-            )
+            if not servers:
+                self.error(
+                    document.location(()),
+                    "a cluster.d/ file must be a mapping with keys such as servers: and groups:",
+                )
             return
         for key, value in data.items():
+            if servers is not None and (key in _SERVER_KEYS) != servers:
+                continue
             if key not in TOP_LEVEL_KEYS:
                 self.error(
                     document.location((key,), key=True),
@@ -577,13 +586,24 @@ class _Loader:
             )
         return groups
 
-    def load(self) -> Desired:
+    def load(self, servers_known: ServersKnown | None = None) -> Desired:
         documents = self.read_documents()
         if self.errors and not documents and not self.unreadable:
             raise ConfigErrors(self.errors)  # no cluster.d/ or no files: nothing to check
-        for document in documents:
-            self.collect(document)
+        if servers_known is None:
+            for document in documents:
+                self.collect(document)
+        else:
+            for document in documents:
+                self.collect(document, servers=True)
+        # The cluster and the servers depend on their own entries only.
         cluster = self.cluster()
+        servers = self.servers()
+        if servers_known is not None:
+            if not self.errors:
+                servers_known(cluster, servers)
+            for document in documents:
+                self.collect(document, servers=False)
         inline = self.inline_users()
         keydir = self.keydir_users()
         rendered, server_keys = self.previously_rendered()
@@ -600,7 +620,6 @@ class _Loader:
             users[name] = keys
         for name, keys in inline.items():
             users[name] = keys
-        servers = self.servers()
         if (
             self.cluster_entry is None
             or self.cluster_entry[0] is None
@@ -674,9 +693,16 @@ def _config_value_problem(value: str) -> str | None:
     return None
 
 
-def load(directory: Path) -> Desired:
+ServersKnown = Callable[[Cluster, dict[str, Server]], None]
+
+
+def load(directory: Path, servers_known: ServersKnown | None = None) -> Desired:
     """Read ``directory``/cluster.d/*.yaml and keydir/*.pub into a validated ``Desired``.
 
-    Raises ``ConfigErrors`` listing every problem found.
+    Raises ``ConfigErrors`` listing every problem found. ``servers_known`` is called
+    with the cluster and the servers as soon as their entries are read and found
+    valid (no file unreadable, no problem in them), before everything else is
+    checked: the servers can be reached meanwhile. It is not called when they are
+    not valid; the rest may still fail to load after it was called.
     """
-    return _Loader(directory).load()
+    return _Loader(directory).load(servers_known)

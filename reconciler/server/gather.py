@@ -3,8 +3,9 @@
 Input (stdin, JSON): {"repositories": "repositories", "admin": "gitosis-admin",
 "repo_sections": the names of gitosis.conf's [repo NAME] sections, "descriptions":
 those of them with a description, "projects_list": gitweb's list, relative to the
-home}; or {"mode": "refs" | "ancestry" | "admin_tip", ...} for the follow-up
-questions. Output (stdout, zlib-compressed JSON): see ``main``. Reads files only;
+home}, as one line, or as a first line {"repositories", "admin", "refs", "more": true}
+and the rest after it; or {"mode": "refs" | "ancestry" | "admin_tip", ...} for the
+follow-up questions. Output (stdout, zlib-compressed JSON): see ``main``. Reads files only;
 the processes it spawns are one ``git log`` in the admin repository and one
 ``git --version``. It never reads a private key. The one file it may write is the replication hook's
 push record file, which it compacts.
@@ -66,7 +67,8 @@ def write_answer(result: dict[str, Any]) -> None:
 
 
 def main() -> None:
-    request = json.loads(sys.stdin.read() or "{}")
+    # One line; with "more", the rest of the request follows (see _rest_of_request).
+    request = json.loads(sys.stdin.readline() or "{}")
     mode = request.get("mode", "facts")
     if mode != "facts":
         write_answer(answer(request, mode))
@@ -82,6 +84,12 @@ def main() -> None:
         account = str(os.getuid())
     admin_name = request.get("admin", "gitosis-admin")
     walked: list[str] = []
+    found = (
+        repositories.walk_repositories(base, request.get("refs", False), known, walked)
+        if os.path.isdir(base)
+        else {}
+    )
+    _rest_of_request(request)
     result: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
         "home": home,
@@ -95,11 +103,7 @@ def main() -> None:
         "repositories_exists": os.path.isdir(base),
         **settings.read_settings(base),
         **queue.gather_queue(base),
-        "repositories": (
-            repositories.walk_repositories(base, request.get("refs", False), known, walked)
-            if os.path.isdir(base)
-            else {}
-        ),
+        "repositories": found,
         "admin": admin.admin_facts(base, admin_name),
         "pushes": pushes.read_pushes(base, time.time()),
         "repo_sections": repository_settings.repo_section_facts(
@@ -116,6 +120,24 @@ def main() -> None:
         result[key] = reader(gathering)
     result["seconds"] = round(time.monotonic() - started, 4)
     write_answer(result)
+
+
+def _rest_of_request(request: dict[str, Any]) -> None:
+    """The request's second part, when its first says "more": the operator starts the
+    gather as soon as it knows the servers, and sends what depends on the rest of
+    cluster.d/ once that is loaded, so the walk (read-only) runs meanwhile. Nothing
+    is written before it has come: when the input ends without it (cluster.d/ was
+    invalid, the operator stopped), the program stops here."""
+    if request.get("more"):
+        rest = sys.stdin.read()
+        if not rest:
+            sys.exit(ABANDONED_STATUS)
+        request.update(json.loads(rest))
+
+
+# The operator stopped before sending the rest of the request (it does not read the
+# answer then).
+ABANDONED_STATUS = 3
 
 
 if __name__ == "__main__":

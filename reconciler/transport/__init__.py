@@ -14,6 +14,7 @@ repository.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -55,6 +56,11 @@ class TransportStats:
     programs: list[str] = field(default_factory=list)
 
 
+# A command's input: bytes, or parts sent one by one as the iterable yields them (a
+# later part may wait for something the operator is still working out).
+Stdin = bytes | Iterable[bytes]
+
+
 class Transport(Protocol):
     server: str
     stats: TransportStats
@@ -63,7 +69,7 @@ class Transport(Protocol):
         self,
         argv: list[str],
         *,
-        stdin: bytes = b"",
+        stdin: Stdin = b"",
         timeout: float | None = None,
         as_admin: bool = False,
     ) -> CommandResult:
@@ -90,17 +96,28 @@ def run_program(
     timeout: float | None = None,
     python: str = "python3",
     as_admin: bool = False,
+    rest: Callable[[], Any] | None = None,
 ) -> CommandResult:
     """Run the server-side program ``name`` with ``args`` and a JSON ``payload``.
 
-    Program and payload travel on stdin of one command: one round trip.
+    Program and payload travel on stdin of one command: one round trip. With
+    ``rest``, the payload is one line and the program starts on it; what ``rest()``
+    returns (it may wait) follows as a second JSON document, then the input ends.
     """
     source = program_source(name)
     data = b"" if payload is None else json.dumps(payload).encode()
     transport.stats.programs.append(name)
+    stdin: Stdin = source + data
+    if rest is not None:
+        stdin = _in_two_parts(source + data + b"\n", rest)
     return transport.run(
         [python, "-c", BOOTSTRAP, str(len(source)), *args],
-        stdin=source + data,
+        stdin=stdin,
         timeout=timeout,
         as_admin=as_admin,
     )
+
+
+def _in_two_parts(first: bytes, rest: Callable[[], Any]) -> Iterator[bytes]:
+    yield first
+    yield json.dumps(rest()).encode()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from reconciler.errors import ServerError
 from reconciler.server.common import without_repository_env
-from reconciler.transport import CommandResult, TransportStats
+from reconciler.transport import CommandResult, Stdin, TransportStats
 
 
 class LocalTransport:
@@ -32,7 +32,7 @@ class LocalTransport:
         self,
         argv: list[str],
         *,
-        stdin: bytes = b"",
+        stdin: Stdin = b"",
         timeout: float | None = None,
         as_admin: bool = False,
     ) -> CommandResult:
@@ -46,7 +46,9 @@ class LocalTransport:
         try:
             done = subprocess.run(
                 argv,
-                input=stdin,
+                # All of it before the program starts: a local program is not worth
+                # starting early.
+                input=stdin if isinstance(stdin, bytes) else b"".join(stdin),
                 capture_output=True,
                 cwd=self.home,
                 env=self._env(),

@@ -29,6 +29,7 @@ from reconciler.transport import (
     NO_GIT_USER_MARKER,
     NO_GIT_USER_STATUS,
     CommandResult,
+    Stdin,
     TransportStats,
 )
 
@@ -306,7 +307,7 @@ class SshTransport:
         self,
         argv: list[str],
         *,
-        stdin: bytes = b"",
+        stdin: Stdin = b"",
         timeout: float | None = None,
         as_admin: bool = False,
     ) -> CommandResult:
@@ -339,8 +340,9 @@ class SshTransport:
             for reader in readers:
                 reader.start()
             try:
-                if stdin:
-                    channel.sendall(stdin)
+                for part in (stdin,) if isinstance(stdin, bytes) else stdin:
+                    if part:
+                        channel.sendall(part)
                 channel.shutdown_write()
             except OSError:
                 # The command may end without reading all its input (an admin
@@ -349,6 +351,11 @@ class SshTransport:
                 # channel, and the status and output are the answer.
                 if not channel.closed or not channel.exit_status_ready():
                     raise
+            except BaseException:
+                # A part of the input could not be made (the caller gave up): the
+                # program sees its input end unfinished, and stops.
+                channel.close()
+                raise
             for reader in readers:
                 reader.join(max(0.0, deadline - time.monotonic()))
             # A reader also stops when its recv times out, so the command has
