@@ -52,7 +52,8 @@ RUNTIME_BIN = f"{RUNTIME_DIR}/bin"
 # Commands in LIBRARY_DIR/bin: name -> "module:function".
 ENTRY_POINTS = {
     "post-receive": "reconciler.server.replication:main",
-    "proc-receive": "reconciler.server.replication:proc_receive_main",
+    # proc_receive, not replication: a peer's proposal is written without importing it.
+    "proc-receive": "reconciler.server.proc_receive:main",
     # Links of the release before proc-receive; a no-op until apply removes them.
     "reference-transaction": "reconciler.server.replication:transaction_main",
 }

@@ -2,7 +2,7 @@
 
 In quorum mode every mirrored repository has ``receive.procReceiveRefs`` set to the
 replicated ref prefixes and ``hooks/proc-receive`` linked to its stub, which runs
-``proc_receive_main``. receive-pack then hands this program every command of a
+``main`` here. receive-pack then hands this program every command of a
 push at once (after ``pre-receive``, with the pushed objects already in the
 repository) and writes none of those refs itself: this program writes them, and
 answers ``ok REF`` or ``ng REF REASON`` per ref, which the pusher sees as git's own

@@ -109,7 +109,7 @@ from reconciler.server.settings import Settings, SettingsError, find_base, load_
 
 # In quorum mode each mirrored repository's hooks/proc-receive is a link to its
 # post-receive stub, which runs this library's bin/proc-receive
-# (``proc_receive_main``): it decides, while git holds the refs' locks, whether a
+# (``proc_receive.main``): it decides, while git holds the refs' locks, whether a
 # majority of the declared servers takes the update (docs/quorum.md).
 QUORUM_PREFIXES = PROC_RECEIVE_REFS  # the replicated refs
 ABORTED_NAMESPACE = "refs/reconciler/aborted/"
@@ -1596,11 +1596,6 @@ def transaction_main(argv: Sequence[str] | None = None) -> int:
     until apply removes it (post-receive replicates a push that proc-receive did not
     see)."""
     return 0
-
-
-def proc_receive_main(argv: Sequence[str] | None = None) -> int:
-    """hooks/proc-receive (through the stub): receive-pack's commands on stdin."""
-    return proc_receive_mod.main()
 
 
 if __name__ == "__main__":

@@ -145,3 +145,44 @@ def test_every_command_the_library_installs_skips_the_site_packages(tmp_path: Pa
         assert pythons, (command, text)
         for line in pythons:
             assert " -IS " in line + " ", (command.name, line)
+
+
+def test_the_installed_proc_receive_writes_a_proposal_without_the_replication_module(
+    tmp_path: Path,
+) -> None:
+    """The command receive-pack runs (bin/proc-receive, as apply installs it), not only
+    the function: its entry point must not import the replication module either."""
+    base = tmp_path / "repositories"
+    (base / ".reconciler").mkdir(parents=True)
+    repo = base / "p.git"
+    subprocess.run(["git", "init", "-q", "--bare", str(repo)], check=True, timeout=60)
+    (base / ".reconciler" / "replication.json").write_bytes(
+        settings_json(server="a", peers=NAMES, mirror_users=["git@b"], mode="quorum")
+    )
+    install_server_library(tmp_path)
+    work = client(tmp_path)
+    first = commit(work)
+    git(work, "push", "-q", str(repo), f"{first}:refs/heads/side")
+    command = tmp_path / ".reconciler" / "server" / "bin" / "proc-receive"
+    line = f"{'0' * 40} {first} refs/heads/m\n".encode()
+    conversation = (
+        b"%04x" % (len(b"version=1\0report-status\n") + 4)
+        + b"version=1\0report-status\n0000"
+        + b"%04x" % (len(line) + 4)
+        + line
+        + b"0000"
+    )
+    done = subprocess.run(
+        ["python3", "-X", "importtime", str(command)],
+        input=conversation,
+        capture_output=True,
+        timeout=60,
+        check=False,
+        env=env_for(GIT_DIR=str(repo), GITOSIS_USER="git@b"),
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    assert b"ok refs/heads/m" in done.stdout, done.stdout
+    assert value(repo, "refs/heads/m") == first
+    trace = done.stderr.decode()
+    assert "reconciler.server.proc_receive" in trace
+    assert "reconciler.server.replication" not in trace, trace[-3000:]
