@@ -744,10 +744,6 @@ class InThread(Generic[T]):
         return self._value  # type: ignore[return-value]
 
 
-def in_thread(function: Callable[..., T], *args: Any) -> InThread[T]:
-    return InThread(function, *args)
-
-
 def parallel_map(function: Callable[[U], T], items: Iterable[U]) -> list[T]:
     """``function`` of every item at once, one thread each; the values in order, or
     the first item's exception (as ``ThreadPoolExecutor.map`` would raise it)."""

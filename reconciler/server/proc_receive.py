@@ -305,17 +305,6 @@ def lock(
     return None, refused
 
 
-def write(
-    git_dir: Path, updates: Sequence[RefUpdate], env: Mapping[str, str], timeout: float
-) -> dict[str, str]:
-    """Lock and commit at once (a peer's proposal, a write nobody votes on); the
-    refs that could not be written, with why."""
-    transaction, refused = lock(git_dir, updates, env, timeout)
-    if transaction is not None and not transaction.commit():
-        refused.update({u.ref: "failed to update ref" for u in transaction.updates})
-    return refused
-
-
 def write_unvoted(
     git_dir: Path,
     updates: Sequence[RefUpdate],
@@ -365,7 +354,7 @@ def parse_commands(lines: Sequence[bytes]) -> list[RefUpdate]:
     return updates
 
 
-def _emit_err(line: str) -> None:
+def emit_err(line: str) -> None:
     # The pusher sees the hook's stderr as "remote: ..." lines.
     with contextlib.suppress(OSError, ValueError):
         sys.stderr.write(line + "\n")
@@ -393,7 +382,7 @@ def main(
         stdout.flush()
         updates = parse_commands(read_until_flush(stdin))
     except (ProtocolError, OSError) as exc:
-        _emit_err(f"quorum hook error: {exc}")
+        emit_err(f"quorum hook error: {exc}")
         return 1
     timeout = peers_write(environ)
     if timeout is not None:

@@ -30,7 +30,6 @@ from reconciler.server.queue import RefUpdate
 REPLICATED_PREFIXES = ("refs/heads/", "refs/tags/", "refs/notes/")
 ABORTED_PREFIX = "refs/reconciler/aborted/"  # quorum repair's keeping of unacknowledged values
 MAX_REF_DEPTH = 512  # only a guard against recursion; os.walk had none
-_READ_FLAGS = os.O_RDONLY | os.O_CLOEXEC
 
 
 def read_refs(
@@ -49,7 +48,7 @@ def read_refs(
             refs[name.strip()] = sha
     read_loose_refs(gitdir + "/refs", "refs/", refs, 0, locks)
     if aborted is not None:
-        aborted.extend(sorted([ref for ref in refs if ref.startswith(ABORTED_PREFIX)]))
+        aborted.extend(sorted(ref for ref in refs if ref.startswith(ABORTED_PREFIX)))
     return {ref: sha for ref, sha in refs.items() if ref.startswith(REPLICATED_PREFIXES)}
 
 
@@ -67,33 +66,23 @@ def read_loose_refs(
     except OSError:
         return
     for entry in entries:
-        name = entry.name
         if entry.is_dir():
             if depth < MAX_REF_DEPTH and not entry.is_symlink():
-                read_loose_refs(entry.path, prefix + name + "/", refs, depth + 1, locks)
+                read_loose_refs(entry.path, prefix + entry.name + "/", refs, depth + 1, locks)
             continue
-        if name.endswith(".lock"):
+        if entry.name.endswith(".lock"):
             # No ref's name ends in .lock: git's lock of the ref while it is updated.
             if locks is not None:
                 with contextlib.suppress(OSError):
                     age = time.time() - entry.stat(follow_symlinks=False).st_mtime
-                    locks.append([prefix + name[: -len(".lock")], round(age, 1)])
+                    locks.append([prefix + entry.name[: -len(".lock")], round(age, 1)])
             continue
-        # read_text's reading, written out: a gather reads one loose ref or more in
-        # each of tens of thousands of repositories.
-        try:
-            fd = os.open(entry.path, _READ_FLAGS)
-        except OSError:
+        text = read_text(entry.path, 4096)
+        if text is None:
             continue
-        try:
-            data = os.read(fd, 4096)
-        except OSError:
-            continue
-        finally:
-            os.close(fd)
-        text = data.decode("utf-8", "replace").strip()
+        text = text.strip()
         if len(text) in (40, 64) and not text.startswith("ref:"):
-            refs[prefix + name] = text
+            refs[prefix + entry.name] = text
 
 
 def refs_digest(refs: dict[str, str]) -> str:

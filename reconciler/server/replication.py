@@ -86,14 +86,15 @@ from reconciler.server.common import (
     PROC_RECEIVE_REFS,
     QUEUE_PATH,
     SETTINGS_PATH,
+    InThread,
     bounded,
     drain_lock,
-    in_thread,
     is_ancestor,
     is_repository,
     parallel_map,
     without_repository_env,
 )
+from reconciler.server.proc_receive import emit_err as _emit_err
 from reconciler.server.pushes import record_push
 from reconciler.server.queue import (
     TRANSIENT_REASONS,
@@ -784,7 +785,7 @@ def proc_receive(
     # until it commits, so a proposal of another value that reaches it first makes its
     # own lock fail: that ref is refused here, and put back where our proposal moved
     # it, as any refused ref.
-    locking = in_thread(proc_receive_mod.lock, git_dir, todo, env, timeout)
+    locking = InThread(proc_receive_mod.lock, git_dir, todo, env, timeout)
     answers, decisions, reach = _vote(git_dir, settings, name, proposed, environ)
     try:
         transaction, refused = locking.result()
@@ -965,17 +966,6 @@ def _accepted(
         more = len(updates) - SUMMARY_LINES
         _emit_err(f"... and {more} more refs, each taken by {least} or more servers")
     _queue_the_rest(base, settings, name, updates, answers, environ)
-
-
-def emit_err(line: str) -> None:
-    _emit_err(line)
-
-
-def _emit_err(line: str) -> None:
-    # The pusher sees the hook's stderr as "remote: ..." lines.
-    with contextlib.suppress(OSError, ValueError):
-        sys.stderr.write(line + "\n")
-        sys.stderr.flush()
 
 
 def _majorities_elsewhere(
