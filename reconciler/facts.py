@@ -139,6 +139,8 @@ class ServerFacts:
     admin: AdminFacts
     host_key: str | None = None  # as seen by the operator's connection
     seconds: float = 0.0
+    # Repositories whose facts came from the server's cache (reconciler.server.fact_cache).
+    fact_cache_hits: int = 0
     gitosis: GitosisFacts = field(default_factory=GitosisFacts)
     library: LibraryFacts = field(default_factory=LibraryFacts)
     pushes: dict[str, PushStats] = field(default_factory=dict)  # peer -> its pushes
@@ -298,6 +300,7 @@ def parse_server_facts(
             ),
             host_key=host_key,
             seconds=float(data.get("seconds", 0.0)),
+            fact_cache_hits=int(data.get("fact_cache_hits", 0)),
             gitosis=GitosisFacts.from_json(data.get("gitosis") or {}, "gitosis"),
             library=LibraryFacts.from_json(data.get("library") or {}, "library"),
             pushes={

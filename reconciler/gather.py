@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 from reconciler.desired import Cluster, Desired, Server
 from reconciler.errors import ReconcilerError, ServerError
 from reconciler.facts import Facts, ServerFacts, parse_server_facts
+from reconciler.gather_cache import GatherCache
 from reconciler.report import Reporter
 from reconciler.transport import (
     NO_GIT_USER_MARKER,
@@ -175,10 +176,20 @@ def first_request(server: Server, cluster: Cluster, want_refs: bool) -> dict[str
     }
 
 
-def _gather(transport: Transport, first: dict[str, object], rest: Callable[[], Any]) -> ServerFacts:
+def _gather(
+    transport: Transport, server: Server, first: dict[str, object], rest: Callable[[], Any]
+) -> ServerFacts:
     # Connect first: meanwhile the program all of them send is assembled.
     host_key = transport.host_key_line()
+    # What this operator remembers of the server's repositories: those unchanged since
+    # are not read again (reconciler.gather_cache).
+    cache = GatherCache.for_server(server)
+    if cache is not None:
+        first = {**first, "known": cache.known(bool(first.get("refs")))}
     data = run_json_program(transport, "gather", first, rest=rest)
+    if cache is not None and isinstance(data, dict):
+        cache.merge(transport.server, data)
+        cache.save()
     return parse_server_facts(transport.server, data, host_key=host_key)
 
 
@@ -189,7 +200,7 @@ def gather_server(
 
     server = desired.servers[transport.server]
     first = first_request(server, desired.cluster, want_refs)
-    return _gather(transport, first, lambda: gather_request(desired))
+    return _gather(transport, server, first, lambda: gather_request(desired))
 
 
 class GatherAbandoned(Exception):
@@ -220,16 +231,22 @@ class EarlyGather:
         for name, transport in transports.items():
             future: Future[ServerFacts] = Future()
             first = first_request(servers[name], cluster, False)
-            threading.Thread(target=self._run, args=(future, transport, first), daemon=True).start()
+            threading.Thread(
+                target=self._run, args=(future, transport, servers[name], first), daemon=True
+            ).start()
             self.futures[name] = future
         program_source("gather")  # assembled while the connections are made
 
     def _run(
-        self, future: Future[ServerFacts], transport: Transport, first: dict[str, object]
+        self,
+        future: Future[ServerFacts],
+        transport: Transport,
+        server: Server,
+        first: dict[str, object],
     ) -> None:
         future.set_running_or_notify_cancel()
         try:
-            future.set_result(_gather(transport, first, self._wait_for_rest))
+            future.set_result(_gather(transport, server, first, self._wait_for_rest))
         except BaseException as exc:  # handed to whoever reads the result
             future.set_exception(exc)
 

@@ -37,7 +37,7 @@ KIND = "reconcile saved plan"
 SHORT = 16  # hex digits of a part's digest: enough to tell which part changed
 
 # ServerFacts fields the planner never reads; they change at every gather.
-NOT_PLANNED = frozenset({"server", "seconds", "pushes"})
+NOT_PLANNED = frozenset({"server", "seconds", "fact_cache_hits", "pushes"})
 
 # The parts of a server's facts a refusal names, and the fields each covers; then
 # those of the subjects that declare their facts (reconciler.subjects).

@@ -277,15 +277,9 @@ CACHE_MAX_AGE = 14 * 24 * 3600
 
 
 def _cache_dir() -> Path | None:
-    import os
+    from reconciler.caches import cache_dir
 
-    setting = os.environ.get(CACHE_ENV, "")
-    if setting == "off":
-        return None
-    if setting:
-        return Path(setting)
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "reconciler" / "yaml"
+    return cache_dir(CACHE_ENV, "yaml")
 
 
 def _parser_identity() -> str:

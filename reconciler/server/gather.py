@@ -3,7 +3,8 @@
 Input (stdin, JSON): {"repositories": "repositories", "admin": "gitosis-admin",
 "repo_sections": the names of gitosis.conf's [repo NAME] sections, "descriptions":
 those of them with a description, "projects_list": gitweb's list, relative to the
-home}, as one line, or as a first line {"repositories", "admin", "refs", "more": true}
+home, "known": what the operator remembers of each repository (``fact_cache``)}, as
+one line, or as a first line {"repositories", "admin", "refs", "known", "more": true}
 and the rest after it; or {"mode": "refs" | "ancestry" | "admin_tip", ...} for the
 follow-up questions. Output (stdout, zlib-compressed JSON): see ``main``. Reads files only;
 the processes it spawns are one ``git log`` in the admin repository and one
@@ -29,6 +30,7 @@ from typing import Any
 
 from reconciler.server import (
     admin,
+    fact_cache,
     hooks,
     keys,
     known_hosts,
@@ -84,8 +86,20 @@ def main() -> None:
         account = str(os.getuid())
     admin_name = request.get("admin", "gitosis-admin")
     walked: list[str] = []
+    # What the operator remembers (reconciler.gather_cache): repositories whose inputs
+    # stat as they did then are answered "unchanged" instead of being read.
+    remembered = fact_cache.parse_known(request.get("known"))
+    unchanged: list[str] = []
     found = (
-        repositories.walk_repositories(base, request.get("refs", False), known, walked)
+        repositories.walk_repositories(
+            base,
+            request.get("refs", False),
+            known,
+            walked,
+            remembered=remembered,
+            unchanged=unchanged,
+            horizon_ns=time.time_ns() - fact_cache.RACY_NS,
+        )
         if os.path.isdir(base)
         else {}
     )
@@ -104,6 +118,7 @@ def main() -> None:
         **settings.read_settings(base),
         **queue.gather_queue(base),
         "repositories": found,
+        **({"unchanged": unchanged} if remembered is not None else {}),
         "admin": admin.admin_facts(base, admin_name),
         "pushes": pushes.read_pushes(base, time.time()),
         "repo_sections": repository_settings.repo_section_facts(

@@ -24,6 +24,7 @@ from reconciler.server.common import (
     read_text,
     run,
 )
+from reconciler.server.fact_cache import Input, status
 from reconciler.server.ops import AdoptMajority, PushRefs, RemoveStaleLock, handler
 from reconciler.server.queue import RefUpdate
 
@@ -33,11 +34,16 @@ MAX_REF_DEPTH = 512  # only a guard against recursion; os.walk had none
 
 
 def read_refs(
-    gitdir: str, locks: list[list[object]] | None = None, aborted: list[str] | None = None
+    gitdir: str,
+    locks: list[list[object]] | None = None,
+    aborted: list[str] | None = None,
+    inputs: list[Input] | None = None,
 ) -> dict[str, str]:
     """The replicated refs; ``locks`` (a list) receives [ref, age in seconds] of each
     ``REF.lock`` that git left: a push killed while it held the ref's lock;
-    ``aborted`` the refs quorum repair kept under refs/reconciler/aborted/."""
+    ``aborted`` the refs quorum repair kept under refs/reconciler/aborted/;
+    ``inputs`` each directory and loose ref read, with its status taken before the
+    read (``fact_cache``; packed-refs is the caller's)."""
     refs: dict[str, str] = {}
     packed = read_text(gitdir + "/packed-refs", 256 << 20)
     if packed:
@@ -46,7 +52,7 @@ def read_refs(
                 continue
             sha, _, name = line.partition(" ")
             refs[name.strip()] = sha
-    read_loose_refs(gitdir + "/refs", "refs/", refs, 0, locks)
+    read_loose_refs(gitdir + "/refs", "refs/", refs, 0, locks, inputs)
     if aborted is not None:
         aborted.extend(sorted(ref for ref in refs if ref.startswith(ABORTED_PREFIX)))
     return {ref: sha for ref, sha in refs.items() if ref.startswith(REPLICATED_PREFIXES)}
@@ -58,9 +64,12 @@ def read_loose_refs(
     refs: dict[str, str],
     depth: int,
     locks: list[list[object]] | None = None,
+    inputs: list[Input] | None = None,
 ) -> None:
     """Loose refs under ``directory`` into ``refs`` (as os.walk would find them:
     symlinked directories are not entered, unreadable ones are skipped)."""
+    if inputs is not None:
+        inputs.append((prefix[:-1], True, status(directory, True)))
     try:
         entries = list(os.scandir(directory))
     except OSError:
@@ -68,7 +77,14 @@ def read_loose_refs(
     for entry in entries:
         if entry.is_dir():
             if depth < MAX_REF_DEPTH and not entry.is_symlink():
-                read_loose_refs(entry.path, prefix + entry.name + "/", refs, depth + 1, locks)
+                read_loose_refs(
+                    entry.path, prefix + entry.name + "/", refs, depth + 1, locks, inputs
+                )
+            elif inputs is not None:
+                # Skipped because it points at a directory: were that directory replaced
+                # by a file, it would be read as a ref, and the link itself would not
+                # change. What it points at is an input.
+                inputs.append((prefix + entry.name, True, status(entry.path, True)))
             continue
         if entry.name.endswith(".lock"):
             # No ref's name ends in .lock: git's lock of the ref while it is updated.
@@ -77,6 +93,8 @@ def read_loose_refs(
                     age = time.time() - entry.stat(follow_symlinks=False).st_mtime
                     locks.append([prefix + entry.name[: -len(".lock")], round(age, 1)])
             continue
+        if inputs is not None:
+            inputs.append((prefix + entry.name, True, status(entry.path, True)))
         text = read_text(entry.path, 4096)
         if text is None:
             continue

@@ -26,10 +26,26 @@ from reconciler.server.common import (
     resolve,
     run,
 )
+from reconciler.server.fact_cache import Input, Remembered, current_digest, keepable, status
 from reconciler.server.ops import CloneMirror, InitBare, handler
 from reconciler.server.refs import read_refs, refs_digest
 
 MAX_DEPTH = 12
+
+
+# What ``repository_facts`` reads besides the refs, relative to the repository, and
+# whether a symlink there is followed (``fact_cache`` compares their status; a test
+# checks that nothing else is opened).
+REPOSITORY_INPUTS = (
+    ("HEAD", True),
+    ("objects", True),
+    ("config", True),
+    ("packed-refs", True),
+    ("git-daemon-export-ok", True),
+    ("hooks/post-receive", False),
+    ("hooks/proc-receive", False),
+    ("hooks/reference-transaction", False),
+)
 
 
 def repository_facts(
@@ -37,11 +53,19 @@ def repository_facts(
     want_refs: bool,
     known: hooks.KnownContent = hooks.NO_KNOWN_CONTENT,
     memo: dict[str, Any] | None = None,
+    inputs: list[Input] | None = None,
 ) -> dict[str, Any]:
+    """``inputs``: receives the status of everything read, each taken before it is read."""
+    if inputs is not None:
+        prefix = gitdir + "/"
+        inputs.extend(
+            (relative, follow, status(prefix + relative, follow))
+            for relative, follow in REPOSITORY_INPUTS
+        )
     config = parse_git_config(read_text(gitdir + "/config") or "", memo)
     locks: list[list[object]] = []
     aborted: list[str] = []
-    refs = read_refs(gitdir, locks, aborted)
+    refs = read_refs(gitdir, locks, aborted, inputs)
     facts: dict[str, Any] = {
         "head": (read_text(gitdir + "/HEAD", 4096) or "").strip(),
         "bare": (config.get(("core", None), {}).get("bare") or ["true"])[-1] == "true",
@@ -61,16 +85,11 @@ def repository_facts(
     return facts
 
 
-def walk_repositories(
-    base: str,
-    want_refs: bool,
-    known: hooks.KnownContent = hooks.NO_KNOWN_CONTENT,
-    leftovers: list[str] | None = None,
-) -> dict[str, Any]:
-    """Every repository below ``base``; the abandoned temporaries it passes (a
-    repository being made when its run was killed) go into ``leftovers``."""
-    found = {}
-    memo: dict[str, Any] = {}  # the config lines every repository shares, parsed once
+def walk(base: str, visit: Callable[[str, str], bool], leftovers: list[str] | None = None) -> None:
+    """``visit(name, path)`` for every directory below ``base`` named ``*.git``; one it
+    says is not a repository is walked into, as any other directory. The abandoned
+    temporaries it passes (a repository being made when its run was killed) go into
+    ``leftovers``."""
     stack = [(base, 0, "")]
     while stack:
         directory, depth, prefix = stack.pop()
@@ -85,11 +104,52 @@ def walk_repositories(
                 continue
             if not entry.is_dir(follow_symlinks=False):
                 continue
-            if entry.name.endswith(".git") and is_repository(entry.path):
-                name = prefix + entry.name[: -len(".git")]
-                found[name] = repository_facts(entry.path, want_refs, known, memo)
-            elif depth < MAX_DEPTH:
+            if entry.name.endswith(".git") and visit(prefix + entry.name[:-4], entry.path):
+                continue
+            if depth < MAX_DEPTH:
                 stack.append((entry.path, depth + 1, prefix + entry.name + "/"))
+
+
+def walk_repositories(
+    base: str,
+    want_refs: bool,
+    known: hooks.KnownContent = hooks.NO_KNOWN_CONTENT,
+    leftovers: list[str] | None = None,
+    *,
+    remembered: Remembered | None = None,
+    unchanged: list[str] | None = None,
+    horizon_ns: int = 0,
+) -> dict[str, Any]:
+    """Every repository below ``base`` with its facts. With ``remembered``, one whose
+    inputs stat as the operator's digest says goes into ``unchanged`` instead, unread;
+    the facts of the others carry "cache": [digest, layout] when they may be kept (no
+    input changed after ``horizon_ns``, no ref lock, whose age moves by itself)."""
+    found = {}
+    memo: dict[str, Any] = {}  # the config lines every repository shares, parsed once
+    fixed = len(REPOSITORY_INPUTS)
+
+    def visit(name: str, path: str) -> bool:
+        if remembered is not None:
+            entry = remembered.get(name)
+            if entry is not None and current_digest(path, REPOSITORY_INPUTS, entry[1]) == entry[0]:
+                # HEAD and objects among the inputs, as they were: still a repository.
+                if unchanged is not None:
+                    unchanged.append(name)
+                return True
+        if not is_repository(path):
+            return False
+        if remembered is None:
+            found[name] = repository_facts(path, want_refs, known, memo)
+            return True
+        inputs: list[Input] = []
+        facts = repository_facts(path, want_refs, known, memo, inputs)
+        kept = None if "ref_locks" in facts else keepable(inputs, fixed, horizon_ns)
+        if kept is not None:
+            facts["cache"] = list(kept)
+        found[name] = facts
+        return True
+
+    walk(base, visit, leftovers)
     return found
 
 
