@@ -24,7 +24,6 @@ import contextlib
 import hashlib
 import marshal
 import os
-import tempfile
 import time
 import zlib
 from pathlib import Path
@@ -33,6 +32,7 @@ from typing import Any
 from reconciler.caches import cache_dir
 from reconciler.desired import Server
 from reconciler.errors import ServerError
+from reconciler.server.common import abandoned_temporary, atomic_write
 
 FACT_CACHE_ENV = "RECONCILER_GATHER_CACHE"  # "off", or a directory
 # The file's format: a new ``Entry`` shape needs a new number (the library version in
@@ -172,15 +172,8 @@ def load(path: Path, version: str) -> dict[str, Entry]:
 def write(path: Path, version: str, entries: dict[str, Entry]) -> None:
     body = marshal.dumps((version, entries))
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.tmp-")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(MAGIC + len(body).to_bytes(4, "big") + zlib.crc32(body).to_bytes(4, "big"))
-            handle.write(body)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    header = MAGIC + len(body).to_bytes(4, "big") + zlib.crc32(body).to_bytes(4, "big")
+    atomic_write(path, header + body, 0o600)
     forget_old(path.parent)
 
 
@@ -189,12 +182,11 @@ MAX_AGE = 14 * 24 * 3600  # a server not gathered from for this long is forgotte
 
 def forget_old(directory: Path) -> None:
     """Remove the files of servers not gathered from for ``MAX_AGE`` (a cluster gone,
-    a server renamed), and temporaries a killed run left."""
+    a server renamed), and temporaries a killed run left (their maker is gone)."""
     now = time.time()
     for old in directory.iterdir():
         with contextlib.suppress(OSError):
-            age = now - old.stat().st_mtime
-            if (old.suffix == ".marshal" and age > MAX_AGE) or (
-                old.name.startswith(".") and ".tmp-" in old.name and age > 3600
+            if abandoned_temporary(old.name) or (
+                old.suffix == ".marshal" and now - old.stat().st_mtime > MAX_AGE
             ):
                 old.unlink()

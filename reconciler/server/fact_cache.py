@@ -17,8 +17,8 @@ input that did not exist is part of the digest as absent: it appearing is a chan
 The one change a status cannot show is a second one within the same clock tick as
 the first, with the same size. So, as git does with its index, facts whose inputs
 changed less than ``RACY_NS`` before the gather began are not offered for keeping
-(``trusted`` is false): they are read again next time, until they have been still
-that long. Each input is stat'ed before it is read, so a change during the read
+(``keepable``): they are read again next time, until they have been still that
+long. Each input is stat'ed before it is read, so a change during the read
 shows next time as a difference, never as the old status paired with new content.
 """
 

@@ -462,7 +462,10 @@ def test_files_of_servers_long_gone_are_forgotten(tmp_path: Path) -> None:
     directory.mkdir(parents=True)
     gone = directory / "0123.marshal"
     recent = directory / "4567.marshal"
-    killed = directory / ".server.marshal.tmp-abc"
+    child = subprocess.Popen(["true"])  # a pid whose process has exited
+    child.wait()
+    # What atomic_write leaves when its run is killed mid-write.
+    killed = directory / f".server.marshal.reconciler-tmp-{child.pid}-abcd"
     for path in (gone, recent, killed):
         path.write_bytes(b"x")
     long_ago = time.time() - gather_cache.MAX_AGE - 60
